@@ -1,0 +1,33 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Layers, bottom to top: COvlSys/CCrypto (C) → OvlSystem (typed syscalls) → OvlFormat (pure
+// codecs, no I/O) → OvlStack (stack configuration, merged-view lookup) → the ovltool CLI.
+// Only OvlSystem imports Glibc and the C shims.
+let package = Package(
+  name: "ovltool",
+  products: [
+    .executable(name: "ovltool", targets: ["ovltool"]),
+    .library(name: "OvlStack", targets: ["OvlStack"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+  ],
+  targets: [
+    .target(name: "COvlSys"),
+    .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+    .target(name: "OvlSystem", dependencies: [
+      "COvlSys", "CCrypto", .product(name: "SystemPackage", package: "swift-system"),
+    ]),
+    .target(name: "OvlFormat"),
+    .target(name: "OvlStack", dependencies: ["OvlSystem", "OvlFormat"]),
+    .target(name: "OvlFixtures", dependencies: ["OvlSystem", "OvlFormat"]),
+    .executableTarget(name: "ovltool", dependencies: [
+      "OvlStack", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+    ]),
+    .executableTarget(name: "ovl-fixture", dependencies: ["OvlFixtures"]),
+    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlFixtures", "ovltool", "ovl-fixture"]),
+  ],
+  swiftLanguageModes: [.v6]
+)

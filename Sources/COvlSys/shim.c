@@ -1,0 +1,89 @@
+#define _GNU_SOURCE 1
+#include "COvlSys.h"
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+
+const int covl_O_PATH = O_PATH;
+const int covl_O_TMPFILE = O_TMPFILE;
+const int covl_AT_EMPTY_PATH = AT_EMPTY_PATH;
+const unsigned int covl_RENAME_NOREPLACE = RENAME_NOREPLACE;
+const unsigned int covl_RENAME_EXCHANGE = RENAME_EXCHANGE;
+const unsigned int covl_RENAME_WHITEOUT = RENAME_WHITEOUT;
+const long covl_UTIME_NOW = UTIME_NOW;
+const long covl_UTIME_OMIT = UTIME_OMIT;
+const uint64_t covl_RESOLVE_BENEATH = RESOLVE_BENEATH;
+const uint64_t covl_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
+const uint64_t covl_RESOLVE_NO_XDEV = RESOLVE_NO_XDEV;
+const int covl_MAX_HANDLE_SZ = MAX_HANDLE_SZ;
+
+static_assert(offsetof(struct dirent64, d_reclen) == COVL_DIRENT64_RECLEN_OFFSET, "dirent64 reclen");
+static_assert(offsetof(struct dirent64, d_type) == COVL_DIRENT64_TYPE_OFFSET, "dirent64 type");
+static_assert(offsetof(struct dirent64, d_name) == COVL_DIRENT64_NAME_OFFSET, "dirent64 name");
+static_assert(sizeof(((struct covl_file_handle *)0)->f_handle) == MAX_HANDLE_SZ, "file_handle size");
+static_assert(offsetof(struct covl_file_handle, f_handle) == offsetof(struct file_handle, f_handle),
+              "file_handle layout");
+
+int covl_renameat2(int od, const char *op, int nd, const char *np, unsigned int flags) {
+  return renameat2(od, op, nd, np, flags);
+}
+int covl_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf) {
+  return statx(dirfd, path, flags, mask, buf);
+}
+ssize_t covl_getdents64(int fd, void *buf, size_t len) { return getdents64(fd, buf, len); }
+ssize_t covl_copy_file_range(int in, int out, size_t len) {
+  return copy_file_range(in, NULL, out, NULL, len, 0);
+}
+int covl_ficlone(int dst_fd, int src_fd) { return ioctl(dst_fd, FICLONE, src_fd); }
+int covl_syncfs(int fd) { return syncfs(fd); }
+int covl_name_to_handle_at(int dirfd, const char *path, struct covl_file_handle *fh, int *mount_id,
+                           int flags) {
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  return name_to_handle_at(dirfd, path, (struct file_handle *)fh, mount_id, flags);
+}
+int covl_openat2(int dirfd, const char *path, int flags, mode_t mode, uint64_t resolve) {
+  struct open_how how = {.flags = (uint64_t)(unsigned)flags, .mode = mode, .resolve = resolve};
+  return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+/* Linux 6.5 UAPI; Debian 12's headers predate it. */
+struct covl_fsuuid2 { uint8_t len; uint8_t uuid[16]; };
+#define COVL_FS_IOC_GETFSUUID _IOR(0x15, 0, struct covl_fsuuid2)
+
+int covl_get_fs_uuid(int fd, unsigned char uuid[16], unsigned char *len) {
+  struct covl_fsuuid2 u = {0};
+  int r = ioctl(fd, COVL_FS_IOC_GETFSUUID, &u);
+  if (r == 0) {
+    for (int i = 0; i < 16; i++) uuid[i] = i < u.len ? u.uuid[i] : 0;
+    *len = u.len;
+  }
+  return r;
+}
+struct covl_xattr_args { uint64_t value; uint32_t size; uint32_t flags; };
+#ifndef SYS_getxattrat
+#define SYS_getxattrat 464
+#endif
+#ifndef SYS_listxattrat
+#define SYS_listxattrat 465
+#endif
+ssize_t covl_getxattrat(int dirfd, const char *path, const char *name, void *value, size_t size) {
+  struct covl_xattr_args args = {.value = (uint64_t)(uintptr_t)value, .size = (uint32_t)size, .flags = 0};
+  return (ssize_t)syscall(SYS_getxattrat, dirfd, path, AT_SYMLINK_NOFOLLOW, name, &args, sizeof args);
+}
+ssize_t covl_listxattrat(int dirfd, const char *path, char *list, size_t size) {
+  return (ssize_t)syscall(SYS_listxattrat, dirfd, path, AT_SYMLINK_NOFOLLOW, list, size);
+}
+const char *covl_errno_name(int errnum) { return strerrorname_np(errnum); }
+dev_t covl_makedev(unsigned int maj, unsigned int min) { return makedev(maj, min); }
+unsigned int covl_major(dev_t dev) { return major(dev); }
+unsigned int covl_minor(dev_t dev) { return minor(dev); }

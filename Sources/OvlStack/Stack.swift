@@ -1,0 +1,136 @@
+import OvlFormat
+import OvlSystem
+
+/// A directory of one layer, held open: the userspace counterpart of a dentry the kernel
+/// holds. Layer 0 is the upper layer, 1... the lower layers top-most first, then the
+/// data-only layers.
+public final class LayerDir {
+  public let layer: Int
+  public let fd: FD
+  /// Names present, when this directory was listed (saves lookups of absent names).
+  var listed: Set<[UInt8]>?
+
+  init(layer: Int, fd: consuming FD) {
+    self.layer = layer
+    self.fd = fd
+  }
+}
+
+/// An overlay stack opened for reading: the layer roots, validated as the kernel validates
+/// them at mount time.
+public final class Stack {
+  public let options: StackOptions
+  public let namespace: XattrNamespace
+  let upperRoot: LayerDir?
+  /// Regular lower layers (layer 1...), top-most first.
+  let lowerRoots: [LayerDir]
+  /// Data-only layers, numbered after the regular lower layers.
+  let dataRoots: [LayerDir]
+  /// Layer roots and the work dir: a lookup that reaches one of them fails ELOOP, as the
+  /// kernel's trap inodes make it.
+  let traps: Set<FileID>
+  /// Layers in which an `opaque=x` directory was seen (the kernel's sticky per-layer flag).
+  var layersWithXwhiteouts: Set<Int> = []
+
+  /// Paths of all layers by layer number (upper, lowers, data-only).
+  public var layerPaths: [String] {
+    [options.upperDir ?? ""] + options.lowerDirs + options.dataDirs
+  }
+
+  public init(options: StackOptions) throws(OvlError) {
+    self.options = options
+    namespace = options.xattrNamespace
+    func open(_ path: String) throws(OvlError) -> FD {
+      try step("open", path) { () throws(Errno) in try FD.openDirectory(atHostPath: path) }
+    }
+    var traps: [FileID: String] = [:]
+    func trap(_ fd: borrowing FD, _ path: String, _ role: String) throws(OvlError) {
+      let id = try step("statx", path) { () throws(Errno) in try fd.stat().id }
+      if let other = traps[id] {
+        throw .format(path: path, reason: "conflicting \(role) path (the same directory as \(other))", errno: .tooManySymbolicLinkLevels)
+      }
+      traps[id] = path
+    }
+
+    var upper: LayerDir?
+    if let upperPath = options.upperDir, let workPath = options.workDir {
+      let upperFD = try open(upperPath)
+      let workFD = try open(workPath)
+      let upperStatus = try step("statx", upperPath) { () throws(Errno) in try upperFD.stat() }
+      let workStatus = try step("statx", workPath) { () throws(Errno) in try workFD.stat() }
+      guard upperStatus.mountID == workStatus.mountID else {
+        throw .format(path: workPath, reason: "workdir and upperdir must reside under the same mount", errno: .invalidArgument)
+      }
+      let upperAncestors = try Self.ancestors(of: upperFD, upperPath)
+      let workAncestors = try Self.ancestors(of: workFD, workPath)
+      if upperAncestors.contains(workStatus.id) || workAncestors.contains(upperStatus.id) || upperStatus.id == workStatus.id {
+        throw .format(path: workPath, reason: "workdir and upperdir must be separate subtrees", errno: .invalidArgument)
+      }
+      try trap(upperFD, upperPath, "upperdir")
+      try trap(workFD, workPath, "workdir")
+      upper = LayerDir(layer: 0, fd: upperFD)
+    }
+    var lowers: [LayerDir] = []
+    for (i, path) in (options.lowerDirs + options.dataDirs).enumerated() {
+      let fd = try open(path)
+      try trap(fd, path, "lowerdir")
+      lowers.append(LayerDir(layer: i + 1, fd: fd))
+    }
+    // A lower layer or the work dir inside another layer: "overlapping ... path" (ELOOP).
+    let workPaths = options.workDir.map { [$0] } ?? []
+    for path in workPaths + options.lowerDirs + options.dataDirs {
+      let fd = try open(path)
+      for id in try Self.ancestors(of: fd, path) {
+        if let other = traps[id] {
+          throw .format(path: path, reason: "overlapping \(path == options.workDir ? "workdir" : "lowerdir") path (inside \(other))", errno: .tooManySymbolicLinkLevels)
+        }
+      }
+    }
+    self.upperRoot = upper
+    self.lowerRoots = Array(lowers.prefix(options.lowerDirs.count))
+    self.dataRoots = Array(lowers.dropFirst(options.lowerDirs.count))
+    self.traps = Set(traps.keys)
+  }
+
+  /// Identities of the proper ancestors of a directory, up to the root of the namespace.
+  static func ancestors(of dir: borrowing FD, _ path: String) throws(OvlError) -> [FileID] {
+    var result: [FileID] = []
+    var current = try step("open", path + "/..") { () throws(Errno) in try FD.open([0x2E, 0x2E], in: dir, .directoryPath) }
+    var previous = try step("statx", path) { () throws(Errno) in try dir.stat().id }
+    while true {
+      let id = try step("statx", path + "/..") { () throws(Errno) in try current.stat().id }
+      if id == previous { break }
+      result.append(id)
+      previous = id
+      current = try step("open", path + "/..") { () throws(Errno) in try FD.open([0x2E, 0x2E], in: current, .directoryPath) }
+    }
+    return result
+  }
+
+  /// The number of regular lower layers.
+  public var lowerCount: Int { lowerRoots.count }
+  public var hasDataLayers: Bool { !dataRoots.isEmpty }
+
+  /// Lookup reads redirects when it follows them or when data-only layers exist.
+  var checksRedirects: Bool { options.redirectMode.follows || hasDataLayers }
+}
+
+extension KernelDefaults {
+  /// The running kernel's overlay module defaults, where /sys shows them.
+  public static func current() -> KernelDefaults {
+    var d = KernelDefaults()
+    func flag(_ name: String) -> Bool? {
+      guard let fd = try? FD.openFile(atHostPath: "/sys/module/overlay/parameters/" + name),
+        let text = try? fd.readAll(limit: 64), let first = text.first
+      else { return nil }
+      return first == UInt8(ascii: "Y")
+    }
+    d.redirectDir = flag("redirect_dir") ?? d.redirectDir
+    d.redirectAlwaysFollow = flag("redirect_always_follow") ?? d.redirectAlwaysFollow
+    d.index = flag("index") ?? d.index
+    d.metacopy = flag("metacopy") ?? d.metacopy
+    d.nfsExport = flag("nfs_export") ?? d.nfsExport
+    d.xinoAuto = flag("xino_auto") ?? d.xinoAuto
+    return d
+  }
+}

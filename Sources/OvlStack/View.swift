@@ -1,0 +1,120 @@
+import OvlFormat
+import OvlSystem
+
+/// One line of `tree --json`: an entry of the merged view with the attributes the kernel
+/// shows for it.
+public struct ViewRecord {
+  public var path: [UInt8]
+  public var status: FileStatus
+  public var target: [UInt8]?
+  /// Names as the view shows them (private names dropped, escaped names unescaped), sorted.
+  public var xattrs: [([UInt8], [UInt8])]
+  public var layer: Int
+  public var sha256: [UInt8]?
+}
+
+extension Stack {
+  /// The merged root as an entry (the upper root, else the top-most lower root).
+  public func rootEntry(_ root: MergedDir) -> MergedEntry? {
+    func object(_ dir: LayerDir) -> RealObject? {
+      guard let status = try? dir.fd.stat() else { return nil }
+      return RealObject(layer: dir.layer, parent: dir, name: [0x2E], status: status)
+    }
+    let upper = root.upper.flatMap(object)
+    let lowers = root.lowers.compactMap(object)
+    guard upper != nil || !lowers.isEmpty else { return nil }
+    return MergedEntry(path: [], upper: upper, lowers: lowers, upperIsMetacopy: false, dataRedirect: nil, xwhiteouts: root.xwhiteouts)
+  }
+
+  /// Opens the file that holds an entry's data: the upper unless it is metacopy, else the
+  /// lower data file (found by the lookup chain or, lazily, in the data-only layers).
+  public func openData(_ entry: MergedEntry) throws(OvlError) -> FD {
+    let shownPath = String(decoding: entry.path, as: UTF8.self)
+    if let upper = entry.upper, !entry.upperIsMetacopy {
+      return try step("open", describe(0, entry.path)) { () throws(Errno) in try upper.open(.readOnly) }
+    }
+    if let components = entry.dataRedirect {
+      let relative = Redirect.absolute(components).value.dropFirst()
+      for root in dataRoots {
+        do {
+          let fd = try FD.open(beneath: root.fd, path: Array(relative), .readOnly)
+          let status = try fd.stat()
+          guard status.type == .regular else { continue }
+          return fd
+        } catch .noSuchFileOrDirectory {
+          continue
+        } catch {
+          throw .system(call: "openat2", path: describe(root.layer, Array(relative)), errno: error)
+        }
+      }
+      throw .format(path: shownPath, reason: "lower data not found in the data-only layers", errno: .noSuchFileOrDirectory)
+    }
+    guard let data = entry.lowers.last else {
+      throw .format(path: shownPath, reason: "no data", errno: .ioError)
+    }
+    return try step("open", describe(data.layer, entry.path)) { () throws(Errno) in try data.open(.readOnly) }
+  }
+
+  /// The record `tree`, `stat` and `ls --json` print for an entry.
+  public func record(_ entry: MergedEntry, hash: Bool) throws(OvlError) -> ViewRecord {
+    let shown = entry.shown
+    let where_ = describe(shown.layer, entry.path)
+    var xattrs: [([UInt8], [UInt8])] = []
+    let names = try step("listxattr", where_) { () throws(Errno) in try shown.xattrNames() }
+    for name in names {
+      guard let viewName = namespace.viewName(name) else { continue }
+      guard let value = try step("getxattr", where_, { () throws(Errno) in try shown.parent.fd.xattr(shown.name, name) }) else {
+        continue
+      }
+      xattrs.append((viewName, value))
+    }
+    xattrs.sort { Stack.byteOrder($0.0, $1.0) }
+    var target: [UInt8]?
+    if shown.status.type == .symlink {
+      target = try step("readlink", where_) { () throws(Errno) in try shown.parent.fd.readLink(shown.name) }
+    }
+    var digest: [UInt8]?
+    if hash && shown.status.type == .regular {
+      let fd = try openData(entry)
+      digest = try step("read", where_) { () throws(Errno) in try fd.sha256() }
+    }
+    return ViewRecord(path: entry.path, status: shown.status, target: target, xattrs: xattrs, layer: shown.layer, sha256: digest)
+  }
+
+  /// Walks the merged view under `entry` depth-first (children sorted by name bytes) and
+  /// hands each record — or the error that stopped an entry — to `emit`. Memory stays
+  /// bounded by the largest directory plus the depth.
+  public func walk(
+    _ entry: MergedEntry, dir: MergedDir?, hash: Bool,
+    emit: (Result<ViewRecord, OvlError>, [UInt8]) -> Void
+  ) {
+    do throws(OvlError) {
+      emit(.success(try record(entry, hash: hash)), entry.path)
+    } catch {
+      emit(.failure(error), entry.path)
+      return
+    }
+    guard entry.isDirectory else { return }
+    let merged: MergedDir
+    let names: [[UInt8]]
+    do throws(OvlError) {
+      if let dir { merged = dir } else { merged = try open(entry) }
+      names = try list(merged)
+    } catch {
+      emit(.failure(error), entry.path)
+      return
+    }
+    for name in names {
+      let childPath = entry.path + [UInt8(ascii: "/")] + name
+      do throws(OvlError) {
+        guard let child = try lookup(name, in: merged) else {
+          emit(.failure(fail(childPath, "no such file or directory", .noSuchFileOrDirectory)), childPath)
+          continue
+        }
+        walk(child, dir: nil, hash: hash, emit: emit)
+      } catch {
+        emit(.failure(error), childPath)
+      }
+    }
+  }
+}

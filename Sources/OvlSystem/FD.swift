@@ -1,0 +1,118 @@
+import COvlSys
+import Glibc
+
+/// An owned file descriptor. It closes itself when its owner goes out of scope.
+public struct FD: ~Copyable {
+  public let rawValue: Int32
+
+  public init(adopting rawValue: Int32) {
+    precondition(rawValue >= 0, "adopting an invalid descriptor")
+    self.rawValue = rawValue
+  }
+
+  deinit { _ = Glibc.close(rawValue) }  // close(2) is never retried on Linux
+
+  /// Closes and reports the error, for write paths where a failed close matters.
+  public consuming func close() throws(Errno) {
+    let fd = rawValue
+    discard self
+    if Glibc.close(fd) == -1 { throw Errno(rawValue: errno) }
+  }
+}
+
+/// How to open one name in a directory. Every open adds O_CLOEXEC and O_NOFOLLOW: a symlink
+/// inside a layer is an entry, never a path to follow.
+public struct OpenMode: Sendable {
+  public let flags: Int32
+  public static let directory = OpenMode(flags: O_RDONLY | O_DIRECTORY)
+  public static let readOnly = OpenMode(flags: O_RDONLY)
+  /// O_PATH: a handle on the inode itself, whatever its type (symlinks, devices, whiteouts).
+  public static let path = OpenMode(flags: covl_O_PATH)
+  public static let directoryPath = OpenMode(flags: covl_O_PATH | O_DIRECTORY)
+}
+
+extension FD {
+  /// Opens one component `name` relative to `dir`. The corresponding C function is `openat`.
+  public static func open(_ name: [UInt8], in dir: borrowing FD, _ mode: OpenMode) throws(Errno) -> FD {
+    let dirfd = dir.rawValue
+    let flags = mode.flags | O_CLOEXEC | O_NOFOLLOW
+    return FD(adopting: try withCString(name) { (cname) throws(Errno) in
+      try retrying { Glibc.openat(dirfd, cname, flags, 0) }
+    })
+  }
+
+  /// Opens a host path given by the user (a layer directory), following symlinks in it as
+  /// mount(8) does, and requiring a directory.
+  public static func openDirectory(atHostPath path: String, pathOnly: Bool = false) throws(Errno) -> FD {
+    let flags = (pathOnly ? covl_O_PATH : O_RDONLY) | O_DIRECTORY | O_CLOEXEC
+    return FD(adopting: try retrying { Glibc.open(path, flags) })
+  }
+
+  /// Opens a regular host file given by the user (a fixture, a script).
+  public static func openFile(atHostPath path: String) throws(Errno) -> FD {
+    FD(adopting: try retrying { Glibc.open(path, O_RDONLY | O_CLOEXEC) })
+  }
+
+  /// Resolves `path` (components) beneath `dir` without following any symlink and without
+  /// leaving `dir`. The corresponding C function is `openat2` with RESOLVE_BENEATH |
+  /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV.
+  public static func open(beneath dir: borrowing FD, path: [UInt8], _ mode: OpenMode) throws(Errno) -> FD {
+    let dirfd = dir.rawValue
+    let resolve = covl_RESOLVE_BENEATH | covl_RESOLVE_NO_SYMLINKS | covl_RESOLVE_NO_XDEV
+    let flags = mode.flags | O_CLOEXEC | O_NOFOLLOW
+    return FD(adopting: try withCString(path.isEmpty ? [0x2E] : path) { (cpath) throws(Errno) in
+      try retrying { covl_openat2(dirfd, cpath, flags, 0, resolve) }
+    })
+  }
+
+  /// Reads up to `count` bytes into `buffer`. The corresponding C function is `read`.
+  public borrowing func read(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+    let fd = rawValue
+    return try retrying { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+  }
+
+  /// Reads the whole file from the current offset.
+  public borrowing func readAll(limit: Int = Int.max) throws(Errno) -> [UInt8] {
+    var result: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while result.count < limit {
+      let n = try chunk.withMutableBytes { (buffer) throws(Errno) in try read(into: buffer) }
+      if n == 0 { break }
+      result.append(contentsOf: chunk[0..<n])
+    }
+    return result
+  }
+
+  /// Writes all of `bytes`. The corresponding C function is `write`.
+  public borrowing func write(_ bytes: [UInt8]) throws(Errno) {
+    let fd = rawValue
+    try bytes.withBytes { (buffer) throws(Errno) in
+      var offset = 0
+      while offset < buffer.count {
+        offset += try retrying { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
+      }
+    }
+  }
+
+  /// Reads a symlink's target. The corresponding C function is `readlinkat`.
+  public borrowing func readLink(_ name: [UInt8]) throws(Errno) -> [UInt8] {
+    let dirfd = rawValue
+    var size = 256
+    while true {
+      var buffer = [UInt8](repeating: 0, count: size)
+      let n = try withCString(name) { (cname) throws(Errno) in
+        try buffer.withMutableBytes { (raw) throws(Errno) in
+          try retrying { Glibc.readlinkat(dirfd, cname, raw.baseAddress!.assumingMemoryBound(to: CChar.self), size) }
+        }
+      }
+      if n < size { return Array(buffer[0..<n]) }
+      size *= 4
+    }
+  }
+
+  /// The corresponding C function is `fsync`.
+  public borrowing func sync() throws(Errno) {
+    let fd = rawValue
+    _ = try retrying { Glibc.fsync(fd) }
+  }
+}

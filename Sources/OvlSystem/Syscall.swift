@@ -1,0 +1,106 @@
+import Glibc
+@_exported import SystemPackage
+
+/// Runs a libc call that reports failure as -1 with `errno`, retrying on EINTR.
+@inline(__always)
+func retrying<T: FixedWidthInteger>(_ call: () -> T) throws(Errno) -> T {
+  while true {
+    let result = call()
+    if result != -1 { return result }
+    let error = Errno(rawValue: errno)
+    if error != .interrupted { throw error }
+  }
+}
+
+/// Calls `body` with `bytes` as a NUL-terminated C string. Names and paths are raw bytes:
+/// a layer may hold names that are not UTF-8.
+@inline(__always)
+func withCString<R, E: Error>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws(E) -> R) throws(E) -> R {
+  var terminated = bytes
+  terminated.append(0)
+  let result: Result<R, E> = terminated.withUnsafeBufferPointer { buffer in
+    buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) { pointer in
+      Result { () throws(E) -> R in try body(pointer) }
+    }
+  }
+  return try result.get()
+}
+
+/// The current process's effective user id (tests and privilege checks).
+public func effectiveUserID() -> UInt32 { geteuid() }
+
+/// Writes a line to standard error.
+public func printError(_ message: String) {
+  var line = Array(message.utf8)
+  line.append(0x0A)
+  writeAll(2, line)
+}
+
+/// Writes bytes to a raw descriptor, retrying short writes; errors (e.g. EPIPE) end the write.
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+  bytes.withUnsafeBytes { buffer in
+    var offset = 0
+    while offset < buffer.count {
+      let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+      if n < 0 {
+        if errno == EINTR { continue }
+        return
+      }
+      offset += n
+    }
+  }
+}
+
+extension Array where Element == UInt8 {
+  /// `withUnsafeMutableBytes` that keeps the typed error (the standard one is `rethrows`).
+  @inline(__always)
+  mutating func withMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws(Errno) -> R) throws(Errno) -> R {
+    let result: Result<R, Errno> = withUnsafeMutableBytes { raw in Result { () throws(Errno) -> R in try body(raw) } }
+    return try result.get()
+  }
+
+  /// `withUnsafeBytes` that keeps the typed error.
+  @inline(__always)
+  func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws(Errno) -> R) throws(Errno) -> R {
+    let result: Result<R, Errno> = withUnsafeBytes { raw in Result { () throws(Errno) -> R in try body(raw) } }
+    return try result.get()
+  }
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC for `ls -l` (the corresponding C functions are `gmtime_r`,
+/// `strftime`).
+public func formatUTC(seconds: Int64) -> String {
+  var t = time_t(seconds)
+  var parts = tm()
+  guard gmtime_r(&t, &parts) != nil else { return String(seconds) }
+  var buffer = [CChar](repeating: 0, count: 32)
+  let n = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M", &parts)
+  return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// The process's arguments as raw bytes: paths may not be UTF-8, and Swift's `String`
+/// arguments replace such bytes.
+public func rawArguments() -> [[UInt8]] {
+  (0..<Int(CommandLine.argc)).map { i in
+    guard let p = CommandLine.unsafeArgv[i] else { return [] }
+    return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+  }
+}
+
+/// Buffered writes to standard output, in large chunks.
+public final class OutputBuffer {
+  private var buffer: [UInt8] = []
+  private let fd: Int32
+  public init(fd: Int32 = 1) { self.fd = fd; buffer.reserveCapacity(1 << 16) }
+  public func write(_ bytes: [UInt8]) {
+    buffer += bytes
+    if buffer.count >= 1 << 16 { flush() }
+  }
+  public func line(_ bytes: [UInt8]) { write(bytes); buffer.append(0x0A) }
+  public func line(_ text: String) { line(Array(text.utf8)) }
+  public func flush() {
+    writeAll(fd, buffer)
+    buffer.removeAll(keepingCapacity: true)
+  }
+  deinit { flush() }
+}

@@ -1,0 +1,41 @@
+import ArgumentParser
+import OvlStack
+import OvlSystem
+
+@main
+struct OvlTool: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "ovltool",
+    abstract: "Work on overlayfs layer directories without mounting them.",
+    discussion: """
+      Every command takes the stack as mount(8) does: -o lowerdir=L1:L2,upperdir=U,workdir=W \
+      (repeatable), or --lowerdir, --upperdir, --workdir. PATH is a path in the merged view. \
+      Exit status: 0 success, 1 some paths failed, 2 usage or stack errors.
+      """,
+    version: "0.1.0",
+    subcommands: [Ls.self, Stat.self, Cat.self, Tree.self])
+
+  static func main() {
+    do {
+      var command = try parseAsRoot()
+      try command.run()
+    } catch let error as OvlError {
+      printError("ovltool: \(error)")
+      Self.exit(withError: ExitCode(error.isUsage ? 2 : 1))
+    } catch {
+      // ArgumentParser's usage errors exit 64; ovltool's contract is 2.
+      if exitCode(for: error) == .validationFailure {
+        printError(fullMessage(for: error))
+        Self.exit(withError: ExitCode(2))
+      }
+      exit(withError: error)
+    }
+  }
+}
+
+extension OvlError {
+  var isUsage: Bool {
+    if case .usage = self { return true }
+    return false
+  }
+}

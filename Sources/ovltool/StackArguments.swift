@@ -1,0 +1,42 @@
+import ArgumentParser
+import OvlStack
+import OvlSystem
+
+/// The stack, given the way mount(8) and fsck.overlay take it.
+struct StackArguments: ParsableArguments {
+  @Option(name: .customShort("o"), help: ArgumentHelp(
+    "Overlay mount options (repeatable): lowerdir=L1:L2[::D1],upperdir=U,workdir=W,index=,redirect_dir=,metacopy=,nfs_export=,userxattr,uuid=,xino=,verity=.",
+    valueName: "OPTS"))
+  var options: [String] = []
+
+  @Option(help: ArgumentHelp("Lower layers, top-most first, ':'-separated ('::' before data-only layers).", valueName: "DIRS"))
+  var lowerdir: String?
+
+  @Option(help: ArgumentHelp("The upper layer.", valueName: "DIR"))
+  var upperdir: String?
+
+  @Option(help: ArgumentHelp("The work directory (same mount as the upper layer).", valueName: "DIR"))
+  var workdir: String?
+
+  /// Parses, applies the kernel's option rules and opens the layers.
+  func open() throws(OvlError) -> Stack {
+    var parser = StackOptionParser()
+    for o in options { try parser.add(options: o) }
+    if let lowerdir { try parser.add(key: "lowerdir", value: lowerdir) }
+    if let upperdir { try parser.add(key: "upperdir", value: upperdir) }
+    if let workdir { try parser.add(key: "workdir", value: workdir) }
+    for warning in parser.warnings { printError("ovltool: warning: \(warning)") }
+    return try Stack(options: parser.resolve(defaults: .current()))
+  }
+}
+
+/// A merged-view path argument as the raw bytes the user gave (it may not be UTF-8).
+func pathBytes(_ argument: String) -> [UInt8] {
+  for raw in rawArguments() where String(decoding: raw, as: UTF8.self) == argument { return raw }
+  return Array(argument.utf8)
+}
+
+/// Prints `error` for one path and remembers that the command must exit 1.
+func report(_ error: OvlError) {
+  printError("ovltool: \(error)")
+}

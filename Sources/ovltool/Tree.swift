@@ -1,0 +1,46 @@
+import ArgumentParser
+import OvlStack
+import OvlSystem
+
+struct Tree: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Print the whole merged view under PATH, depth-first, names sorted by their bytes.",
+    discussion: """
+      With --json, one object per line: path, type, mode, uid, gid, size (files, symlinks), \
+      target (symlinks), rdev (devices), mtime (ns), xattrs (name -> hex), sha256 (--hash), \
+      layer (0 = upper, 1 = top-most lower). An entry that cannot be read is printed as \
+      {"path":...,"error":"ENOENT"} and the exit status is 1.
+      """)
+
+  @OptionGroup var stack: StackArguments
+  @Flag(help: "Print JSON lines.") var json = false
+  @Flag(help: "Add the SHA-256 of every regular file's contents.") var hash = false
+  @Argument(help: "A path in the merged view.") var path: String = "/"
+
+  func run() throws {
+    let stack = try self.stack.open()
+    let resolved = try stack.resolve(pathBytes(path))
+    guard let entry = resolved.entry ?? stack.rootEntry(resolved.root) else {
+      throw OvlError.format(path: path, reason: "no layer root", errno: .noSuchFileOrDirectory)
+    }
+    let out = OutputBuffer()
+    var failed = false
+    stack.walk(entry, dir: resolved.entry == nil ? resolved.root : nil, hash: hash) { result, path in
+      switch result {
+      case .success(let record):
+        if json {
+          out.line(JSONLine.encode(record))
+        } else {
+          out.line(Listing.treeLine(record))
+        }
+      case .failure(let error):
+        failed = true
+        if json { out.line(JSONLine.encodeError(path: path, error)) }
+        out.flush()
+        report(error)
+      }
+    }
+    out.flush()
+    if failed { throw ExitCode(1) }
+  }
+}
