@@ -104,3 +104,6 @@ public final class OutputBuffer {
   }
   deinit { flush() }
 }
+
+/// Ends the process with `status` (for small executables without ArgumentParser).
+public func exitProcess(_ status: Int32) -> Never { Glibc.exit(status) }
