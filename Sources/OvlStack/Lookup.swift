@@ -223,9 +223,9 @@ extension Stack {
   private func lookupSingle(
     _ base: LayerDir, _ name: [UInt8], last: Bool, position: Int, _ d: inout LookupState, path: [UInt8]
   ) throws -> RealObject? {
-    if let listed = base.listed, !listed.contains(name) { return nil }
     // The kernel's lookup_one refuses dot names (a redirect of "." or "..").
     if name == [0x2E] || name == [0x2E, 0x2E] { throw Errno.permissionDenied }
+    if let listed = base.listed, !listed.contains(name) { return nil }
     guard let status = try Self.statIfPresent(base, name) else { return nil }
     let object = RealObject(layer: base.layer, parent: base, name: name, status: status)
     if try isWhiteout(object) {

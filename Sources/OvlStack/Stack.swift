@@ -31,6 +31,9 @@ public final class Stack {
   let traps: Set<FileID>
   /// Layers in which an `opaque=x` directory was seen (the kernel's sticky per-layer flag).
   var layersWithXwhiteouts: Set<Int> = []
+  /// The overlay inodes a walk has met, by the key the kernel hashes them with (see
+  /// `verifyInode`).
+  var inodes: [FileID: (lower: FileID?, upper: FileID?)] = [:]
 
   /// Paths of all layers by layer number (upper, lowers, data-only).
   public var layerPaths: [String] {

@@ -81,6 +81,43 @@ extension Stack {
     return ViewRecord(path: entry.path, status: shown.status, target: target, xattrs: xattrs, layer: shown.layer, sha256: digest)
   }
 
+  /// The kernel keeps one overlay inode per real inode (`ovl_get_inode`, hashed by the
+  /// top-most lower inode, or by the upper one) and refuses with ESTALE a later lookup that
+  /// reaches the same inode with different layers (`ovl_verify_inode`): for instance a lower
+  /// directory reached both by its own name and through an uncovered redirect. A walk meets
+  /// entries in the same order as a walk of a fresh mount, so it reproduces that.
+  func verifyInode(_ entry: MergedEntry) throws(OvlError) {
+    let lower = entry.lowers.first?.status
+    let upper = entry.upper?.status
+    guard let key = inodeKey(entry, lower: lower, upper: upper) else { return }
+    guard let existing = inodes[key] else {
+      inodes[key] = (lower?.id, upper?.id)
+      return
+    }
+    var matches = true
+    if entry.isDirectory {
+      if lower == nil && existing.lower != nil { matches = false }  // lower dir moved to upper
+      if upper == nil && existing.upper != nil { matches = false }  // uncovered redirect origin
+    }
+    if let lower, existing.lower != lower.id { matches = false }
+    if let upper, existing.upper != upper.id { matches = false }
+    if !matches {
+      throw fail(entry.path, "the same real inode is reached by another path (an uncovered redirect origin?)", .staleNFSFileHandle)
+    }
+  }
+
+  /// `ovl_hash_bylower`: by the lower inode unless the lower hardlink is or will be broken
+  /// on copy-up, or an upper without index under nfs_export; pure upper inodes by the upper.
+  private func inodeKey(_ entry: MergedEntry, lower: FileStatus?, upper: FileStatus?) -> FileID? {
+    guard let lower else { return upper?.id }
+    var byLower = true
+    if upperRoot != nil {
+      if (upper != nil || !options.index) && lower.type != .directory && lower.links > 1 { byLower = false }
+      if options.nfsExport && upper != nil { byLower = false }
+    }
+    return byLower ? lower.id : upper?.id
+  }
+
   /// Walks the merged view under `entry` depth-first (children sorted by name bytes) and
   /// hands each record — or the error that stopped an entry — to `emit`. Memory stays
   /// bounded by the largest directory plus the depth.
@@ -111,6 +148,7 @@ extension Stack {
           emit(.failure(fail(childPath, "no such file or directory", .noSuchFileOrDirectory)), childPath)
           continue
         }
+        try verifyInode(child)
         walk(child, dir: nil, hash: hash, emit: emit)
       } catch {
         emit(.failure(error), childPath)
