@@ -1,0 +1,57 @@
+# ovltool — see README.md. `make demo` and `make test` install what they need.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+SWIFT    ?= swift
+MAN_DATE ?= 2026-11-27
+
+# Debian packages the build, the tests and the demo need, as "command-or-header:package".
+NEEDS := /usr/include/openssl/evp.h:libssl-dev \
+         /usr/include/attr/libattr.h:libattr1-dev \
+         /usr/bin/setfattr:attr \
+         /usr/bin/python3:python3 \
+         /usr/bin/unshare:util-linux
+
+.PHONY: all build deps test demo bench man install clean
+
+all: build
+
+# Installs missing packages when run as root with apt-get; otherwise says what to install.
+deps:
+	@missing=""; for n in $(NEEDS); do f=$${n%%:*}; p=$${n#*:}; [ -e "$$f" ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$missing; }) || exit 1; \
+	  else \
+	    echo "missing packages:$$missing — run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+demo: build
+	sh scripts/demo.sh
+
+bench: build
+	bash bench/run.sh
+
+# The man page is generated from the argument parser with a fixed date, then the
+# hand-written sections in man/sections.mdoc replace its empty EXIT STATUS section.
+man:
+	mkdir -p .build/man
+	$(SWIFT) package plugin --allow-writing-to-package-directory generate-manual --configuration debug --date $(MAN_DATE) --authors "the ovltool developers" --output-directory .build/man >/dev/null
+	awk -v extra=man/sections.mdoc '/^\.Sh "EXIT STATUS"/ { while ((getline l < extra) > 0) print l; skip = 1; next } \
+	  /^\.Sh / { skip = 0 } !skip' .build/man/ovltool.1 > man/ovltool.1
+
+install: build
+	install -D -m 0755 .build/release/ovltool $(DESTDIR)$(PREFIX)/bin/ovltool
+	install -D -m 0644 man/ovltool.1 $(DESTDIR)$(PREFIX)/share/man/man1/ovltool.1
+	ln -sf ovltool $(DESTDIR)$(PREFIX)/bin/fsck.overlay
+
+clean:
+	rm -rf .build
