@@ -40,7 +40,7 @@ public struct FileHandle: Sendable, Hashable {
   public var indexName: [UInt8] { Array(Hex.encode(bytes).utf8) }
 
   public enum DecodeError: Error, Equatable {
-    /// Shorter than the header or than its own `len`, or `len` below the header: EINVAL.
+    /// Shorter than the header or than its own `len`: EINVAL.
     case badLength
     /// Not an overlay handle (magic is not 0xfb): EINVAL.
     case badMagic
@@ -61,10 +61,12 @@ public struct FileHandle: Sendable, Hashable {
     if value.isEmpty { return .empty }
     guard value.count >= headerLength else { throw .badLength }
     let length = Int(value[2])
-    guard length >= headerLength, length <= value.count else { throw .badLength }
+    guard length <= value.count else { throw .badLength }
     guard value[1] == magic else { throw .badMagic }
     let flags = value[3]
     if value[0] != 0 || flags & ~knownFlags != 0 { return .unsupported }
+    // `ovl_check_fb_len` lets a `len` below the header pass; such a handle decodes to nothing.
+    if length < headerLength { return .unsupported }
     let bigEndian = flags & flagBigEndian != 0
     if flags & flagAnyEndian == 0 && bigEndian == littleEndianHost { return .unsupported }
     return .handle(FileHandle(flags: flags, type: value[4], uuid: Array(value[5..<21]), fid: Array(value[21..<length])))

@@ -11,16 +11,16 @@ public enum Redirect: Sendable, Equatable, CustomStringConvertible {
   public static let maximumLength = 256
 
   public enum DecodeError: Error, Equatable {
-    case empty, emptyComponent, slashInRelative, nulByte
+    case empty, emptyComponent, slashInRelative
   }
 
   /// Decodes a stored value with the kernel's validity rules (`ovl_get_redirect_xattr`):
   /// not empty; absolute values have no empty component (`//`, a trailing `/`, `/` alone);
-  /// relative values contain no `/`. An invalid value makes lookup fail with EINVAL.
-  public init(value: [UInt8]) throws(DecodeError) {
+  /// relative values contain no `/`. An invalid value makes lookup fail with EINVAL. The
+  /// kernel reads the value as a C string: it ends at the first NUL.
+  public init(value stored: [UInt8]) throws(DecodeError) {
+    let value = Array(stored.prefix { $0 != 0 })
     guard !value.isEmpty else { throw .empty }
-    // The kernel treats the value as a C string; a NUL would silently truncate it.
-    guard !value.contains(0) else { throw .nulByte }
     if value[0] == UInt8(ascii: "/") {
       let components = value.dropFirst().split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
       guard components.allSatisfy({ !$0.isEmpty }) else { throw .emptyComponent }

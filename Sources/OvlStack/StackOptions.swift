@@ -117,7 +117,7 @@ public struct StackOptionParser {
   }
 
   /// The options after the kernel's rules (`ovl_fs_params_verify`).
-  public func resolve(defaults: KernelDefaults = KernelDefaults()) throws(OvlError) -> StackOptions {
+  public mutating func resolve(defaults: KernelDefaults = KernelDefaults()) throws(OvlError) -> StackOptions {
     var o = StackOptions()
     guard let lowerdir, !lowerdir.isEmpty else { throw .usage("missing 'lowerdir'") }
     (o.lowerDirs, o.dataDirs) = try Self.parseLowerdir(lowerdir)
@@ -129,7 +129,8 @@ public struct StackOptionParser {
     o.workDir = workdir
     if upperdir != nil && workdir == nil { throw .usage("missing 'workdir'") }
     if upperdir == nil && workdir != nil {
-      throw .usage("'workdir' is given without 'upperdir' (the kernel ignores it; leave it out)")
+      warnings.append("option \"workdir=\(workdir ?? "")\" is useless in a non-upper mount, ignored")
+      o.workDir = nil
     }
     if upperdir == nil && layers < 2 {
       throw .usage("at least 2 lowerdir are needed while upperdir nonexistent")
@@ -150,7 +151,6 @@ public struct StackOptionParser {
     let metacopyExplicit = explicit["metacopy"] != nil
 
     if o.upperDir == nil {
-      o.index = false
       if o.uuid == .on { o.uuid = .null }
       if redirect == .follow { redirect = .on }
     }
@@ -191,6 +191,9 @@ public struct StackOptionParser {
       if o.metacopy && metacopyExplicit { throw .usage("conflicting options: userxattr,metacopy=on") }
       o.metacopy = false
     }
+    // A stack without an upper layer has no index (after the nfs_export rules, which look
+    // at the index option as given).
+    if o.upperDir == nil { o.index = false }
     o.redirectMode = redirect
     return o
   }
@@ -237,6 +240,9 @@ public struct StackOptionParser {
     while i < parts.count {
       let part = parts[i]
       if part.isEmpty {
+        if parts[i...].allSatisfy(\.isEmpty) {
+          throw .usage("lowerdir '\(text)': unescaped trailing colons in lowerdir mount option")
+        }
         if i == 0 { throw .usage("lowerdir '\(text)': cannot append lower layer (leading ':')") }
         if i == parts.count - 1 { throw .usage("lowerdir '\(text)': unescaped trailing colons in lowerdir mount option") }
         if parts[i + 1].isEmpty {

@@ -19,6 +19,9 @@ struct OvlTool: ParsableCommand {
     do {
       var command = try parseAsRoot()
       try command.run()
+    } catch let error as StackError {
+      printError("ovltool: \(error)")
+      Self.exit(withError: ExitCode(2))
     } catch let error as OvlError {
       printError("ovltool: \(error)")
       Self.exit(withError: ExitCode(error.isUsage ? 2 : 1))

@@ -18,15 +18,25 @@ struct StackArguments: ParsableArguments {
   @Option(help: ArgumentHelp("The work directory (same mount as the upper layer).", valueName: "DIR"))
   var workdir: String?
 
-  /// Parses, applies the kernel's option rules and opens the layers.
-  func open() throws(OvlError) -> Stack {
+  /// Parses, applies the kernel's option rules and opens the layers. Any problem is a
+  /// stack error (exit status 2).
+  func open() throws(StackError) -> Stack {
+    do {
+      return try openStack()
+    } catch {
+      throw StackError(error: error)
+    }
+  }
+
+  private func openStack() throws(OvlError) -> Stack {
     var parser = StackOptionParser()
     for o in options { try parser.add(options: o) }
     if let lowerdir { try parser.add(key: "lowerdir", value: lowerdir) }
     if let upperdir { try parser.add(key: "upperdir", value: upperdir) }
     if let workdir { try parser.add(key: "workdir", value: workdir) }
+    let options = try parser.resolve(defaults: .current())
     for warning in parser.warnings { printError("ovltool: warning: \(warning)") }
-    return try Stack(options: parser.resolve(defaults: .current()))
+    return try Stack(options: options)
   }
 }
 
@@ -39,4 +49,10 @@ func pathBytes(_ argument: String) -> [UInt8] {
 /// Prints `error` for one path and remembers that the command must exit 1.
 func report(_ error: OvlError) {
   printError("ovltool: \(error)")
+}
+
+/// The stack could not be described or opened: ovltool exits 2.
+struct StackError: Error, CustomStringConvertible {
+  let error: OvlError
+  var description: String { error.description }
 }
