@@ -311,6 +311,59 @@ import Testing
       dir /usr/share/doc
       file /usr/share/doc/README "r"
       """),
+    Case(name: "redirect cycles and self-redirects terminate", spec: """
+      [upper]
+      dir /a redirect=/b
+      dir /b redirect=/a
+      dir /self redirect=self
+      [lower l1]
+      dir /a redirect=/b
+      file /a/fa "fa"
+      dir /b redirect=/a
+      file /b/fb "fb"
+      dir /self redirect=/self
+      file /self/s "s"
+      [lower l2]
+      dir /a
+      file /a/deep "a2"
+      dir /b
+      file /b/deep "b2"
+      """),
+    Case(name: "userxattr lower-only stack with xattr whiteouts and escapes", spec: """
+      options userxattr
+      [lower l1]
+      dir /x xattr.user.overlay.opaque=x
+      file /x/gone "" xattr.user.overlay.whiteout=
+      file /x/stays "s" xattr.trusted.overlay.whiteout=
+      dir /o xattr.user.overlay.opaque=y
+      file /o/top "t"
+      file /esc "e" xattr.user.overlay.overlay.redirect=/nowhere
+      [lower l2]
+      file /x/gone "g"
+      file /o/under "u"
+      [lower l3]
+      file /x/l3 "3"
+      """),
+    Case(name: "metacopy lower-only chain and data-only layer without metacopy=on", spec: """
+      [lower l1]
+      file /d size=4 metacopy redirect=/blob
+      [data d1]
+      file /blob "data"
+      """),
+    Case(name: "trusted xattr whiteouts need the marker for readdir", spec: """
+      [upper]
+      dir /m
+      [lower l1]
+      dir /m opaque=x
+      xwhiteout /m/w1
+      [lower l2]
+      dir /m
+      xwhiteout /m/w2
+      file /m/w1 "hidden"
+      [lower l3]
+      file /m/w2 "also hidden"
+      file /m/keep "k"
+      """),
   ]
 
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs (set OVLTOOL_REQUIRE_KERNEL=1 to fail instead)"), arguments: cases)
