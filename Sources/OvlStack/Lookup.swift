@@ -31,6 +31,9 @@ public final class RealObject {
   }
 
   func open(_ mode: OpenMode) throws(Errno) -> FD { try FD.open(name, in: parent.fd, mode) }
+
+  /// Its path inside its layer.
+  var layerPath: [UInt8] { parent.path + [UInt8(ascii: "/")] + name }
 }
 
 /// A directory of the merged view: its real directory in the upper layer (if any) and the
@@ -64,6 +67,9 @@ public struct MergedEntry {
   public let upperIsMetacopy: Bool
   /// Data to be looked up in the data-only layers by this absolute path.
   public let dataRedirect: [[UInt8]]?
+  /// The top-most lower object was reached through a redirect of this entry (in a layer
+  /// above it), not by its own path.
+  let lowerRedirected: Bool
   let xwhiteouts: Bool
 
   /// The inode whose attributes and xattrs the view shows.
@@ -147,6 +153,7 @@ extension Stack {
     }
 
     var stack: [RealObject] = []
+    var lowerRedirected = false
     var i = 0
     while !d.stop && i < poe.count {
       let lower = poe[i]
@@ -156,9 +163,11 @@ extension Stack {
       } else if d.isDir || !hasDataLayers {
         d.last = lower.layer == lowerRoots.count
       }
+      let redirectedAbove = d.redirect != nil
       let found = try lookupLayer(lower, &d, path: path)
       i += 1
       guard let found else { continue }
+      if stack.isEmpty { lowerRedirected = redirectedAbove }
       if !(d.metacopy && !stack.isEmpty) {
         stack.append(found)
       }
@@ -183,7 +192,7 @@ extension Stack {
     if upper == nil && stack.isEmpty { return nil }
     return MergedEntry(
       path: path, upper: upper, lowers: stack, upperIsMetacopy: upperIsMetacopy,
-      dataRedirect: dataRedirect, xwhiteouts: d.xwhiteouts)
+      dataRedirect: dataRedirect, lowerRedirected: lowerRedirected, xwhiteouts: d.xwhiteouts)
   }
 
   /// `ovl_check_follow_redirect`: following metacopy needs metacopy=on; following a
@@ -214,7 +223,7 @@ extension Stack {
       guard let found else { return nil }
       if remaining == 1 { return found }
       guard found.status.type == .directory else { return nil }
-      dir = LayerDir(layer: dir.layer, fd: try found.open(.directory))
+      dir = LayerDir(layer: dir.layer, fd: try found.open(.directory), path: found.layerPath)
       remaining -= 1
     }
   }
@@ -350,7 +359,7 @@ extension Stack {
 
   private func openLayer(_ object: RealObject, _ path: [UInt8]) throws(OvlError) -> LayerDir {
     let fd = try step("open", describe(object.layer, path)) { () throws(Errno) in try object.open(.directory) }
-    return LayerDir(layer: object.layer, fd: fd)
+    return LayerDir(layer: object.layer, fd: fd, path: object.layerPath)
   }
 
   /// Resolves a merged-view path (`/a/b` or `a/b`; `.` and `..` are handled by name).

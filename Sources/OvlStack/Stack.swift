@@ -7,12 +7,15 @@ import OvlSystem
 public final class LayerDir {
   public let layer: Int
   public let fd: FD
+  /// Its path inside its layer (empty for the layer root).
+  public let path: [UInt8]
   /// Names present, when this directory was listed (saves lookups of absent names).
   var listed: Set<[UInt8]>?
 
-  init(layer: Int, fd: consuming FD) {
+  init(layer: Int, fd: consuming FD, path: [UInt8]) {
     self.layer = layer
     self.fd = fd
+    self.path = path
   }
 }
 
@@ -31,9 +34,9 @@ public final class Stack {
   let traps: Set<FileID>
   /// Layers in which an `opaque=x` directory was seen (the kernel's sticky per-layer flag).
   var layersWithXwhiteouts: Set<Int> = []
-  /// The overlay inodes a walk has met, by the key the kernel hashes them with (see
-  /// `verifyInode`).
-  var inodes: [FileID: (lower: FileID?, upper: FileID?)] = [:]
+  /// Overlay inodes a walk has met through a redirect, by the key the kernel hashes them
+  /// with (see `verifyInode`).
+  var redirectedInodes: [FileID: (lower: FileID?, upper: FileID?)] = [:]
 
   /// Paths of all layers by layer number (upper, lowers, data-only).
   public var layerPaths: [String] {
@@ -71,13 +74,13 @@ public final class Stack {
       }
       try trap(upperFD, upperPath, "upperdir")
       try trap(workFD, workPath, "workdir")
-      upper = LayerDir(layer: 0, fd: upperFD)
+      upper = LayerDir(layer: 0, fd: upperFD, path: [])
     }
     var lowers: [LayerDir] = []
     for (i, path) in (options.lowerDirs + options.dataDirs).enumerated() {
       let fd = try open(path)
       try trap(fd, path, "lowerdir")
-      lowers.append(LayerDir(layer: i + 1, fd: fd))
+      lowers.append(LayerDir(layer: i + 1, fd: fd, path: []))
     }
     // A lower layer or the work dir inside another layer: "overlapping ... path" (ELOOP).
     let workPaths = options.workDir.map { [$0] } ?? []

@@ -23,7 +23,7 @@ extension Stack {
     let upper = root.upper.flatMap(object)
     let lowers = root.lowers.compactMap(object)
     guard upper != nil || !lowers.isEmpty else { return nil }
-    return MergedEntry(path: [], upper: upper, lowers: lowers, upperIsMetacopy: false, dataRedirect: nil, xwhiteouts: root.xwhiteouts)
+    return MergedEntry(path: [], upper: upper, lowers: lowers, upperIsMetacopy: false, dataRedirect: nil, lowerRedirected: false, xwhiteouts: root.xwhiteouts)
   }
 
   /// Opens the file that holds an entry's data: the upper unless it is metacopy, else the
@@ -83,27 +83,54 @@ extension Stack {
 
   /// The kernel keeps one overlay inode per real inode (`ovl_get_inode`, hashed by the
   /// top-most lower inode, or by the upper one) and refuses with ESTALE a later lookup that
-  /// reaches the same inode with different layers (`ovl_verify_inode`): for instance a lower
-  /// directory reached both by its own name and through an uncovered redirect. A walk meets
-  /// entries in the same order as a walk of a fresh mount, so it reproduces that.
-  func verifyInode(_ entry: MergedEntry) throws(OvlError) {
-    let lower = entry.lowers.first?.status
-    let upper = entry.upper?.status
-    guard let key = inodeKey(entry, lower: lower, upper: upper) else { return }
-    guard let existing = inodes[key] else {
-      inodes[key] = (lower?.id, upper?.id)
-      return
+  /// reaches the same inode with different layers (`ovl_verify_inode`): a lower directory
+  /// reached both through an uncovered redirect and by its own path, or through two
+  /// redirects. Only an entry whose lower was reached through a redirect can meet its inode
+  /// twice, so only those are remembered: memory stays bounded by the redirects, not the
+  /// tree. `walkRoot` is where the walk started; `verifyInode` must see entries in walk
+  /// order.
+  func verifyInode(_ entry: MergedEntry, walkRoot: [UInt8]) throws(OvlError) {
+    let lower = entry.lowers.first
+    guard let key = inodeKey(entry, lower: lower?.status, upper: entry.upper?.status) else { return }
+    let mine = (lower: lower?.status.id, upper: entry.upper?.status.id)
+    if let seen = redirectedInodes[key], !sameInode(seen, mine, isDirectory: entry.isDirectory) {
+      throw staleInode(entry.path)
     }
-    var matches = true
-    if entry.isDirectory {
-      if lower == nil && existing.lower != nil { matches = false }  // lower dir moved to upper
-      if upper == nil && existing.upper != nil { matches = false }  // uncovered redirect origin
+    guard entry.lowerRedirected, let lower else { return }
+    redirectedInodes[key] = mine
+    // Its own path, if the walk met it before this entry, made the inode first.
+    let own = lower.layerPath
+    let insideWalk = walkRoot.isEmpty || own == walkRoot || own.starts(with: walkRoot + [UInt8(ascii: "/")])
+    guard Self.walkOrder(own, entry.path), insideWalk,
+      let first = try? resolve(own).entry, let firstLower = first.lowers.first,
+      inodeKey(first, lower: firstLower.status, upper: first.upper?.status) == key
+    else { return }
+    let existing = (lower: Optional(firstLower.status.id), upper: first.upper?.status.id)
+    if !sameInode(existing, mine, isDirectory: entry.isDirectory) { throw staleInode(entry.path) }
+  }
+
+  /// `ovl_verify_inode` in strict mode.
+  private func sameInode(
+    _ existing: (lower: FileID?, upper: FileID?), _ new: (lower: FileID?, upper: FileID?), isDirectory: Bool
+  ) -> Bool {
+    if isDirectory {
+      if new.lower == nil && existing.lower != nil { return false }  // lower dir moved to upper
+      if new.upper == nil && existing.upper != nil { return false }  // uncovered redirect origin
     }
-    if let lower, existing.lower != lower.id { matches = false }
-    if let upper, existing.upper != upper.id { matches = false }
-    if !matches {
-      throw fail(entry.path, "the same real inode is reached by another path (an uncovered redirect origin?)", .staleNFSFileHandle)
-    }
+    if let lower = new.lower, existing.lower != lower { return false }
+    if let upper = new.upper, existing.upper != upper { return false }
+    return true
+  }
+
+  private func staleInode(_ path: [UInt8]) -> OvlError {
+    fail(path, "the same real inode is reached by another path (an uncovered redirect origin?)", .staleNFSFileHandle)
+  }
+
+  /// Depth-first walk order: component by component, names compared by their bytes.
+  static func walkOrder(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    let ca = a.split(separator: UInt8(ascii: "/")), cb = b.split(separator: UInt8(ascii: "/"))
+    for (x, y) in zip(ca, cb) where !x.elementsEqual(y) { return x.lexicographicallyPrecedes(y) }
+    return ca.count < cb.count
   }
 
   /// `ovl_hash_bylower`: by the lower inode unless the lower hardlink is or will be broken
@@ -123,6 +150,13 @@ extension Stack {
   /// bounded by the largest directory plus the depth.
   public func walk(
     _ entry: MergedEntry, dir: MergedDir?, hash: Bool,
+    emit: (Result<ViewRecord, OvlError>, [UInt8]) -> Void
+  ) {
+    walk(entry, dir: dir, hash: hash, walkRoot: entry.path, emit: emit)
+  }
+
+  private func walk(
+    _ entry: MergedEntry, dir: MergedDir?, hash: Bool, walkRoot: [UInt8],
     emit: (Result<ViewRecord, OvlError>, [UInt8]) -> Void
   ) {
     do throws(OvlError) {
@@ -148,8 +182,8 @@ extension Stack {
           emit(.failure(fail(childPath, "no such file or directory", .noSuchFileOrDirectory)), childPath)
           continue
         }
-        try verifyInode(child)
-        walk(child, dir: nil, hash: hash, emit: emit)
+        try verifyInode(child, walkRoot: walkRoot)
+        walk(child, dir: nil, hash: hash, walkRoot: walkRoot, emit: emit)
       } catch {
         emit(.failure(error), childPath)
       }

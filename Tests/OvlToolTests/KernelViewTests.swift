@@ -311,6 +311,21 @@ import Testing
       dir /usr/share/doc
       file /usr/share/doc/README "r"
       """),
+    Case(name: "uncovered redirect origins met before and after the redirect, and two redirects to one dir", spec: """
+      [upper]
+      dir /zz redirect=/aa
+      file /zz/u "u"
+      dir /b1 redirect=/target
+      dir /b2 redirect=/target
+      file /meta size=3 metacopy redirect=/data/x
+      [lower l1]
+      dir /aa
+      file /aa/f "f"
+      dir /target
+      file /target/t "t"
+      dir /data
+      file /data/x "abc"
+      """, options: "metacopy=on"),
     Case(name: "redirect cycles and self-redirects terminate", spec: """
       [upper]
       dir /a redirect=/b
