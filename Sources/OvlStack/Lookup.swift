@@ -46,6 +46,9 @@ public final class MergedDir {
   let isReal: Bool
   /// A lower directory of it is marked `opaque=x`: its xattr whiteouts are filtered.
   let xwhiteouts: Bool
+  /// Children the listing already looked up (as the kernel's readdir does for inode
+  /// numbers), handed to the walk instead of a second lookup.
+  var looked: [[UInt8]: MergedEntry] = [:]
 
   init(path: [UInt8], upper: LayerDir?, lowers: [LayerDir], isReal: Bool, xwhiteouts: Bool) {
     self.path = path
@@ -120,6 +123,7 @@ extension Stack {
   /// Looks `name` up in the merged directory `parent` exactly as `ovl_lookup` does. Returns
   /// nil for a negative entry (absent or whited out).
   public func lookup(_ name: [UInt8], in parent: MergedDir) throws(OvlError) -> MergedEntry? {
+    if let entry = parent.looked.removeValue(forKey: name) { return entry }
     let path = parent.path + [UInt8(ascii: "/")] + name
     do {
       return try lookupThrowingErrno(name, in: parent, path: path)

@@ -92,6 +92,10 @@ public final class Stack {
         }
       }
     }
+    var devices = Set<UInt64>()
+    if let upper, let id = try? upper.fd.stat().id { devices.insert(id.device) }
+    for lower in lowers { if let id = try? lower.fd.stat().id { devices.insert(id.device) } }
+    sameFilesystem = devices.count <= 1
     self.upperRoot = upper
     self.lowerRoots = Array(lowers.prefix(options.lowerDirs.count))
     self.dataRoots = Array(lowers.dropFirst(options.lowerDirs.count))
@@ -112,6 +116,11 @@ public final class Stack {
     }
     return result
   }
+
+  /// All layers on one filesystem: the kernel then translates inode numbers in readdir.
+  let sameFilesystem: Bool
+  /// xino maps inode numbers of several filesystems into one (xino=on|auto across them).
+  var xinoTranslates: Bool { !sameFilesystem && options.xino != .off }
 
   /// The number of regular lower layers.
   public var lowerCount: Int { lowerRoots.count }

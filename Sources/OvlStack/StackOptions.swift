@@ -151,6 +151,8 @@ public struct StackOptionParser {
     let metacopyExplicit = explicit["metacopy"] != nil
 
     if o.upperDir == nil {
+      // The kernel: "option index=on is useless in a non-upper mount, ignore".
+      o.index = false
       if o.uuid == .on { o.uuid = .null }
       if redirect == .follow { redirect = .on }
     }
@@ -191,8 +193,7 @@ public struct StackOptionParser {
       if o.metacopy && metacopyExplicit { throw .usage("conflicting options: userxattr,metacopy=on") }
       o.metacopy = false
     }
-    // A stack without an upper layer has no index (after the nfs_export rules, which look
-    // at the index option as given).
+    // nfs_export may have switched the index on again; without an upper there is none.
     if o.upperDir == nil { o.index = false }
     o.redirectMode = redirect
     return o

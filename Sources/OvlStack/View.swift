@@ -159,22 +159,23 @@ extension Stack {
     _ entry: MergedEntry, dir: MergedDir?, hash: Bool, walkRoot: [UInt8],
     emit: (Result<ViewRecord, OvlError>, [UInt8]) -> Void
   ) {
+    // A directory is listed before its line is written: one that cannot be listed is an
+    // error line only (as for a walk of a mount).
+    var merged = dir
+    var names: [[UInt8]] = []
     do throws(OvlError) {
+      if entry.isDirectory {
+        let opened: MergedDir
+        if let merged { opened = merged } else { opened = try open(entry) }
+        names = try list(opened)
+        merged = opened
+      }
       emit(.success(try record(entry, hash: hash)), entry.path)
     } catch {
       emit(.failure(error), entry.path)
       return
     }
-    guard entry.isDirectory else { return }
-    let merged: MergedDir
-    let names: [[UInt8]]
-    do throws(OvlError) {
-      if let dir { merged = dir } else { merged = try open(entry) }
-      names = try list(merged)
-    } catch {
-      emit(.failure(error), entry.path)
-      return
-    }
+    guard let merged else { return }
     for name in names {
       let childPath = entry.path + [UInt8(ascii: "/")] + name
       do throws(OvlError) {

@@ -326,6 +326,44 @@ import Testing
       dir /data
       file /data/x "abc"
       """, options: "metacopy=on"),
+    Case(name: "impure merged dir: a failed lookup drops the name", spec: """
+      [upper]
+      dir / impure=y
+      dir /r redirect=/t
+      [lower l1]
+      dir /t
+      file /t/f "f"
+      """, options: "redirect_dir=nofollow"),
+    Case(name: "impure merged dir: two failed lookups in a row fail the readdir", spec: """
+      [upper]
+      dir / impure=y
+      dir /r1 redirect=/t
+      dir /r2 redirect=/t
+      [lower l1]
+      dir /t
+      file /t/f "f"
+      """, options: "redirect_dir=nofollow"),
+    Case(name: "impure real dir: a failed lookup fails the readdir", spec: """
+      [upper]
+      dir /p impure=y
+      file /p/m size=3 metacopy
+      file /p/ok "ok"
+      [lower l1]
+      file /x "x"
+      """),
+    Case(name: "impure root with a metacopy file that must not be followed", spec: """
+      [upper]
+      dir / impure=y
+      file /m size=3 metacopy
+      [lower l1]
+      file /m "abc"
+      """),
+    Case(name: "index=on is ignored without upper, so nfs_export does not conflict", spec: """
+      [lower l1]
+      file /a "a"
+      [lower l2]
+      file /b "b"
+      """, options: "index=on,nfs_export=on,metacopy=on"),
     Case(name: "redirect cycles and self-redirects terminate", spec: """
       [upper]
       dir /a redirect=/b
