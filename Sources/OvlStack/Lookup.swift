@@ -193,6 +193,14 @@ extension Stack {
     if d.metacopy || (upperIsMetacopy && stack.isEmpty) {
       throw fail(path, "metacopy with no lower data found", .ioError)
     }
+    // A lower hard link whose other alias was copied up: the index entry is its upper.
+    if upper == nil, let origin = stack.first, let index = try lookupIndex(for: origin, isDirectory: d.isDir, path: path) {
+      upper = index
+      if let redirect = try index.xattr(namespace.name(.redirect)) { d.upperRedirect = redirect }
+      d.metacopy = try isMetacopy(index, path: path)
+      upperIsMetacopy = d.metacopy
+      try checkFollow(d, path)
+    }
     if upper == nil && stack.isEmpty { return nil }
     return MergedEntry(
       path: path, upper: upper, lowers: stack, upperIsMetacopy: upperIsMetacopy,

@@ -38,12 +38,12 @@ extension Stack {
     var firstLayer: [[UInt8]: Int] = [:]
     var tail: [CacheEntry?] = []
     var tailIndex: [[UInt8]: Int] = [:]
-    var head: [CacheEntry] = [CacheEntry(name: [0x2E], fromUpper: dir.upper != nil), CacheEntry(name: [0x2E, 0x2E], fromUpper: false)]
+    var head: [CacheEntry] = []
     var moved = Set<[UInt8]>()
     for (index, layerDir) in layers.enumerated() {
       let lowest = index == layers.count - 1
       let checkXwhiteouts = dir.xwhiteouts && layersWithXwhiteouts.contains(layerDir.layer)
-      for entry in try entries(of: layerDir, dir) {
+      for entry in try entries(of: layerDir, dir, includingDots: true) {
         if firstLayer[entry.name] == nil {
           firstLayer[entry.name] = layerDir.layer
           let hidden = try isHidden(entry, in: layerDir, dir, checkXwhiteouts: checkXwhiteouts)
@@ -130,8 +130,10 @@ extension Stack {
     }
   }
 
-  private func entries(of layerDir: LayerDir, _ dir: MergedDir) throws(OvlError) -> [DirectoryEntry] {
-    let list = try step("getdents64", describe(layerDir.layer, dir.path)) { () throws(Errno) in try layerDir.fd.entries() }
+  private func entries(of layerDir: LayerDir, _ dir: MergedDir, includingDots: Bool = false) throws(OvlError) -> [DirectoryEntry] {
+    let list = try step("getdents64", describe(layerDir.layer, dir.path)) { () throws(Errno) in
+      try layerDir.fd.entries(includingDots: includingDots)
+    }
     layerDir.listed = Set(list.map(\.name))
     return list
   }

@@ -34,6 +34,10 @@ public final class Stack {
   let traps: Set<FileID>
   /// Layers in which an `opaque=x` directory was seen (the kernel's sticky per-layer flag).
   var layersWithXwhiteouts: Set<Int> = []
+  /// `workdir/index` when index=on and it exists.
+  let indexDir: LayerDir?
+  /// Filesystem uuids by layer, read when a handle is first encoded.
+  var uuids: [Int: [UInt8]] = [:]
   /// Overlay inodes a walk has met through a redirect, by the key the kernel hashes them
   /// with (see `verifyInode`).
   var redirectedInodes: [FileID: (lower: FileID?, upper: FileID?)] = [:]
@@ -59,6 +63,7 @@ public final class Stack {
     }
 
     var upper: LayerDir?
+    var index: LayerDir?
     if let upperPath = options.upperDir, let workPath = options.workDir {
       let upperFD = try open(upperPath)
       let workFD = try open(workPath)
@@ -74,6 +79,15 @@ public final class Stack {
       }
       try trap(upperFD, upperPath, "upperdir")
       try trap(workFD, workPath, "workdir")
+      if options.index {
+        do {
+          index = LayerDir(layer: 0, fd: try FD.open(Array("index".utf8), in: workFD, .directory), path: [])
+        } catch .noSuchFileOrDirectory {
+          index = nil  // the first mount creates it
+        } catch {
+          throw .system(call: "open", path: workPath + "/index", errno: error)
+        }
+      }
       upper = LayerDir(layer: 0, fd: upperFD, path: [])
     }
     var lowers: [LayerDir] = []
@@ -100,6 +114,8 @@ public final class Stack {
     self.lowerRoots = Array(lowers.prefix(options.lowerDirs.count))
     self.dataRoots = Array(lowers.dropFirst(options.lowerDirs.count))
     self.traps = Set(traps.keys)
+    self.indexDir = index
+    try verifyIndexDirectory()
   }
 
   /// Identities of the proper ancestors of a directory, up to the root of the namespace.

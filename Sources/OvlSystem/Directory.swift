@@ -12,10 +12,11 @@ public struct DirectoryEntry: Sendable {
 }
 
 extension FD {
-  /// Every entry of this directory except `.` and `..`, in the filesystem's order. The
+  /// Every entry of this directory, in the filesystem's order; `.` and `..` only when
+  /// `includingDots` (their place in that order matters to overlay readdir). The
   /// descriptor must be opened with `.directory`. The corresponding C function is
   /// `getdents64`.
-  public borrowing func entries() throws(Errno) -> [DirectoryEntry] {
+  public borrowing func entries(includingDots: Bool = false) throws(Errno) -> [DirectoryEntry] {
     let fd = rawValue
     _ = try retrying { Glibc.lseek(fd, 0, SEEK_SET) }
     var result: [DirectoryEntry] = []
@@ -33,7 +34,7 @@ extension FD {
         let namePointer = (record + Int(COVL_DIRENT64_NAME_OFFSET)).assumingMemoryBound(to: UInt8.self)
         let nameLength = strlen(UnsafeRawPointer(namePointer).assumingMemoryBound(to: CChar.self))
         let name = Array(UnsafeBufferPointer(start: namePointer, count: nameLength))
-        if !(name == [0x2E] || name == [0x2E, 0x2E]) {
+        if includingDots || !(name == [0x2E] || name == [0x2E, 0x2E]) {
           result.append(DirectoryEntry(name: name, dtype: dtype))
         }
         offset += length
