@@ -107,3 +107,14 @@ public final class OutputBuffer {
 
 /// Ends the process with `status` (for small executables without ArgumentParser).
 public func exitProcess(_ status: Int32) -> Never { Glibc.exit(status) }
+
+/// Raises the soft limit on open descriptors to the hard limit: a walk holds one descriptor
+/// per layer per level of depth. The corresponding C functions are `getrlimit`/`setrlimit`.
+public func raiseOpenFileLimit() {
+  var limit = rlimit()
+  guard getrlimit(RLIMIT_NOFILE_ID, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+  limit.rlim_cur = limit.rlim_max
+  _ = setrlimit(RLIMIT_NOFILE_ID, &limit)
+}
+
+private let RLIMIT_NOFILE_ID = __rlimit_resource_t(UInt32(RLIMIT_NOFILE.rawValue))

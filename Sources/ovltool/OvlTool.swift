@@ -16,6 +16,7 @@ struct OvlTool: ParsableCommand {
     subcommands: [Ls.self, Stat.self, Cat.self, Tree.self])
 
   static func main() {
+    raiseOpenFileLimit()
     do {
       var command = try parseAsRoot()
       try command.run()

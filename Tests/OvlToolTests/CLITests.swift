@@ -164,4 +164,14 @@ import Testing
       #"{"path":"/u","type":"file","mode":2536,"uid":3,"gid":4,"size":1,"mtime":1500000000,"xattrs":{},"sha256":"0bfe935e70c321c7ca3afc75ce0d0ca2f98b5422e008bb31c00c6d7f1f1c0ad6","layer":0}"#,
     ])
   }
+
+  @Test func deepTreesNeedMoreDescriptorsThanTheSoftLimit() throws {
+    // 1100 merged levels hold 2200 directory descriptors; ovltool raises its soft limit.
+    let dir = Harness.TempDir("cli")
+    let deep = (0..<1100).map { "d\($0)" }.joined(separator: "/")
+    let opts = try stack("[upper]\nfile /\(deep)/up \"u\"\n[lower a]\nfile /\(deep)/low \"l\"\n", dir)
+    let r = Harness.run(["/bin/sh", "-c", "ulimit -Sn 1024 && \"$0\" tree --json -o \"$1\" | wc -l", Self.binary, opts])
+    #expect(r.status == 0)
+    #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == "1103")
+  }
 }
