@@ -148,11 +148,14 @@ public struct StackOptionParser {
     // redirect_dir=off follows redirects when redirect_always_follow is set.
     if redirect == .off { redirect = defaults.redirectAlwaysFollow ? .follow : .nofollow }
     let redirectExplicit = explicit["redirect_dir"] != nil
+    var indexExplicit = explicit["index"] != nil
     let metacopyExplicit = explicit["metacopy"] != nil
 
     if o.upperDir == nil {
-      // The kernel: "option index=on is useless in a non-upper mount, ignore".
+      // The kernel: "option index=on is useless in a non-upper mount, ignore" (and the
+      // option no longer counts as given for the nfs_export rules).
       o.index = false
+      indexExplicit = false
       if o.uuid == .on { o.uuid = .null }
       if redirect == .follow { redirect = .on }
     }
@@ -168,9 +171,9 @@ public struct StackOptionParser {
     if o.nfsExport && !o.index {
       if o.upperDir == nil && redirect != .nofollow {
         o.nfsExport = false
-      } else if explicit["nfs_export"] != nil && explicit["index"] != nil {
+      } else if explicit["nfs_export"] != nil && indexExplicit {
         throw .usage("conflicting options: nfs_export=on,index=off")
-      } else if explicit["index"] != nil {
+      } else if indexExplicit {
         o.nfsExport = false
       } else {
         o.index = true

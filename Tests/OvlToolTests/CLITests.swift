@@ -51,6 +51,16 @@ import Testing
     #expect(r.stderr.contains("No such file or directory"))
   }
 
+  @Test func layerThatIsNotADirectory() throws {
+    let dir = Harness.TempDir("cli")
+    FileManager.default.createFile(atPath: dir.path + "/file", contents: Data("x".utf8))
+    try FileManager.default.createDirectory(atPath: dir.path + "/l2", withIntermediateDirectories: true)
+    let r = ovltool(["ls", "-o", "lowerdir=\(dir.path)/file:\(dir.path)/l2"])
+    #expect(r.status == 2)
+    #expect(r.stderr.contains(dir.path + "/file"))
+    #expect(r.stderr.contains("Not a directory"))
+  }
+
   @Test func unknownOptionIsAWarning() throws {
     let dir = Harness.TempDir("cli")
     let opts = try stack("[lower a]\nfile /f \"x\"\n[lower b]\n", dir)

@@ -364,6 +364,12 @@ import Testing
       [lower l2]
       file /b "b"
       """, options: "index=on,nfs_export=on,metacopy=on"),
+    Case(name: "index=on without upper does not count as given for nfs_export", spec: """
+      [lower l1]
+      file /a "a"
+      [lower l2]
+      file /b "b"
+      """, options: "nfs_export=on,redirect_dir=nofollow,uuid=on,index=on"),
     Case(name: "redirect cycles and self-redirects terminate", spec: """
       [upper]
       dir /a redirect=/b
