@@ -115,7 +115,6 @@ public enum Fixture {
       try ensureParents(e.path)
       let dir = try parentDir(e.path)
       let name = e.path[e.path.count - 1]
-      let mode = try number(e, "mode", radix: 8).map { UInt32($0) }
       var type: FileType
       switch e.kind {
       case .dir:
@@ -164,7 +163,6 @@ public enum Fixture {
         return
       }
       created.insert(e.path)
-      if let mode { _ = mode }
       try applyAttributes(e, dir: dir, name: name, type: type)
     }
 

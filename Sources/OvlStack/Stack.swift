@@ -97,14 +97,16 @@ public final class Stack {
       lowers.append(LayerDir(layer: i + 1, fd: fd, path: []))
     }
     // A lower layer or the work dir inside another layer: "overlapping ... path" (ELOOP).
-    let workPaths = options.workDir.map { [$0] } ?? []
-    for path in workPaths + options.lowerDirs + options.dataDirs {
-      let fd = try open(path)
+    func checkOverlap(_ fd: borrowing FD, _ path: String, _ role: String) throws(OvlError) {
       for id in try Self.ancestors(of: fd, path) {
         if let other = traps[id] {
-          throw .format(path: path, reason: "overlapping \(path == options.workDir ? "workdir" : "lowerdir") path (inside \(other))", errno: .tooManySymbolicLinkLevels)
+          throw .format(path: path, reason: "overlapping \(role) path (inside \(other))", errno: .tooManySymbolicLinkLevels)
         }
       }
+    }
+    if let workPath = options.workDir { try checkOverlap(try open(workPath), workPath, "workdir") }
+    for (lower, path) in zip(lowers, options.lowerDirs + options.dataDirs) {
+      try checkOverlap(lower.fd, path, "lowerdir")
     }
     var devices = Set<UInt64>()
     if let upper, let id = try? upper.fd.stat().id { devices.insert(id.device) }

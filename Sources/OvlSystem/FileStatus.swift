@@ -36,7 +36,7 @@ public struct FileID: Hashable, Sendable, CustomStringConvertible {
   public let device: UInt64
   public let inode: UInt64
   public init(device: UInt64, inode: UInt64) { self.device = device; self.inode = inode }
-  public var description: String { "\(device >> 32 == 0 ? "" : "")\(device):\(inode)" }
+  public var description: String { "\(device >> 32):\(device & 0xFFFF_FFFF):\(inode)" }
 }
 
 /// What statx(2) reports about one inode, without following symlinks.
