@@ -1,14 +1,15 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// Layers, bottom to top: COvlSys/CCrypto (C) → OvlSystem (typed syscalls) → OvlFormat (pure
-// codecs, no I/O) → OvlStack (stack configuration, merged-view lookup) → the ovltool CLI.
-// Only OvlSystem imports Glibc and the C shims.
+// Layers, bottom to top: COvlSys/CCrypto/CAttr (C) → OvlSystem (typed syscalls) → OvlFormat
+// (pure codecs, no I/O) → OvlStack (stack configuration, merged-view lookup) → OvlOperations
+// (copy-up, ...) → the ovltool CLI. Only OvlSystem imports Glibc and the C shims.
 let package = Package(
   name: "ovltool",
   products: [
     .executable(name: "ovltool", targets: ["ovltool"]),
     .library(name: "OvlStack", targets: ["OvlStack"]),
+    .library(name: "OvlOperations", targets: ["OvlOperations"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -17,17 +18,19 @@ let package = Package(
   targets: [
     .target(name: "COvlSys"),
     .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+    .systemLibrary(name: "CAttr", pkgConfig: "libattr", providers: [.apt(["libattr1-dev"])]),
     .target(name: "OvlSystem", dependencies: [
-      "COvlSys", "CCrypto", .product(name: "SystemPackage", package: "swift-system"),
+      "COvlSys", "CCrypto", "CAttr", .product(name: "SystemPackage", package: "swift-system"),
     ]),
     .target(name: "OvlFormat"),
     .target(name: "OvlStack", dependencies: ["OvlSystem", "OvlFormat"]),
+    .target(name: "OvlOperations", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
     .target(name: "OvlFixtures", dependencies: ["OvlSystem", "OvlFormat"]),
     .executableTarget(name: "ovltool", dependencies: [
-      "OvlStack", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      "OvlStack", "OvlOperations", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "ovl-fixture", dependencies: ["OvlFixtures"]),
-    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlFixtures", "ovltool", "ovl-fixture"]),
+    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlOperations", "OvlFixtures", "ovltool", "ovl-fixture"]),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -42,8 +42,9 @@ int covl_statx(int dirfd, const char *path, int flags, unsigned int mask, struct
   return statx(dirfd, path, flags, mask, buf);
 }
 ssize_t covl_getdents64(int fd, void *buf, size_t len) { return getdents64(fd, buf, len); }
-ssize_t covl_copy_file_range(int in, int out, size_t len) {
-  return copy_file_range(in, NULL, out, NULL, len, 0);
+ssize_t covl_copy_file_range(int in, int64_t off_in, int out, int64_t off_out, size_t len) {
+  loff_t i = off_in, o = off_out;
+  return copy_file_range(in, &i, out, &o, len, 0);
 }
 int covl_ficlone(int dst_fd, int src_fd) { return ioctl(dst_fd, FICLONE, src_fd); }
 int covl_syncfs(int fd) { return syncfs(fd); }
@@ -82,6 +83,24 @@ ssize_t covl_getxattrat(int dirfd, const char *path, const char *name, void *val
 }
 ssize_t covl_listxattrat(int dirfd, const char *path, char *list, size_t size) {
   return (ssize_t)syscall(SYS_listxattrat, dirfd, path, AT_SYMLINK_NOFOLLOW, list, size);
+}
+#include <sys/file.h>
+int covl_flock(int fd, int exclusive) { return flock(fd, exclusive ? LOCK_EX : LOCK_UN); }
+const int covl_SEEK_DATA = SEEK_DATA;
+const int covl_SEEK_HOLE = SEEK_HOLE;
+const unsigned int covl_FS_APPEND_FL = FS_APPEND_FL;
+const unsigned int covl_FS_IMMUTABLE_FL = FS_IMMUTABLE_FL;
+const unsigned int covl_FS_NOATIME_FL = FS_NOATIME_FL;
+const unsigned int covl_FS_SYNC_FL = FS_SYNC_FL;
+int covl_get_inode_flags(int fd, unsigned int *flags) {
+  int v = 0;
+  int r = ioctl(fd, FS_IOC_GETFLAGS, &v);
+  if (r == 0) *flags = (unsigned int)v;
+  return r;
+}
+int covl_set_inode_flags(int fd, unsigned int flags) {
+  int v = (int)flags;
+  return ioctl(fd, FS_IOC_SETFLAGS, &v);
 }
 const char *covl_errno_name(int errnum) { return strerrorname_np(errnum); }
 dev_t covl_makedev(unsigned int maj, unsigned int min) { return makedev(maj, min); }

@@ -6,7 +6,7 @@ import OvlSystem
 extension Stack {
   /// The stored handle (`ovl_fb`) the kernel writes for `object`: its fs handle, the uuid
   /// of its filesystem (zeros with uuid=off), PATH_UPPER for upper inodes.
-  func encodeHandle(_ dir: LayerDir, _ name: [UInt8], upper: Bool) throws(Errno) -> FileHandle {
+  public func encodeHandle(_ dir: LayerDir, _ name: [UInt8], upper: Bool) throws(Errno) -> FileHandle {
     let handle = try dir.fd.fileHandle(name)
     var uuid = [UInt8](repeating: 0, count: 16)
     if options.uuid != .off {
@@ -16,7 +16,7 @@ extension Stack {
   }
 
   /// `s_uuid` of a layer's filesystem, read once per layer.
-  func layerUUID(_ layer: Int) throws(Errno) -> [UInt8] {
+  public func layerUUID(_ layer: Int) throws(Errno) -> [UInt8] {
     if let known = uuids[layer] { return known }
     let root = layer == 0 ? upperRoot : (lowerRoots + dataRoots).first { $0.layer == layer }
     guard let root else { throw .noSuchFileOrDirectory }
@@ -95,8 +95,4 @@ extension Stack {
     }
     return RealObject(layer: 0, parent: index, name: name, status: status)
   }
-}
-
-extension Array where Element == UInt8 {
-  var string: String { String(decoding: self, as: UTF8.self) }
 }

@@ -4,12 +4,12 @@ import OvlSystem
 /// One object found in one layer: `name` in the real directory `parent`.
 public final class RealObject {
   public let layer: Int
-  let parent: LayerDir
+  public let parent: LayerDir
   public let name: [UInt8]
   public let status: FileStatus
   private var cachedXattrNames: [[UInt8]]?
 
-  init(layer: Int, parent: LayerDir, name: [UInt8], status: FileStatus) {
+  public init(layer: Int, parent: LayerDir, name: [UInt8], status: FileStatus) {
     self.layer = layer
     self.parent = parent
     self.name = name
@@ -17,7 +17,7 @@ public final class RealObject {
   }
 
   /// Every xattr name of the real inode (one listxattr, cached).
-  func xattrNames() throws(Errno) -> [[UInt8]] {
+  public func xattrNames() throws(Errno) -> [[UInt8]] {
     if let cachedXattrNames { return cachedXattrNames }
     let names = try parent.fd.xattrNames(name)
     cachedXattrNames = names
@@ -25,12 +25,12 @@ public final class RealObject {
   }
 
   /// The value of `attribute`, without a getxattr call when listxattr did not show it.
-  func xattr(_ attribute: [UInt8]) throws(Errno) -> [UInt8]? {
+  public func xattr(_ attribute: [UInt8]) throws(Errno) -> [UInt8]? {
     guard try xattrNames().contains(attribute) else { return nil }
     return try parent.fd.xattr(name, attribute)
   }
 
-  func open(_ mode: OpenMode) throws(Errno) -> FD { try FD.open(name, in: parent.fd, mode) }
+  public func open(_ mode: OpenMode) throws(Errno) -> FD { try FD.open(name, in: parent.fd, mode) }
 
   /// Its path inside its layer.
   var layerPath: [UInt8] { parent.path + [UInt8(ascii: "/")] + name }
@@ -40,7 +40,7 @@ public final class RealObject {
 /// lower directories it merges, top-most first (the kernel's `ovl_entry` lower stack).
 public final class MergedDir {
   public let path: [UInt8]
-  let upper: LayerDir?
+  public let upper: LayerDir?
   let lowers: [LayerDir]
   /// Not merged: listed raw, whiteouts included (the kernel's !OVL_WHITEOUTS).
   let isReal: Bool

@@ -12,7 +12,7 @@ public final class LayerDir {
   /// Names present, when this directory was listed (saves lookups of absent names).
   var listed: Set<[UInt8]>?
 
-  init(layer: Int, fd: consuming FD, path: [UInt8]) {
+  public init(layer: Int, fd: consuming FD, path: [UInt8]) {
     self.layer = layer
     self.fd = fd
     self.path = path
@@ -24,7 +24,7 @@ public final class LayerDir {
 public final class Stack {
   public let options: StackOptions
   public let namespace: XattrNamespace
-  let upperRoot: LayerDir?
+  public let upperRoot: LayerDir?
   /// Regular lower layers (layer 1...), top-most first.
   let lowerRoots: [LayerDir]
   /// Data-only layers, numbered after the regular lower layers.
@@ -35,7 +35,9 @@ public final class Stack {
   /// Layers in which an `opaque=x` directory was seen (the kernel's sticky per-layer flag).
   var layersWithXwhiteouts: Set<Int> = []
   /// `workdir/index` when index=on and it exists.
-  let indexDir: LayerDir?
+  public let indexDir: LayerDir?
+  /// The work dir itself (upper stacks).
+  public let workRoot: LayerDir?
   /// Filesystem uuids by layer, read when a handle is first encoded.
   var uuids: [Int: [UInt8]] = [:]
   /// Overlay inodes a walk has met through a redirect, by the key the kernel hashes them
@@ -64,6 +66,7 @@ public final class Stack {
 
     var upper: LayerDir?
     var index: LayerDir?
+    var work: LayerDir?
     if let upperPath = options.upperDir, let workPath = options.workDir {
       let upperFD = try open(upperPath)
       let workFD = try open(workPath)
@@ -89,6 +92,7 @@ public final class Stack {
         }
       }
       upper = LayerDir(layer: 0, fd: upperFD, path: [])
+      work = LayerDir(layer: 0, fd: try open(workPath), path: [])
     }
     var lowers: [LayerDir] = []
     for (i, path) in (options.lowerDirs + options.dataDirs).enumerated() {
@@ -117,6 +121,7 @@ public final class Stack {
     self.dataRoots = Array(lowers.dropFirst(options.lowerDirs.count))
     self.traps = Set(traps.keys)
     self.indexDir = index
+    self.workRoot = work
     try verifyIndexDirectory()
   }
 
@@ -139,6 +144,11 @@ public final class Stack {
   let sameFilesystem: Bool
   /// xino maps inode numbers of several filesystems into one (xino=on|auto across them).
   var xinoTranslates: Bool { !sameFilesystem && options.xino != .off }
+
+  /// The root directory of lower layer `layer` (1 = top-most).
+  public func lowerRootDir(_ layer: Int) -> LayerDir? {
+    (lowerRoots + dataRoots).first { $0.layer == layer }
+  }
 
   /// The number of regular lower layers.
   public var lowerCount: Int { lowerRoots.count }

@@ -26,6 +26,7 @@ public struct OpenMode: Sendable {
   public let flags: Int32
   public static let directory = OpenMode(flags: O_RDONLY | O_DIRECTORY)
   public static let readOnly = OpenMode(flags: O_RDONLY)
+  public static let writeOnly = OpenMode(flags: O_WRONLY)
   /// O_PATH: a handle on the inode itself, whatever its type (symlinks, devices, whiteouts).
   public static let path = OpenMode(flags: covl_O_PATH)
   public static let directoryPath = OpenMode(flags: covl_O_PATH | O_DIRECTORY)

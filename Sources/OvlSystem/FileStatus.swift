@@ -56,6 +56,8 @@ public struct FileStatus: Sendable {
   public let mountID: UInt64
   public let mtimeSeconds: Int64
   public let mtimeNanoseconds: UInt32
+  /// Access time in integer nanoseconds since the epoch.
+  public let atime: Int64
 
   public var id: FileID { FileID(device: UInt64(deviceMajor) << 32 | UInt64(deviceMinor), inode: inode) }
   /// Modification time in integer nanoseconds since the epoch.
@@ -79,6 +81,7 @@ public struct FileStatus: Sendable {
     mountID = s.stx_mnt_id
     mtimeSeconds = s.stx_mtime.tv_sec
     mtimeNanoseconds = s.stx_mtime.tv_nsec
+    atime = s.stx_atime.tv_sec * 1_000_000_000 + Int64(s.stx_atime.tv_nsec)
   }
 }
 

@@ -78,8 +78,7 @@ extension FD {
   /// `utimensat` with AT_SYMLINK_NOFOLLOW.
   public borrowing func setTimes(_ name: [UInt8], mtime: Int64) throws(Errno) {
     let dirfd = rawValue
-    let spec = timespec(tv_sec: Int(mtime / 1_000_000_000), tv_nsec: Int(mtime % 1_000_000_000))
-    let times = [spec, spec]
+    let times = [Self.timespec(mtime), Self.timespec(mtime)]
     _ = try withCString(name) { (c) throws(Errno) in
       try retrying { Glibc.utimensat(dirfd, c, times, AT_SYMLINK_NOFOLLOW) }
     }

@@ -8,11 +8,15 @@ public enum OvlError: Error, CustomStringConvertible, Equatable {
   case format(path: String, reason: String, errno: Errno)
   /// The stack description or a command's arguments are wrong.
   case usage(String)
+  /// After locking its parent, an entry is not the one looked up before: someone moved it.
+  /// The operation stops and cleans nothing (it could remove the wrong object).
+  case staleChild(path: String)
 
   public var errno: Errno {
     switch self {
     case .system(_, _, let errno), .format(_, _, let errno): errno
     case .usage: .invalidArgument
+    case .staleChild: .staleNFSFileHandle
     }
   }
 
@@ -24,6 +28,8 @@ public enum OvlError: Error, CustomStringConvertible, Equatable {
       "\(path): \(reason) (\(errno.description))"
     case .usage(let message):
       message
+    case .staleChild(let path):
+      "\(path): changed by another process while locked; stopped without cleanup"
     }
   }
 }

@@ -118,3 +118,23 @@ public func raiseOpenFileLimit() {
 }
 
 private let RLIMIT_NOFILE_ID = __rlimit_resource_t(UInt32(RLIMIT_NOFILE.rawValue))
+
+/// An environment variable's value. The corresponding C function is `getenv`.
+public func getEnvironment(_ name: String) -> String? {
+  guard let value = getenv(name) else { return nil }
+  return String(cString: value)
+}
+
+/// 64 random bits from the kernel (`getrandom`), for temp names and uuids.
+public func randomBits() -> UInt64 {
+  var value: UInt64 = 0
+  if let fd = try? FD.openFile(atHostPath: "/dev/urandom") {
+    _ = withUnsafeMutableBytes(of: &value) { Glibc.read(fd.rawValue, $0.baseAddress, 8) }
+  }
+  return value
+}
+
+extension Array where Element == UInt8 {
+  /// The bytes as text for messages (invalid UTF-8 replaced).
+  public var string: String { String(decoding: self, as: UTF8.self) }
+}

@@ -13,7 +13,7 @@ struct OvlTool: ParsableCommand {
       Exit status: 0 success, 1 some paths failed, 2 usage or stack errors.
       """,
     version: "0.1.0",
-    subcommands: [Ls.self, Stat.self, Cat.self, Tree.self])
+    subcommands: [Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self])
 
   static func main() {
     raiseOpenFileLimit()

@@ -27,7 +27,7 @@ struct covl_file_handle {
 int covl_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 int covl_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf);
 ssize_t covl_getdents64(int fd, void *buf, size_t len);
-ssize_t covl_copy_file_range(int fd_in, int fd_out, size_t len);
+ssize_t covl_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len);
 int covl_ficlone(int dst_fd, int src_fd);
 int covl_syncfs(int fd);
 int covl_name_to_handle_at(int dirfd, const char *path, struct covl_file_handle *fh, int *mount_id, int flags);
@@ -36,6 +36,13 @@ int covl_get_fs_uuid(int fd, unsigned char uuid[16], unsigned char *len);
 /* getxattrat/listxattrat (Linux 6.13); return -1 with ENOSYS on older kernels. */
 ssize_t covl_getxattrat(int dirfd, const char *path, const char *name, void *value, size_t size);
 ssize_t covl_listxattrat(int dirfd, const char *path, char *list, size_t size);
+extern const int covl_SEEK_DATA, covl_SEEK_HOLE;
+/* flock(2): Swift sees only `struct flock` under that name. */
+int covl_flock(int fd, int exclusive_or_unlock);
+/* Inode flags (FS_IOC_GETFLAGS / FS_IOC_SETFLAGS) and the ones overlay cares about. */
+int covl_get_inode_flags(int fd, unsigned int *flags);
+int covl_set_inode_flags(int fd, unsigned int flags);
+extern const unsigned int covl_FS_APPEND_FL, covl_FS_IMMUTABLE_FL, covl_FS_NOATIME_FL, covl_FS_SYNC_FL;
 /* "ENOENT" for ENOENT; NULL for an unknown number. */
 const char *covl_errno_name(int errnum);
 dev_t covl_makedev(unsigned int major, unsigned int minor);

@@ -1,0 +1,118 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// A named temporary object in the work dir. It removes itself when dropped, unless
+/// `commit()` consumed it after it was published.
+struct TempEntry: ~Copyable {
+  let dir: LayerDir
+  let name: [UInt8]
+  let isDirectory: Bool
+  private var published = false
+
+  init(dir: LayerDir, name: [UInt8], isDirectory: Bool) {
+    self.dir = dir
+    self.name = name
+    self.isDirectory = isDirectory
+  }
+
+  /// The temp now has its final name: nothing to remove.
+  consuming func commit() { published = true }
+
+  deinit {
+    if !published { try? dir.fd.remove(name, directory: isDirectory) }
+  }
+}
+
+extension WriteSession {
+  /// Regular files: an O_TMPFILE in the work dir gets data and metadata, then its first
+  /// name (`ovl_copy_up_tmpfile`); nothing is visible before it is complete. Returns false
+  /// when another process published the same name first.
+  func copyRegularFile(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir) throws(OvlError) -> Bool {
+    let where_ = describe(plan.entry.path)
+    let temp = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
+    Fault.point("temp")
+    if !plan.metacopy {
+      let source = try stack.openData(plan.entry)
+      _ = try step("copy", where_) { () throws(Errno) in try temp.copyData(from: source, size: plan.status.size) }
+      Fault.point("data")
+      // fsync=auto: the data is durable before the name appears.
+      try step("fsync", where_) { () throws(Errno) in try temp.sync() }
+    }
+    try apply(try metadata(plan), to: temp, where_)
+    Fault.point("metadata")
+    return try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
+      do throws(Errno) {
+        try temp.link(as: name, in: destination.fd)
+      } catch .fileExists {
+        return false
+      } catch {
+        throw .system(call: "linkat", path: where_, errno: error)
+      }
+      return true
+    }
+  }
+
+  /// Directories, symlinks and special files: a `#`-named temp in the work dir, completed,
+  /// then renamed into place without replacing anything (`ovl_copy_up_workdir`).
+  func copyByTemp(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir, indexedDirectory: Bool) throws(OvlError) -> Bool {
+    let where_ = describe(plan.entry.path)
+    let status = plan.status
+    let tempName = Array("#\(String(randomBits() & 0xFFFF_FFFF, radix: 16))".utf8)
+    let tempPath = workPath + "/" + tempName.string
+    try step("create", tempPath) { () throws(Errno) in
+      switch status.type {
+      case .directory: try tempDir.fd.makeDirectory(tempName, permissions: 0)
+      case .symlink:
+        let target = try plan.lower.parent.fd.readLink(plan.lower.name)
+        try tempDir.fd.makeSymlink(tempName, target: target)
+      default:
+        try tempDir.fd.makeNode(tempName, type: status.type, permissions: 0, major: status.rdevMajor, minor: status.rdevMinor)
+      }
+    }
+    let temp = TempEntry(dir: tempDir, name: tempName, isDirectory: status.type == .directory)
+    let tempID = try step("statx", tempPath) { () throws(Errno) in try tempDir.fd.stat(tempName).id }
+    Fault.point("temp")
+    if indexedDirectory { try createDirectoryIndex(plan, tempName: tempName) }
+    try apply(try metadata(plan), to: tempName, in: tempDir, type: status.type, tempPath)
+    Fault.point("metadata")
+    // The work dir before the destination: the global lock order.
+    let published = try withLockedParent(tempDir, child: tempName, expected: tempID, path: tempPath) { () throws(OvlError) -> Bool in
+      try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
+        do throws(Errno) {
+          try tempDir.fd.rename(tempName, to: name, in: destination.fd, flags: .noReplace)
+        } catch .fileExists {
+          return false
+        } catch {
+          throw .system(call: "renameat2", path: where_, errno: error)
+        }
+        return true
+      }
+    }
+    if published { temp.commit() }
+    try step("fsync", workPath) { () throws(Errno) in try tempDir.fd.sync() }
+    return published
+  }
+
+  /// nfs_export: a copied-up directory gets `index/<hex of its origin>`, an empty dir of
+  /// mode 0000 whose `upper` is the handle of the upper directory.
+  func createDirectoryIndex(_ plan: CopyPlan, tempName: [UInt8]) throws(OvlError) {
+    guard let index else { return }
+    let hex = try step("name_to_handle_at", plan.entry.path.string) { () throws(Errno) in
+      try stack.encodeHandle(plan.lower.parent, plan.lower.name, upper: false).indexName
+    }
+    let upperHandle = try step("name_to_handle_at", workPath + "/" + tempName.string) { () throws(Errno) in
+      try stack.encodeHandle(tempDir, tempName, upper: true).bytes
+    }
+    let indexTemp = Array("#\(String(randomBits() & 0xFFFF_FFFF, radix: 16))".utf8)
+    try step("mkdir", workPath + "/index/" + indexTemp.string) { () throws(Errno) in
+      try index.fd.makeDirectory(indexTemp, permissions: 0)
+      try index.fd.setXattr(indexTemp, namespace.name(.upper), upperHandle)
+      do throws(Errno) {
+        try index.fd.rename(indexTemp, to: hex, in: index.fd, flags: .noReplace)
+      } catch .fileExists {
+        try index.fd.remove(indexTemp, directory: true)
+      }
+    }
+  }
+}

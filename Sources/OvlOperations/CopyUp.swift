@@ -1,0 +1,185 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// What `copyUp` did for one path.
+public enum CopyUpResult: String, Sendable {
+  /// Copied up (with any missing parents).
+  case copied
+  /// Another name of the same hard link was up already: linked to its index entry.
+  case linkedUp = "linked-up"
+  /// A metacopy upper got its data.
+  case completedData = "completed-data"
+  /// Nothing to do.
+  case alreadyUpper = "already-upper"
+}
+
+extension WriteSession {
+  /// Copies `path` (a merged-view path) up as the kernel does when it is opened for writing
+  /// (`metacopy == false`: full data; a metacopy upper gets its data) or when its metadata
+  /// changes with metacopy=on (`metacopy == true`). Missing parents are copied up first,
+  /// top-most first, as `ovl_copy_up_flags` does.
+  public func copyUp(_ path: [UInt8], metacopy: Bool) throws(OvlError) -> CopyUpResult {
+    let components = path.split(separator: UInt8(ascii: "/")).map { Array($0) }.filter { $0 != [0x2E] }
+    let shown = "/" + components.map { $0.string }.joined(separator: "/")
+    guard !components.contains([0x2E, 0x2E]) else { throw .usage("\(shown): '..' is not allowed in a copy-up path") }
+    if metacopy && !stack.options.metacopy {
+      throw .format(path: shown, reason: "metadata-only copy-up needs metacopy=on", errno: .invalidArgument)
+    }
+    guard !components.isEmpty else { return .alreadyUpper }
+    var parent = try stack.root()
+    var upperParent = upper
+    var result = CopyUpResult.alreadyUpper
+    for (i, name) in components.enumerated() {
+      let last = i == components.count - 1
+      guard var entry = try stack.lookup(name, in: parent) else {
+        throw .format(path: shown, reason: "no such file or directory in the merged view", errno: .noSuchFileOrDirectory)
+      }
+      if last && metacopy && entry.status.type != .regular {
+        throw .format(path: shown, reason: "metadata-only copy-up is for regular files", errno: .invalidArgument)
+      }
+      if !last && !entry.isDirectory {
+        throw .format(path: String(decoding: entry.path, as: UTF8.self), reason: "not a directory", errno: .notDirectory)
+      }
+      if entry.upper == nil || isIndexAlias(entry) {
+        result = try copyUpOne(entry, name: name, into: upperParent, metacopy: last && metacopy)
+        guard let updated = try stack.lookup(name, in: parent) else {
+          throw .format(path: shown, reason: "gone after copy-up", errno: .noSuchFileOrDirectory)
+        }
+        entry = updated
+      } else if last && entry.upperIsMetacopy && !metacopy {
+        try completeData(entry)
+        result = .completedData
+      }
+      if !last {
+        guard let upperDir = entry.upper else { throw .format(path: shown, reason: "no upper after copy-up", errno: .ioError) }
+        let fd = try step("open", describe(entry.path)) { () throws(Errno) in try upperDir.open(.directory) }
+        upperParent = LayerDir(layer: 0, fd: fd, path: entry.path)
+        parent = try stack.open(entry)
+      }
+    }
+    return result
+  }
+
+  func describe(_ path: [UInt8]) -> String { upperPath + path.string }
+
+  /// The lookup found the upper in the index (another alias was copied up): this name still
+  /// needs its link (`ovl_link_up`).
+  func isIndexAlias(_ entry: MergedEntry) -> Bool {
+    guard let index, let upper = entry.upper else { return false }
+    return upper.parent === index
+  }
+
+  /// `ovl_copy_up_one` + `ovl_do_copy_up` for one object whose parent is up already.
+  func copyUpOne(_ entry: MergedEntry, name: [UInt8], into upperParent: LayerDir, metacopy: Bool) throws(OvlError) -> CopyUpResult {
+    if isIndexAlias(entry), let indexed = entry.upper {
+      try linkUp(indexed, name: name, into: upperParent, path: entry.path, lowerLinks: Int(entry.lowers.first?.status.links ?? 1))
+      return .linkedUp
+    }
+    guard let lower = entry.lowers.first else { throw .format(path: entry.path.string, reason: "nothing to copy up", errno: .noSuchFileOrDirectory) }
+    let status = lower.status
+    let isDir = status.type == .directory
+    // ovl_need_index: every object with nfs_export, else lower hard links.
+    let indexed = index != nil && (stack.options.nfsExport || (!isDir && status.links > 1))
+    let toIndex = indexed && !isDir
+    let origin: [UInt8]? = isDir || status.links == 1 || toIndex ? originValue(lower) : nil
+    let parentStatus = try step("statx", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.stat() }
+
+    var destination = upperParent
+    var destinationName = name
+    if toIndex, let index {
+      destination = index
+      destinationName = try step("name_to_handle_at", entry.path.string) { () throws(Errno) in
+        try stack.encodeHandle(lower.parent, lower.name, upper: false).indexName
+      }
+    } else {
+      try setImpure(upperParent)
+    }
+    Fault.point("impure")
+
+    let plan = CopyPlan(entry: entry, lower: lower, origin: origin, metacopy: metacopy)
+    let published: Bool
+    if status.type == .regular {
+      published = try copyRegularFile(plan, to: destinationName, in: destination)
+    } else {
+      published = try copyByTemp(plan, to: destinationName, in: destination, indexedDirectory: indexed && isDir)
+    }
+    Fault.point("published")
+    if toIndex, let index {
+      let indexedObject = try step("statx", workPath + "/index/" + destinationName.string) { () throws(Errno) in
+        RealObject(layer: 0, parent: index, name: destinationName, status: try index.fd.stat(destinationName))
+      }
+      if published {
+        // ovl_set_nlink_upper on the new index entry: overlay links = the lower's.
+        try setNlink(indexedObject, overlayLinks: Int(status.links))
+      }
+      try linkUp(indexedObject, name: name, into: upperParent, path: entry.path, lowerLinks: Int(status.links))
+      return published ? .copied : .linkedUp
+    }
+    if published { try restoreTimes(upperParent, parentStatus) }
+    try step("fsync", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.sync() }
+    return published ? .copied : .alreadyUpper
+  }
+
+  /// The kernel's origin: the stored handle of the lower inode, or empty where the lower
+  /// filesystem cannot encode handles.
+  func originValue(_ lower: RealObject) -> [UInt8] {
+    (try? stack.encodeHandle(lower.parent, lower.name, upper: false).bytes) ?? []
+  }
+
+  /// `ovl_set_impure`: before any copied-up child appears in a directory.
+  func setImpure(_ dir: LayerDir) throws(OvlError) {
+    let attribute = namespace.name(.impure)
+    let path = describe(dir.path)
+    if Impure.isSet(try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr([0x2E], attribute) })) { return }
+    try step("setxattr", path) { () throws(Errno) in try dir.fd.setXattr([0x2E], attribute, Impure.value) }
+  }
+
+  /// The parent's atime and mtime as they were before the copy-up (`ovl_set_timestamps`).
+  func restoreTimes(_ dir: LayerDir, _ before: FileStatus) throws(OvlError) {
+    try step("utimensat", describe(dir.path)) { () throws(Errno) in
+      try dir.fd.setTimes([0x2E], atime: before.atime, mtime: before.mtime)
+    }
+  }
+
+  /// `ovl_set_nlink_upper`: the overlay link count relative to the upper inode's.
+  func setNlink(_ object: RealObject, overlayLinks: Int) throws(OvlError) {
+    let path = workPath + "/index/" + object.name.string
+    let links = try step("statx", path) { () throws(Errno) in try object.parent.fd.stat(object.name).links }
+    let value = NlinkXattr(base: .upper, delta: overlayLinks - Int(links)).value
+    try step("setxattr", path) { () throws(Errno) in try object.parent.fd.setXattr(object.name, namespace.name(.nlink), value) }
+  }
+
+  /// `ovl_link_up`: link the index entry under this name, then record the link count.
+  func linkUp(_ indexed: RealObject, name: [UInt8], into upperParent: LayerDir, path: [UInt8], lowerLinks: Int) throws(OvlError) {
+    guard let index else { return }
+    let parentStatus = try step("statx", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.stat() }
+    try setImpure(upperParent)
+    // The overlay link count stays what it was: upper links + the stored delta.
+    let before = try step("statx", workPath + "/index/" + indexed.name.string) { () throws(Errno) in try index.fd.stat(indexed.name) }
+    let stored = try step("getxattr", workPath + "/index/" + indexed.name.string) { () throws(Errno) in
+      try index.fd.xattr(indexed.name, namespace.name(.nlink))
+    }
+    let overlayLinks = stored.flatMap { NlinkXattr(value: $0) }.flatMap { $0.base == .upper ? Int(before.links) + $0.delta : nil } ?? lowerLinks
+    let linked: Bool = try withLockedParent(index, child: indexed.name, expected: before.id, path: workPath + "/index/" + indexed.name.string) {
+      () throws(OvlError) -> Bool in
+      try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) -> Bool in
+        Fault.point("link-up")
+        try step("linkat", describe(path)) { () throws(Errno) in try index.fd.link(indexed.name, as: name, in: upperParent.fd) }
+        try setNlink(indexed, overlayLinks: overlayLinks)
+        return true
+      }
+    }
+    if linked { try restoreTimes(upperParent, parentStatus) }
+    try step("fsync", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.sync() }
+  }
+}
+
+/// What one object's copy needs: the lower object, its data, the origin to record.
+struct CopyPlan {
+  let entry: MergedEntry
+  let lower: RealObject
+  let origin: [UInt8]?
+  let metacopy: Bool
+  var status: FileStatus { lower.status }
+}

@@ -1,0 +1,37 @@
+import OvlStack
+import OvlSystem
+
+/// The one locking rule of every change (the kernel's `lock_parent` from the seed review):
+/// lock the parent directory, then verify that the child is still the object we looked up;
+/// if it moved, stop and clean nothing. Locks are `flock` on directory descriptors, taken in
+/// one global order: the work (or index) dir before upper directories, ancestors before
+/// descendants.
+///
+/// `expected` is the child's identity, or nil when the child must not exist yet.
+func withLockedParent<R>(
+  _ dir: LayerDir, child: [UInt8], expected: FileID?, path: @autoclosure () -> String,
+  _ body: () throws(OvlError) -> R
+) throws(OvlError) -> R {
+  try step("flock", path()) { () throws(Errno) in try dir.fd.lock() }
+  defer { dir.fd.unlock() }
+  let now: FileID?
+  do {
+    now = try dir.fd.stat(child).id
+  } catch .noSuchFileOrDirectory {
+    now = nil
+  } catch {
+    throw .system(call: "statx", path: path(), errno: error)
+  }
+  guard now == expected else { throw .staleChild(path: path()) }
+  return try body()
+}
+
+/// Holds an exclusive `flock` on a directory while it lives.
+struct DirectoryLock: ~Copyable {
+  let dir: LayerDir
+  init(_ dir: LayerDir, path: String) throws(OvlError) {
+    try step("flock", path) { () throws(Errno) in try dir.fd.lock() }
+    self.dir = dir
+  }
+  deinit { dir.fd.unlock() }
+}

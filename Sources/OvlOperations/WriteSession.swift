@@ -1,0 +1,87 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// A stack opened for changes: refused if a mounted overlay uses it; its upper and work
+/// dirs made what the kernel's first mount with the same options makes them (`work/` and,
+/// with index=on, `index/`, both mode 0000; the upper root's `uuid`, `origin`; the index
+/// dir's `upper`), and verified where they already are.
+public final class WriteSession {
+  public let stack: Stack
+  let upper: LayerDir
+  /// Where temporary objects are built: `work/work`, or `work/index` with index=on (the
+  /// kernel then uses the index dir as its work dir).
+  let tempDir: LayerDir
+  let index: LayerDir?
+  let namespace: XattrNamespace
+  var upperPath: String { stack.layerPaths[0] }
+  var workPath: String { stack.options.workDir ?? "" }
+
+  public init(stack: Stack) throws(OvlError) {
+    guard let upper = stack.upperRoot, let workRoot = stack.workRoot else {
+      throw .usage("the stack has no upperdir: it is read-only")
+    }
+    try refuseMountedLayers(stack)
+    self.stack = stack
+    self.upper = upper
+    namespace = stack.namespace
+    let workPath = stack.options.workDir ?? ""
+    let work = try Self.makeWorkDirectory(workRoot, "work", workPath)
+    if stack.options.index {
+      let index = try Self.makeWorkDirectory(workRoot, "index", workPath)
+      self.index = index
+      tempDir = index
+    } else {
+      index = nil
+      tempDir = work
+    }
+    try initializeUpperRoot()
+  }
+
+  /// `ovl_workdir_create`: a directory of mode 0000 in the work dir, kept if it exists.
+  static func makeWorkDirectory(_ workRoot: LayerDir, _ name: String, _ workPath: String) throws(OvlError) -> LayerDir {
+    let bytes = Array(name.utf8)
+    let path = workPath + "/" + name
+    do {
+      try workRoot.fd.makeDirectory(bytes, permissions: 0)
+      try workRoot.fd.changeMode(bytes, permissions: 0)
+    } catch .fileExists {
+    } catch {
+      throw .system(call: "mkdir", path: path, errno: error)
+    }
+    let fd = try step("open", path) { () throws(Errno) in try FD.open(bytes, in: workRoot.fd, .directory) }
+    return LayerDir(layer: 0, fd: fd, path: [])
+  }
+
+  /// What a first mount writes on the upper root and the index dir.
+  func initializeUpperRoot() throws(OvlError) {
+    let root: [UInt8] = [0x2E]
+    if let index, let top = stack.lowerRootDir(1) {
+      try setIfMissing(upper, root, .origin, upperPath) { () throws(Errno) in
+        try stack.encodeHandle(top, root, upper: false).bytes
+      }
+      try setIfMissing(index, root, .upper, workPath + "/index") { () throws(Errno) in
+        try stack.encodeHandle(upper, root, upper: true).bytes
+      }
+    }
+    let uuidName = namespace.name(.uuid)
+    let hasUUID = try step("getxattr", upperPath) { () throws(Errno) in try upper.fd.xattr(root, uuidName) } != nil
+    let impure = try step("getxattr", upperPath) { () throws(Errno) in try upper.fd.xattr(root, namespace.name(.impure)) } != nil
+    if !hasUUID && (stack.options.uuid == .on || (stack.options.uuid == .auto && !impure)) {
+      var uuid: [UInt8] = []
+      for _ in 0..<2 { withUnsafeBytes(of: randomBits()) { uuid += $0 } }
+      uuid[6] = uuid[6] & 0x0F | 0x40  // version 4
+      uuid[8] = uuid[8] & 0x3F | 0x80  // RFC 4122 variant
+      try step("setxattr", upperPath) { () throws(Errno) in try upper.fd.setXattr(root, uuidName, uuid) }
+    }
+  }
+
+  private func setIfMissing(
+    _ dir: LayerDir, _ name: [UInt8], _ key: OverlayXattr, _ path: String, _ value: () throws(Errno) -> [UInt8]
+  ) throws(OvlError) {
+    let attribute = namespace.name(key)
+    if try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr(name, attribute) }) != nil { return }
+    let bytes = try step("name_to_handle_at", path) { () throws(Errno) in try value() }
+    try step("setxattr", path) { () throws(Errno) in try dir.fd.setXattr(name, attribute, bytes) }
+  }
+}

@@ -1,0 +1,251 @@
+import CAttr
+import COvlSys
+import Glibc
+
+/// Flags of `renameat2(2)`.
+public struct RenameFlags: OptionSet, Sendable {
+  public let rawValue: UInt32
+  public init(rawValue: UInt32) { self.rawValue = rawValue }
+  public static let noReplace = RenameFlags(rawValue: covl_RENAME_NOREPLACE)
+  public static let exchange = RenameFlags(rawValue: covl_RENAME_EXCHANGE)
+  public static let whiteout = RenameFlags(rawValue: covl_RENAME_WHITEOUT)
+}
+
+/// Inode flags that overlay copy-up looks at (`FS_IOC_GETFLAGS`).
+public struct InodeFlags: OptionSet, Sendable {
+  public let rawValue: UInt32
+  public init(rawValue: UInt32) { self.rawValue = rawValue }
+  public static let appendOnly = InodeFlags(rawValue: covl_FS_APPEND_FL)
+  public static let immutable = InodeFlags(rawValue: covl_FS_IMMUTABLE_FL)
+  public static let noAtime = InodeFlags(rawValue: covl_FS_NOATIME_FL)
+  public static let sync = InodeFlags(rawValue: covl_FS_SYNC_FL)
+}
+
+extension FD {
+  /// An unnamed regular file in this directory. The corresponding C call is `openat` with
+  /// O_TMPFILE.
+  public borrowing func openTemporaryFile(permissions: UInt32) throws(Errno) -> FD {
+    let dirfd = rawValue
+    return FD(adopting: try retrying { Glibc.openat(dirfd, ".", covl_O_TMPFILE | O_RDWR | O_CLOEXEC, mode_t(permissions)) })
+  }
+
+  /// Gives this O_TMPFILE file the name `name` in `dir`. The corresponding C call is
+  /// `linkat` of `/proc/self/fd/N` with AT_SYMLINK_FOLLOW (needs no CAP_DAC_READ_SEARCH).
+  public borrowing func link(as name: [UInt8], in dir: borrowing FD) throws(Errno) {
+    let source = Array("/proc/self/fd/\(rawValue)".utf8)
+    let dirfd = dir.rawValue
+    _ = try withCString(source) { (s) throws(Errno) in
+      try withCString(name) { (n) throws(Errno) in try retrying { Glibc.linkat(AT_FDCWD, s, dirfd, n, AT_SYMLINK_FOLLOW) } }
+    }
+  }
+
+  /// Renames `name` in this directory to `newName` in `newDirectory`. The corresponding C
+  /// function is `renameat2`.
+  public borrowing func rename(_ name: [UInt8], to newName: [UInt8], in newDirectory: borrowing FD, flags: RenameFlags = []) throws(Errno) {
+    let olddir = rawValue
+    let newdir = newDirectory.rawValue
+    _ = try withCString(name) { (o) throws(Errno) in
+      try withCString(newName) { (n) throws(Errno) in try retrying { covl_renameat2(olddir, o, newdir, n, flags.rawValue) } }
+    }
+  }
+
+  /// Removes `name` (a directory with `directory`). The corresponding C function is `unlinkat`.
+  public borrowing func remove(_ name: [UInt8], directory: Bool = false) throws(Errno) {
+    let dirfd = rawValue
+    _ = try withCString(name) { (c) throws(Errno) in try retrying { Glibc.unlinkat(dirfd, c, directory ? AT_REMOVEDIR : 0) } }
+  }
+
+  /// Removes attribute `attribute` of `name` (ENODATA when absent).
+  public borrowing func removeXattr(_ name: [UInt8], _ attribute: [UInt8]) throws(Errno) {
+    let procPath = Array("/proc/self/fd/\(rawValue)/".utf8) + name
+    _ = try withCString(procPath) { (p) throws(Errno) in
+      try withCString(attribute) { (a) throws(Errno) in try retrying { lremovexattr(p, a) } }
+    }
+  }
+
+  /// Sets atime and mtime (ns) of `name`, not following symlinks.
+  public borrowing func setTimes(_ name: [UInt8], atime: Int64, mtime: Int64) throws(Errno) {
+    let dirfd = rawValue
+    let times = [Self.timespec(atime), Self.timespec(mtime)]
+    _ = try withCString(name) { (c) throws(Errno) in try retrying { Glibc.utimensat(dirfd, c, times, AT_SYMLINK_NOFOLLOW) } }
+  }
+
+  static func timespec(_ ns: Int64) -> Glibc.timespec {
+    Glibc.timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
+  }
+
+  /// The inode flags of this (regular or directory) descriptor; none where the filesystem
+  /// has no such flags.
+  public borrowing func inodeFlags() -> InodeFlags {
+    var flags: UInt32 = 0
+    guard covl_get_inode_flags(rawValue, &flags) == 0 else { return [] }
+    return InodeFlags(rawValue: flags)
+  }
+
+  /// The corresponding C call is `ioctl(FS_IOC_SETFLAGS)`.
+  public borrowing func setInodeFlags(_ flags: InodeFlags) throws(Errno) {
+    let fd = rawValue
+    _ = try retrying { covl_set_inode_flags(fd, flags.rawValue) }
+  }
+
+  /// The corresponding C function is `ftruncate`.
+  public borrowing func truncate(size: UInt64) throws(Errno) {
+    let fd = rawValue
+    _ = try retrying { Glibc.ftruncate(fd, off_t(size)) }
+  }
+
+  /// An exclusive `flock` on this descriptor (a directory opened for reading), held until
+  /// `unlock` or until the descriptor closes.
+  public borrowing func lock() throws(Errno) {
+    let fd = rawValue
+    _ = try retrying { covl_flock(fd, 1) }
+  }
+
+  public borrowing func unlock() {
+    _ = covl_flock(rawValue, 0)
+  }
+}
+
+/// How data was copied.
+public enum DataCopyMethod: String, Sendable { case clone, copyFileRange = "copy_file_range", readWrite = "read_write", none }
+
+extension FD {
+  /// Copies `size` bytes of `source` into this (empty) file: a reflink where the filesystem
+  /// can, else `copy_file_range` over the data extents only (holes stay holes), else read
+  /// and write. The file is then extended to `size`.
+  public borrowing func copyData(from source: borrowing FD, size: UInt64) throws(Errno) -> DataCopyMethod {
+    if size == 0 { return .none }
+    let out = rawValue
+    let input = source.rawValue
+    if covl_ficlone(out, input) == 0 { return .clone }
+    var method = DataCopyMethod.copyFileRange
+    var offset = 0
+    let end = Int(size)
+    while offset < end {
+      // The next data extent; a file without holes is one extent.
+      let dataStart = Glibc.lseek(input, offset, covl_SEEK_DATA)
+      if dataStart < 0 {
+        if errno == ENXIO { break }  // only a hole is left
+        throw Errno(rawValue: errno)
+      }
+      var dataEnd = Glibc.lseek(input, dataStart, covl_SEEK_HOLE)
+      if dataEnd < 0 || dataEnd > end { dataEnd = end }
+      var position = dataStart
+      while position < dataEnd {
+        let chunk = min(dataEnd - position, 1 << 30)
+        if method == .copyFileRange {
+          let n = covl_copy_file_range(input, Int64(position), out, Int64(position), chunk)
+          if n > 0 { position += n; continue }
+          if n == 0 { break }
+          let e = Errno(rawValue: errno)
+          guard e == .improperLink || e == .invalidArgument || e == .notSupported || e == .noFunction || e == .badFileDescriptor else { throw e }
+          method = .readWrite
+        }
+        position += try copyByReadWrite(from: input, to: out, offset: position, count: chunk)
+      }
+      offset = dataEnd
+    }
+    try truncate(size: size)
+    return method
+  }
+
+  private borrowing func copyByReadWrite(from input: Int32, to out: Int32, offset: Int, count: Int) throws(Errno) -> Int {
+    let capacity = min(count, 1 << 20)
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+    defer { buffer.deallocate() }
+    let n = try retrying { Glibc.pread(input, buffer, capacity, off_t(offset)) }
+    if n == 0 { return count }  // the file shrank: stop at its end
+    var written = 0
+    while written < n {
+      written += try retrying { Glibc.pwrite(out, buffer + written, n - written, off_t(offset) + off_t(written)) }
+    }
+    return n
+  }
+
+  /// Extended attribute names of this open file (`flistxattr`).
+  public borrowing func xattrNames() throws(Errno) -> [[UInt8]] {
+    let fd = rawValue
+    var size = 1024
+    while true {
+      var buffer = [UInt8](repeating: 0, count: size)
+      do {
+        let n = try buffer.withMutableBytes { (raw) throws(Errno) in
+          try retrying { flistxattr(fd, raw.baseAddress!.assumingMemoryBound(to: CChar.self), size) }
+        }
+        return buffer[0..<n].split(separator: 0, omittingEmptySubsequences: true).map { Array($0) }
+      } catch .outOfRange {
+        size *= 8
+      }
+    }
+  }
+
+  /// Sets an attribute of this open file (`fsetxattr`).
+  public borrowing func setXattr(_ attribute: [UInt8], _ value: [UInt8]) throws(Errno) {
+    let fd = rawValue
+    _ = try withCString(attribute) { (a) throws(Errno) in
+      try value.withBytes { (raw) throws(Errno) in try retrying { fsetxattr(fd, a, raw.baseAddress, raw.count, 0) } }
+    }
+  }
+
+  /// Removes an attribute of this open file (`fremovexattr`).
+  public borrowing func removeXattr(_ attribute: [UInt8]) throws(Errno) {
+    let fd = rawValue
+    _ = try withCString(attribute) { (a) throws(Errno) in try retrying { fremovexattr(fd, a) } }
+  }
+}
+
+/// `/etc/xattr.conf` through libattr: whether copying should skip `name` (e.g.
+/// `security.evm`). ACLs (`permissions` entries) are copied.
+public func xattrCopySkips(_ name: [UInt8]) -> Bool {
+  withCString(name) { (c: UnsafePointer<CChar>) -> Bool in attr_copy_action(c, nil) == ATTR_ACTION_SKIP }
+}
+
+/// Ends the process at once, as a crash would (for the crash-safety fault switch).
+public func crashNow(_ status: Int32) -> Never { Glibc._exit(status) }
+
+/// Makes the changes so far durable on the filesystem of `fd` (`syncfs`).
+public func syncFilesystem(_ fd: borrowing FD) throws(Errno) {
+  let raw = fd.rawValue
+  _ = try retrying { covl_syncfs(raw) }
+}
+
+extension FD {
+  /// The corresponding C function is `fchown`.
+  public borrowing func changeOwner(uid: UInt32, gid: UInt32) throws(Errno) {
+    let fd = rawValue
+    _ = try retrying { Glibc.fchown(fd, uid, gid) }
+  }
+
+  /// The corresponding C function is `fchmod`.
+  public borrowing func changeMode(permissions: UInt32) throws(Errno) {
+    let fd = rawValue
+    _ = try retrying { Glibc.fchmod(fd, mode_t(permissions)) }
+  }
+
+  /// Sets atime and mtime (ns). The corresponding C function is `futimens`.
+  public borrowing func setTimes(atime: Int64, mtime: Int64) throws(Errno) {
+    let fd = rawValue
+    let times = [Self.timespec(atime), Self.timespec(mtime)]
+    _ = try retrying { Glibc.futimens(fd, times) }
+  }
+
+  /// The value of an attribute of this open file, or nil (`fgetxattr`).
+  public borrowing func xattr(_ attribute: [UInt8]) throws(Errno) -> [UInt8]? {
+    let fd = rawValue
+    var size = 512
+    while true {
+      var buffer = [UInt8](repeating: 0, count: size)
+      do {
+        let n = try withCString(attribute) { (a) throws(Errno) in
+          try buffer.withMutableBytes { (raw) throws(Errno) in try retrying { fgetxattr(fd, a, raw.baseAddress, size) } }
+        }
+        return Array(buffer[0..<n])
+      } catch .noData {
+        return nil
+      } catch .outOfRange {
+        if size >= 1 << 20 { throw .outOfRange }
+        size *= 8
+      }
+    }
+  }
+}

@@ -1,0 +1,54 @@
+import ArgumentParser
+import OvlOperations
+import OvlStack
+import OvlSystem
+
+struct CopyUp: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "copy-up",
+    abstract: "Copy paths of the merged view up to the upper layer, as the kernel does.",
+    discussion: """
+      Without --metacopy: what the kernel does when PATH is opened for writing (a full copy-up; \
+      a metacopy upper gets its data). With --metacopy: what a metadata change does with \
+      metacopy=on. Missing parent directories are copied up first. A path already in the upper \
+      layer is left alone (exit 0). Exit status: 0 done, 1 some paths failed, 2 usage or stack \
+      errors.
+      """)
+
+  @OptionGroup var stack: StackArguments
+  @Flag(help: "Copy metadata only (needs metacopy=on; regular files).") var metacopy = false
+  @Flag(help: "One JSON object per path: {\"path\":...,\"result\":\"copied\"}.") var json = false
+  @Argument(help: "Paths in the merged view.") var paths: [String]
+
+  func run() throws {
+    let stack = try self.stack.open()
+    if metacopy && !stack.options.metacopy {
+      throw StackError(error: .usage("--metacopy needs a stack with metacopy=on (the kernel copies data otherwise)"))
+    }
+    let session: WriteSession
+    do { session = try WriteSession(stack: stack) } catch { throw StackError(error: error) }
+    let out = OutputBuffer()
+    var failed = false
+    for path in paths {
+      let bytes = pathBytes(path)
+      do throws(OvlError) {
+        let result = try session.copyUp(bytes, metacopy: metacopy)
+        if json {
+          var line: [UInt8] = Array(#"{"path":"#.utf8)
+          JSONLine.string(bytes, into: &line)
+          line += Array(#","result":"\#(result.rawValue)"}"#.utf8)
+          out.line(line)
+        } else {
+          out.line(bytes + Array(": \(result == .alreadyUpper ? "already in the upper layer" : result.rawValue)".utf8))
+        }
+      } catch {
+        failed = true
+        if json { out.line(JSONLine.encodeError(path: bytes, error)) }
+        out.flush()
+        report(error)
+      }
+    }
+    out.flush()
+    if failed { throw ExitCode(1) }
+  }
+}
