@@ -7,13 +7,16 @@ import OvlSystem
 /// one global order: the work (or index) dir before upper directories, ancestors before
 /// descendants.
 ///
-/// `expected` is the child's identity, or nil when the child must not exist yet.
+/// `expected` is the child's identity; nil locks the parent for a new name (whether the
+/// name is free is then the job of the call that creates it: linkat or renameat2 with
+/// NOREPLACE fail EEXIST).
 func withLockedParent<R>(
   _ dir: LayerDir, child: [UInt8], expected: FileID?, path: @autoclosure () -> String,
   _ body: () throws(OvlError) -> R
 ) throws(OvlError) -> R {
   try step("flock", path()) { () throws(Errno) in try dir.fd.lock() }
   defer { dir.fd.unlock() }
+  guard let expected else { return try body() }
   let now: FileID?
   do {
     now = try dir.fd.stat(child).id

@@ -28,7 +28,9 @@ public final class WriteSession {
     let workPath = stack.options.workDir ?? ""
     let work = try Self.makeWorkDirectory(workRoot, "work", workPath)
     if stack.options.index {
-      let index = try Self.makeWorkDirectory(workRoot, "index", workPath)
+      let index: LayerDir
+      if let existing = stack.indexDir { index = existing } else { index = try Self.makeWorkDirectory(workRoot, "index", workPath) }
+      stack.adoptIndexDirectory(index)
       self.index = index
       tempDir = index
     } else {

@@ -35,7 +35,7 @@ public final class Stack {
   /// Layers in which an `opaque=x` directory was seen (the kernel's sticky per-layer flag).
   var layersWithXwhiteouts: Set<Int> = []
   /// `workdir/index` when index=on and it exists.
-  public let indexDir: LayerDir?
+  public private(set) var indexDir: LayerDir?
   /// The work dir itself (upper stacks).
   public let workRoot: LayerDir?
   /// Filesystem uuids by layer, read when a handle is first encoded.
@@ -144,6 +144,11 @@ public final class Stack {
   let sameFilesystem: Bool
   /// xino maps inode numbers of several filesystems into one (xino=on|auto across them).
   var xinoTranslates: Bool { !sameFilesystem && options.xino != .off }
+
+  /// Uses `dir` as the index dir from now on (a first write creates it, as a first mount).
+  public func adoptIndexDirectory(_ dir: LayerDir) {
+    if indexDir == nil { indexDir = dir }
+  }
 
   /// The root directory of lower layer `layer` (1 = top-most).
   public func lowerRootDir(_ layer: Int) -> LayerDir? {
