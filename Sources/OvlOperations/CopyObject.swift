@@ -58,7 +58,7 @@ extension WriteSession {
   func copyByTemp(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir, indexedDirectory: Bool) throws(OvlError) -> Bool {
     let where_ = describe(plan.entry.path)
     let status = plan.status
-    let tempName = Array("#\(String(randomBits() & 0xFFFF_FFFF, radix: 16))".utf8)
+    let tempName = temporaryName()
     let tempPath = workPath + "/" + tempName.string
     try step("create", tempPath) { () throws(Errno) in
       switch status.type {
@@ -90,7 +90,7 @@ extension WriteSession {
       }
     }
     if published { temp.commit() }
-    try step("fsync", workPath) { () throws(Errno) in try tempDir.fd.sync() }
+    markDirty(tempDir)
     return published
   }
 
@@ -104,7 +104,7 @@ extension WriteSession {
     let upperHandle = try step("name_to_handle_at", workPath + "/" + tempName.string) { () throws(Errno) in
       try stack.encodeHandle(tempDir, tempName, upper: true).bytes
     }
-    let indexTemp = Array("#\(String(randomBits() & 0xFFFF_FFFF, radix: 16))".utf8)
+    let indexTemp = temporaryName()
     try step("mkdir", workPath + "/index/" + indexTemp.string) { () throws(Errno) in
       try index.fd.makeDirectory(indexTemp, permissions: 0)
       try index.fd.setXattr(indexTemp, namespace.name(.upper), upperHandle)

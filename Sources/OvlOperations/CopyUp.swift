@@ -117,7 +117,7 @@ extension WriteSession {
       return published ? .copied : .linkedUp
     }
     if published { try restoreTimes(upperParent, parentStatus) }
-    try step("fsync", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.sync() }
+    markDirty(upperParent)
     return published ? .copied : .alreadyUpper
   }
 
@@ -171,7 +171,7 @@ extension WriteSession {
       }
     }
     if linked { try restoreTimes(upperParent, parentStatus) }
-    try step("fsync", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.sync() }
+    markDirty(upperParent)
   }
 }
 

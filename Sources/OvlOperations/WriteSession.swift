@@ -14,6 +14,10 @@ public final class WriteSession {
   let tempDir: LayerDir
   let index: LayerDir?
   let namespace: XattrNamespace
+  /// Directories whose entries changed, fsynced once by `finish()`: a name is durable
+  /// when its directory is, and one fsync per directory, not per file, keeps many
+  /// copy-ups cheap.
+  private var dirty: [ObjectIdentifier: LayerDir] = [:]
   var upperPath: String { stack.layerPaths[0] }
   var workPath: String { stack.options.workDir ?? "" }
 
@@ -38,6 +42,16 @@ public final class WriteSession {
       tempDir = work
     }
     try initializeUpperRoot()
+  }
+
+  func markDirty(_ dir: LayerDir) { dirty[ObjectIdentifier(dir)] = dir }
+
+  /// Makes every change of this session durable: fsync of each changed directory.
+  public func finish() throws(OvlError) {
+    for dir in dirty.values {
+      try step("fsync", describe(dir.path)) { () throws(Errno) in try dir.fd.sync() }
+    }
+    dirty.removeAll()
   }
 
   /// `ovl_workdir_create`: a directory of mode 0000 in the work dir, kept if it exists.

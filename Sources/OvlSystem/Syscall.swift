@@ -125,7 +125,22 @@ public func getEnvironment(_ name: String) -> String? {
   return String(cString: value)
 }
 
-/// 64 random bits from the kernel (`getrandom`), for temp names and uuids.
+/// A name for a temporary object: `#` and hex digits, as the kernel's temps; unique per
+/// process (a random start, then a counter), so concurrent processes do not collide.
+public func temporaryName() -> [UInt8] {
+  Array("#\(String(temporaryNames.next(), radix: 16))".utf8)
+}
+
+private final class TemporaryNames: @unchecked Sendable {
+  private var value = randomBits() & 0xFFFF_FFFF_FFFF
+  func next() -> UInt64 {
+    value &+= 1
+    return value
+  }
+}
+private let temporaryNames = TemporaryNames()
+
+/// 64 random bits from the kernel (/dev/urandom), for temp names and uuids.
 public func randomBits() -> UInt64 {
   var value: UInt64 = 0
   if let fd = try? FD.openFile(atHostPath: "/dev/urandom") {

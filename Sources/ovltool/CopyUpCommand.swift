@@ -49,6 +49,10 @@ struct CopyUp: ParsableCommand {
       }
     }
     out.flush()
+    do { try session.finish() } catch {
+      report(error)
+      failed = true
+    }
     if failed { throw ExitCode(1) }
   }
 }

@@ -40,10 +40,17 @@ struct StackArguments: ParsableArguments {
   }
 }
 
+/// The process's arguments by their decoded text (built once: a copy-up may get
+/// thousands of paths).
+private let rawArgumentsByText: [String: [UInt8]] = {
+  var map: [String: [UInt8]] = [:]
+  for raw in rawArguments() { map[String(decoding: raw, as: UTF8.self)] = raw }
+  return map
+}()
+
 /// A merged-view path argument as the raw bytes the user gave (it may not be UTF-8).
 func pathBytes(_ argument: String) -> [UInt8] {
-  for raw in rawArguments() where String(decoding: raw, as: UTF8.self) == argument { return raw }
-  return Array(argument.utf8)
+  rawArgumentsByText[argument] ?? Array(argument.utf8)
 }
 
 /// Prints `error` for one path and remembers that the command must exit 1.
