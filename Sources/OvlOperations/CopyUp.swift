@@ -35,21 +35,25 @@ extension WriteSession {
       guard var entry = try stack.lookup(name, in: parent) else {
         throw .format(path: shown, reason: "no such file or directory in the merged view", errno: .noSuchFileOrDirectory)
       }
-      if last && metacopy && entry.status.type != .regular {
-        throw .format(path: shown, reason: "metadata-only copy-up is for regular files", errno: .invalidArgument)
-      }
       if !last && !entry.isDirectory {
         throw .format(path: String(decoding: entry.path, as: UTF8.self), reason: "not a directory", errno: .notDirectory)
       }
       if entry.upper == nil || isIndexAlias(entry) {
-        result = try copyUpOne(entry, name: name, into: upperParent, metacopy: last && metacopy)
+        // Only regular files can be metadata-only; anything else is copied whole, as a
+        // metadata change through the kernel does.
+        let metadataOnly = last && metacopy && entry.status.type == .regular
+        result = try copyUpOne(entry, name: name, into: upperParent, metacopy: metadataOnly)
         guard let updated = try stack.lookup(name, in: parent) else {
           throw .format(path: shown, reason: "gone after copy-up", errno: .noSuchFileOrDirectory)
         }
         entry = updated
-      } else if last && entry.upperIsMetacopy && !metacopy {
+      } else {
+        try fixOrigin(entry, parent: upperParent)
+      }
+      if last && entry.upperIsMetacopy && !metacopy {
+        // A write-open completes the data, also of a metacopy index entry just linked up.
         try completeData(entry)
-        result = .completedData
+        if result == .alreadyUpper { result = .completedData }
       }
       if !last {
         guard let upperDir = entry.upper else { throw .format(path: shown, reason: "no upper after copy-up", errno: .ioError) }
@@ -62,6 +66,22 @@ extension WriteSession {
   }
 
   func describe(_ path: [UInt8]) -> String { upperPath + path.string }
+
+  /// `ovl_fix_origin`: the kernel's lookup of a merged directory records the handle of its
+  /// top lower directory as `origin` (where missing or different) and marks the parent
+  /// impure; a copy-up looks its path up, so it leaves the same.
+  func fixOrigin(_ entry: MergedEntry, parent: LayerDir) throws(OvlError) {
+    guard entry.isDirectory, let upperDir = entry.upper, let lower = entry.lowers.first,
+      !(stack.options.nfsExport && stack.options.index)
+    else { return }
+    let origin = originValue(lower)
+    let attribute = namespace.name(.origin)
+    let path = describe(entry.path)
+    let stored = try step("getxattr", path) { () throws(Errno) in try upperDir.xattr(attribute) }
+    guard stored != origin else { return }
+    try step("setxattr", path) { () throws(Errno) in try upperDir.parent.fd.setXattr(upperDir.name, attribute, origin) }
+    try setImpure(parent)
+  }
 
   /// The lookup found the upper in the index (another alias was copied up): this name still
   /// needs its link (`ovl_link_up`).

@@ -53,13 +53,14 @@ extension WriteSession {
   /// Applies metadata to an unnamed temp file: owner, mode (chown clears setuid/setgid, so
   /// it goes first), xattrs, flags, size, times.
   func apply(_ m: Metadata, to file: borrowing FD, _ path: String) throws(OvlError) {
+    // The size first: a truncate from userspace strips security.capability.
+    if let size = m.size { try step("ftruncate", path) { () throws(Errno) in try file.truncate(size: size) } }
     try step("fchown", path) { () throws(Errno) in try file.changeOwner(uid: m.uid, gid: m.gid) }
     try step("fchmod", path) { () throws(Errno) in try file.changeMode(permissions: m.permissions) }
     for (name, value) in m.xattrs {
       try setXattr(name, path, special: false) { () throws(Errno) in try file.setXattr(name, value) }
     }
     if !m.flags.isEmpty { try step("FS_IOC_SETFLAGS", path) { () throws(Errno) in try file.setInodeFlags(file.inodeFlags().union(m.flags)) } }
-    if let size = m.size { try step("ftruncate", path) { () throws(Errno) in try file.truncate(size: size) } }
     try step("futimens", path) { () throws(Errno) in try file.setTimes(atime: m.atime, mtime: m.mtime) }
   }
 
