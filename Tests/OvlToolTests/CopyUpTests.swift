@@ -125,4 +125,18 @@ import Testing
     #expect(!r.out.contains("#"))
     #expect(r.out.contains("Read-only file system"))
   }
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"))
+  func layersOfAMountedOverlayAreRefused() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("mounted")
+    let options = try Harness.build(Self.spec, in: dir)
+    let r = inNamespace("""
+      mkdir "$1/m"; mount -t overlay overlay -o "$2" "$1/m" || exit 3
+      "$3" copy-up -o "$2" /a/b/f; echo "status=$?"
+      umount "$1/m"
+      """, [dir.path, options, Self.binary])
+    #expect(r.out.contains("status=2"), "\(r.out) \(r.stderr)")
+    #expect(r.stderr.contains("in use by the overlay mounted at"), "\(r.stderr)")
+  }
 }
