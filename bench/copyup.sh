@@ -41,7 +41,7 @@ for p in sys.stdin.read().split("\n"):
     umount "$d/m"
     sync
     s=$(now)
-    xargs -a "$d/paths" -d '\n' "$OVLTOOL" copy-up -o "lowerdir=$d/lower,upperdir=$d/uo,workdir=$d/wo" > /dev/null
+    "$OVLTOOL" copy-up -o "lowerdir=$d/lower,upperdir=$d/uo,workdir=$d/wo" --from "$d/paths" > /dev/null
     local o=$(elapsed "$s" "$(now)")
     best_k=$(echo "if ($k < $best_k) $k else $best_k" | bc)
     best_o=$(echo "if ($o < $best_o) $o else $best_o" | bc)

@@ -34,7 +34,10 @@ extension WriteSession {
     Fault.point("temp")
     if !plan.metacopy {
       let source = try stack.openData(plan.entry)
-      _ = try step("copy", where_) { () throws(Errno) in try temp.copyData(from: source, size: plan.status.size) }
+      let method = try step("copy", where_) { () throws(Errno) in
+        try temp.copyData(from: source, size: plan.status.size, tryClone: cloneWorks[plan.lower.layer] != false)
+      }
+      if method != .none { cloneWorks[plan.lower.layer] = method == .clone }
       Fault.point("data")
       // fsync=auto: the data is durable before the name appears.
       try step("fsync", where_) { () throws(Errno) in try temp.sync() }

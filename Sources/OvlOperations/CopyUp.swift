@@ -27,10 +27,18 @@ extension WriteSession {
       throw .format(path: shown, reason: "metadata-only copy-up needs metacopy=on", errno: .invalidArgument)
     }
     guard !components.isEmpty else { return .alreadyUpper }
+    // Scripts copy up many paths in one directory: start from the last parent when it is
+    // the same (the kernel's dentry cache spares it those lookups too).
     var parent = try stack.root()
     var upperParent = upper
+    var start = 0
+    if let cached = lastParent, cached.components == Array(components.dropLast()) {
+      parent = cached.merged
+      upperParent = cached.upper
+      start = components.count - 1
+    }
     var result = CopyUpResult.alreadyUpper
-    for (i, name) in components.enumerated() {
+    for (i, name) in components.enumerated() where i >= start {
       let last = i == components.count - 1
       guard var entry = try stack.lookup(name, in: parent) else {
         throw .format(path: shown, reason: "no such file or directory in the merged view", errno: .noSuchFileOrDirectory)
@@ -43,6 +51,9 @@ extension WriteSession {
         // metadata change through the kernel does.
         let metadataOnly = last && metacopy && entry.status.type == .regular
         result = try copyUpOne(entry, name: name, into: upperParent, metacopy: metadataOnly)
+        // A file copied with its data is done; anything else is looked up again (a
+        // directory to descend into, a linked-up metacopy entry to complete).
+        if last && result == .copied && !metadataOnly && !entry.isDirectory { return result }
         guard let updated = try stack.lookup(name, in: parent) else {
           throw .format(path: shown, reason: "gone after copy-up", errno: .noSuchFileOrDirectory)
         }
@@ -60,6 +71,7 @@ extension WriteSession {
         let fd = try step("open", describe(entry.path)) { () throws(Errno) in try upperDir.open(.directory) }
         upperParent = LayerDir(layer: 0, fd: fd, path: entry.path)
         parent = try stack.open(entry)
+        if i == components.count - 2 { lastParent = (Array(components.dropLast()), parent, upperParent) }
       }
     }
     return result
@@ -151,8 +163,11 @@ extension WriteSession {
   func setImpure(_ dir: LayerDir) throws(OvlError) {
     let attribute = namespace.name(.impure)
     let path = describe(dir.path)
-    if Impure.isSet(try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr([0x2E], attribute) })) { return }
-    try step("setxattr", path) { () throws(Errno) in try dir.fd.setXattr([0x2E], attribute, Impure.value) }
+    if knownImpure.contains(dir.path) { return }
+    if !Impure.isSet(try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr([0x2E], attribute) })) {
+      try step("setxattr", path) { () throws(Errno) in try dir.fd.setXattr([0x2E], attribute, Impure.value) }
+    }
+    knownImpure.insert(dir.path)
   }
 
   /// The parent's atime and mtime as they were before the copy-up (`ovl_set_timestamps`).

@@ -18,6 +18,12 @@ public final class WriteSession {
   /// when its directory is, and one fsync per directory, not per file, keeps many
   /// copy-ups cheap.
   private var dirty: [ObjectIdentifier: LayerDir] = [:]
+  /// The parent of the last path copied up: its components, merged dir and upper dir.
+  var lastParent: (components: [[UInt8]], merged: MergedDir, upper: LayerDir)?
+  /// Whether reflinks from a lower layer to the upper worked (tried once per layer).
+  var cloneWorks: [Int: Bool] = [:]
+  /// Upper dirs (by merged path) known to carry `impure`.
+  var knownImpure: Set<[UInt8]> = []
   var upperPath: String { stack.layerPaths[0] }
   var workPath: String { stack.options.workDir ?? "" }
 

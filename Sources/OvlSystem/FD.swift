@@ -49,6 +49,11 @@ extension FD {
     return FD(adopting: try retrying { Glibc.open(path, flags) })
   }
 
+  /// A duplicate of standard input.
+  public static func standardInput() throws(Errno) -> FD {
+    FD(adopting: try retrying { Glibc.fcntl(0, F_DUPFD_CLOEXEC, 0) })
+  }
+
   /// Opens a regular host file given by the user (a fixture, a script).
   public static func openFile(atHostPath path: String) throws(Errno) -> FD {
     FD(adopting: try retrying { Glibc.open(path, O_RDONLY | O_CLOEXEC) })

@@ -113,11 +113,14 @@ extension FD {
   /// Copies `size` bytes of `source` into this (empty) file: a reflink where the filesystem
   /// can, else `copy_file_range` over the data extents only (holes stay holes), else read
   /// and write. The file is then extended to `size`.
-  public borrowing func copyData(from source: borrowing FD, size: UInt64) throws(Errno) -> DataCopyMethod {
+  ///
+  /// `tryClone: false` skips the reflink attempt (a caller that saw it fail on this
+  /// filesystem pair).
+  public borrowing func copyData(from source: borrowing FD, size: UInt64, tryClone: Bool = true) throws(Errno) -> DataCopyMethod {
     if size == 0 { return .none }
     let out = rawValue
     let input = source.rawValue
-    if covl_ficlone(out, input) == 0 { return .clone }
+    if tryClone && covl_ficlone(out, input) == 0 { return .clone }
     var method = DataCopyMethod.copyFileRange
     var offset = 0
     let end = Int(size)

@@ -18,7 +18,25 @@ struct CopyUp: ParsableCommand {
   @OptionGroup var stack: StackArguments
   @Flag(help: "Copy metadata only (needs metacopy=on; regular files).") var metacopy = false
   @Flag(help: "One JSON object per path: {\"path\":...,\"result\":\"copied\"}.") var json = false
-  @Argument(help: "Paths in the merged view.") var paths: [String]
+  @Option(name: .customLong("from"), help: ArgumentHelp("Read more paths from FILE ('-' for standard input), one per line (NUL-separated with --null); for thousands of paths.", valueName: "FILE"))
+  var fromFile: String?
+  @Flag(help: "Paths in --from are separated by NUL bytes.") var null = false
+  @Argument(help: "Paths in the merged view.") var paths: [String] = []
+
+  func validate() throws {
+    if paths.isEmpty && fromFile == nil { throw ValidationError("give at least one PATH or --from FILE") }
+  }
+
+  /// The paths to copy up, as bytes: arguments, then the --from list.
+  func allPaths() throws(OvlError) -> [[UInt8]] {
+    var result = paths.map(pathBytes)
+    guard let fromFile else { return result }
+    let data = try step("read", fromFile) { () throws(Errno) in
+      fromFile == "-" ? try FD.standardInput().readAll() : try FD.openFile(atHostPath: fromFile).readAll()
+    }
+    result += data.split(separator: null ? 0 : 0x0A).map { Array($0) }.filter { !$0.isEmpty }
+    return result
+  }
 
   func run() throws {
     let stack = try self.stack.open()
@@ -29,8 +47,9 @@ struct CopyUp: ParsableCommand {
     do { session = try WriteSession(stack: stack) } catch { throw StackError(error: error) }
     let out = OutputBuffer()
     var failed = false
-    for path in paths {
-      let bytes = pathBytes(path)
+    let list: [[UInt8]]
+    do { list = try allPaths() } catch { throw StackError(error: error) }
+    for bytes in list {
       do throws(OvlError) {
         let result = try session.copyUp(bytes, metacopy: metacopy)
         if json {
