@@ -30,10 +30,18 @@ extension FD {
   }
 
   /// Gives this O_TMPFILE file the name `name` in `dir`. The corresponding C call is
-  /// `linkat` of `/proc/self/fd/N` with AT_SYMLINK_FOLLOW (needs no CAP_DAC_READ_SEARCH).
+  /// `linkat(fd, "", dir, name, AT_EMPTY_PATH)` (needs CAP_DAC_READ_SEARCH), else `linkat`
+  /// of `/proc/self/fd/N` with AT_SYMLINK_FOLLOW.
   public borrowing func link(as name: [UInt8], in dir: borrowing FD) throws(Errno) {
-    let source = Array("/proc/self/fd/\(rawValue)".utf8)
+    let fd = rawValue
     let dirfd = dir.rawValue
+    do {
+      _ = try withCString(name) { (n) throws(Errno) in try retrying { Glibc.linkat(fd, "", dirfd, n, covl_AT_EMPTY_PATH) } }
+      return
+    } catch .noSuchFileOrDirectory, .notPermitted {
+      // Without the capability the kernel answers ENOENT: go through /proc.
+    }
+    let source = Array("/proc/self/fd/\(fd)".utf8)
     _ = try withCString(source) { (s) throws(Errno) in
       try withCString(name) { (n) throws(Errno) in try retrying { Glibc.linkat(AT_FDCWD, s, dirfd, n, AT_SYMLINK_FOLLOW) } }
     }
