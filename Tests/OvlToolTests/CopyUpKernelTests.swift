@@ -432,18 +432,6 @@ import Testing
     Harness.compare(Harness.ovltoolView(topts), Harness.kernelView(topts, in: dir), spec: "8 concurrent copy-ups of 2,000 paths\(suffix)")
   }
 
-  struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-      state &+= 0x9E37_79B9_7F4A_7C15
-      var z = state
-      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-      return z ^ (z >> 31)
-    }
-  }
-
   /// The equality pattern of a list (which positions hold equal values).
   static func pattern(_ values: [String]) -> [Int] { values.map { v in values.firstIndex(of: v)! } }
 
