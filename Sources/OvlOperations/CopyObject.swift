@@ -32,17 +32,23 @@ extension WriteSession {
     let where_ = describe(plan.entry.path)
     let temp = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
     Fault.point("temp")
+    var flags: InodeFlags?
     if !plan.metacopy {
       let source = try stack.openData(plan.entry)
+      // A file with every block allocated has no holes to look for.
+      let dataStatus = try step("statx", where_) { () throws(Errno) in try source.stat() }
       let method = try step("copy", where_) { () throws(Errno) in
-        try temp.copyData(from: source, size: plan.status.size, tryClone: cloneWorks[plan.lower.layer] != false)
+        try temp.copyData(
+          from: source, size: plan.status.size, tryClone: cloneWorks[plan.lower.layer] != false,
+          mayHaveHoles: dataStatus.blocks * 512 < dataStatus.size)
       }
+      if plan.entry.lowers.count <= 1 && plan.entry.dataRedirect == nil { flags = source.inodeFlags() }
       if method != .none { cloneWorks[plan.lower.layer] = method == .clone }
       Fault.point("data")
       // fsync=auto: the data is durable before the name appears.
       try step("fsync", where_) { () throws(Errno) in try temp.sync() }
     }
-    try apply(try metadata(plan), to: temp, where_)
+    try apply(try metadata(plan, lowerFlags: flags), to: temp, where_)
     Fault.point("metadata")
     return try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
       do throws(Errno) {

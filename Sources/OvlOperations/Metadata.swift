@@ -19,7 +19,8 @@ struct Metadata {
 }
 
 extension WriteSession {
-  func metadata(_ plan: CopyPlan) throws(OvlError) -> Metadata {
+  /// `lowerFlags`: the lower's inode flags when the caller has read them already.
+  func metadata(_ plan: CopyPlan, lowerFlags: InodeFlags? = nil) throws(OvlError) -> Metadata {
     let lower = plan.lower
     let s = lower.status
     let path = describe(plan.entry.path)
@@ -32,8 +33,13 @@ extension WriteSession {
       m.xattrs.append((name, value))
     }
     if s.type == .regular || s.type == .directory {
-      let flags = try step("open", path) { () throws(Errno) in
-        try lower.open(s.type == .directory ? .directory : .readOnly).inodeFlags()
+      let flags: InodeFlags
+      if let lowerFlags {
+        flags = lowerFlags
+      } else {
+        flags = try step("open", path) { () throws(Errno) in
+          try lower.open(s.type == .directory ? .directory : .readOnly).inodeFlags()
+        }
       }
       var protected: Protattr = []
       if flags.contains(.appendOnly) { protected.insert(.appendOnly) }

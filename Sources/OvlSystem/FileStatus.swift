@@ -47,6 +47,8 @@ public struct FileStatus: Sendable {
   public let uid: UInt32
   public let gid: UInt32
   public let size: UInt64
+  /// Allocated 512-byte blocks.
+  public let blocks: UInt64
   public let links: UInt32
   public let deviceMajor: UInt32
   public let deviceMinor: UInt32
@@ -72,6 +74,7 @@ public struct FileStatus: Sendable {
     uid = s.stx_uid
     gid = s.stx_gid
     size = s.stx_size
+    blocks = s.stx_blocks
     links = s.stx_nlink
     deviceMajor = s.stx_dev_major
     deviceMinor = s.stx_dev_minor

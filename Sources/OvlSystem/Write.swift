@@ -124,7 +124,9 @@ extension FD {
   ///
   /// `tryClone: false` skips the reflink attempt (a caller that saw it fail on this
   /// filesystem pair).
-  public borrowing func copyData(from source: borrowing FD, size: UInt64, tryClone: Bool = true) throws(Errno) -> DataCopyMethod {
+  public borrowing func copyData(
+    from source: borrowing FD, size: UInt64, tryClone: Bool = true, mayHaveHoles: Bool = true
+  ) throws(Errno) -> DataCopyMethod {
     if size == 0 { return .none }
     let out = rawValue
     let input = source.rawValue
@@ -132,8 +134,18 @@ extension FD {
     var method = DataCopyMethod.copyFileRange
     var offset = 0
     let end = Int(size)
+    var copied = 0
     while offset < end {
       // The next data extent; a file without holes is one extent.
+      guard mayHaveHoles else {
+        while offset < end {
+          let n = try copyChunk(from: input, to: out, offset: offset, count: end - offset, method: &method)
+          if n == 0 { break }
+          offset += n
+          copied += n
+        }
+        break
+      }
       let dataStart = Glibc.lseek(input, offset, covl_SEEK_DATA)
       if dataStart < 0 {
         if errno == ENXIO { break }  // only a hole is left
@@ -143,21 +155,30 @@ extension FD {
       if dataEnd < 0 || dataEnd > end { dataEnd = end }
       var position = dataStart
       while position < dataEnd {
-        let chunk = min(dataEnd - position, 1 << 30)
-        if method == .copyFileRange {
-          let n = covl_copy_file_range(input, Int64(position), out, Int64(position), chunk)
-          if n > 0 { position += n; continue }
-          if n == 0 { break }
-          let e = Errno(rawValue: errno)
-          guard e == .improperLink || e == .invalidArgument || e == .notSupported || e == .noFunction || e == .badFileDescriptor else { throw e }
-          method = .readWrite
-        }
-        position += try copyByReadWrite(from: input, to: out, offset: position, count: chunk)
+        let n = try copyChunk(from: input, to: out, offset: position, count: dataEnd - position, method: &method)
+        if n == 0 { break }
+        position += n
+        copied += n
       }
       offset = dataEnd
     }
-    try truncate(size: size)
+    // Holes at the end (or a file that shrank) still need the size.
+    if copied != end || mayHaveHoles { try truncate(size: size) }
     return method
+  }
+
+  /// One `copy_file_range` (or, where it cannot work, read/write) of up to 1 GiB at
+  /// `offset`; 0 at the end of the source.
+  private borrowing func copyChunk(from input: Int32, to out: Int32, offset: Int, count: Int, method: inout DataCopyMethod) throws(Errno) -> Int {
+    let chunk = min(count, 1 << 30)
+    if method == .copyFileRange {
+      let n = covl_copy_file_range(input, Int64(offset), out, Int64(offset), chunk)
+      if n >= 0 { return n }
+      let e = Errno(rawValue: errno)
+      guard e == .improperLink || e == .invalidArgument || e == .notSupported || e == .noFunction || e == .badFileDescriptor else { throw e }
+      method = .readWrite
+    }
+    return try copyByReadWrite(from: input, to: out, offset: offset, count: chunk)
   }
 
   private borrowing func copyByReadWrite(from input: Int32, to out: Int32, offset: Int, count: Int) throws(Errno) -> Int {
@@ -165,7 +186,7 @@ extension FD {
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
     defer { buffer.deallocate() }
     let n = try retrying { Glibc.pread(input, buffer, capacity, off_t(offset)) }
-    if n == 0 { return count }  // the file shrank: stop at its end
+    if n == 0 { return 0 }  // the file shrank: stop at its end
     var written = 0
     while written < n {
       written += try retrying { Glibc.pwrite(out, buffer + written, n - written, off_t(offset) + off_t(written)) }
