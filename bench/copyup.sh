@@ -21,7 +21,9 @@ set -eu
 T=$1 OVLTOOL=$2 SIZE_MB=$3 FILES=$4
 now() { date +%s.%N; }
 elapsed() { echo "$2 - $1" | bc; }
-fresh() { rm -rf "$1/uk" "$1/wk" "$1/uo" "$1/wo"; mkdir -p "$1/uk" "$1/wk" "$1/uo" "$1/wo" "$1/m"; sync; }
+# Writeback of earlier work (the tree benchmark's stack, the last round) skews timings on a
+# shared disk: start every round from a synced, settled state.
+fresh() { rm -rf "$1/uk" "$1/wk" "$1/uo" "$1/wo"; mkdir -p "$1/uk" "$1/wk" "$1/uo" "$1/wo" "$1/m"; sync; sleep 1; }
 
 # $1 dir with lower/, $2.. paths: kernel (write-open through a mount) vs ovltool.
 race() {
@@ -39,7 +41,7 @@ for p in sys.stdin.read().split("\n"):
 ' "$d/m" < "$d/paths"
     local k=$(elapsed "$s" "$(now)")
     umount "$d/m"
-    sync
+    sync; sleep 1
     s=$(now)
     "$OVLTOOL" copy-up -o "lowerdir=$d/lower,upperdir=$d/uo,workdir=$d/wo" --from "$d/paths" > /dev/null
     local o=$(elapsed "$s" "$(now)")
