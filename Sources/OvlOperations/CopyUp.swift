@@ -196,16 +196,15 @@ extension WriteSession {
       try index.fd.xattr(indexed.name, namespace.name(.nlink))
     }
     let overlayLinks = stored.flatMap { NlinkXattr(value: $0) }.flatMap { $0.base == .upper ? Int(before.links) + $0.delta : nil } ?? lowerLinks
-    let linked: Bool = try withLockedParent(index, child: indexed.name, expected: before.id, path: workPath + "/index/" + indexed.name.string) {
-      () throws(OvlError) -> Bool in
-      try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) -> Bool in
+    try withLockedParent(index, child: indexed.name, expected: before.id, path: workPath + "/index/" + indexed.name.string) {
+      () throws(OvlError) in
+      try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) in
         Fault.point("link-up")
         try step("linkat", describe(path)) { () throws(Errno) in try index.fd.link(indexed.name, as: name, in: upperParent.fd) }
         try setNlink(indexed, overlayLinks: overlayLinks)
-        return true
       }
     }
-    if linked { try restoreTimes(upperParent, parentStatus) }
+    try restoreTimes(upperParent, parentStatus)
     markDirty(upperParent)
   }
 }

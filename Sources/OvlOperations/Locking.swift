@@ -28,13 +28,3 @@ func withLockedParent<R>(
   guard now == expected else { throw .staleChild(path: path()) }
   return try body()
 }
-
-/// Holds an exclusive `flock` on a directory while it lives.
-struct DirectoryLock: ~Copyable {
-  let dir: LayerDir
-  init(_ dir: LayerDir, path: String) throws(OvlError) {
-    try step("flock", path) { () throws(Errno) in try dir.fd.lock() }
-    self.dir = dir
-  }
-  deinit { dir.fd.unlock() }
-}

@@ -18,7 +18,7 @@ extension Stack {
   /// `s_uuid` of a layer's filesystem, read once per layer.
   public func layerUUID(_ layer: Int) throws(Errno) -> [UInt8] {
     if let known = uuids[layer] { return known }
-    let root = layer == 0 ? upperRoot : (lowerRoots + dataRoots).first { $0.layer == layer }
+    let root = layer == 0 ? upperRoot : lowerRootDir(layer)
     guard let root else { throw .noSuchFileOrDirectory }
     let uuid = try root.fd.filesystemUUID()
     uuids[layer] = uuid

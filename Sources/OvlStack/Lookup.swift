@@ -225,7 +225,7 @@ extension Stack {
       guard case .relative(let name) = d.name else { return nil }
       return try lookupSingle(base, name, last: true, position: 0, &d, path: path)
     }
-    var dir = base.layer == 0 ? base : (lowerRoots.first { $0.layer == base.layer } ?? base)
+    var dir = base.layer == 0 ? base : (lowerRootDir(base.layer) ?? base)
     var remaining = initial.count
     while true {
       guard case .absolute(let components) = d.name else { return nil }
