@@ -29,26 +29,42 @@ fresh() { rm -rf "$1/uk" "$1/wk" "$1/uo" "$1/wo"; mkdir -p "$1/uk" "$1/wk" "$1/u
 race() {
   local d=$1; shift
   local best_k=999999 best_o=999999
-  for round in 1 2 3; do
+  # The second of two big writes in a row is slower on a shared disk: alternate who goes
+  # first, take each side's best.
+  for round in 1 2 3 4; do
     fresh "$d"
-    mount -t overlay bench -o "lowerdir=$d/lower,upperdir=$d/uk,workdir=$d/wk" "$d/m"
-    local s=$(now)
-    python3 -c '
+    if [ $((round % 2)) = 1 ]; then
+      local k=$(kernel_run "$d"); sync; sleep 1; local o=$(ovltool_run "$d")
+    else
+      local o=$(ovltool_run "$d"); sync; sleep 1; local k=$(kernel_run "$d")
+    fi
+    best_k=$(echo "if ($k < $best_k) $k else $best_k" | bc)
+    best_o=$(echo "if ($o < $best_o) $o else $best_o" | bc)
+  done
+  printf '  kernel %8.3f s   ovltool %8.3f s   ratio %.2f\n' "$best_k" "$best_o" "$(echo "$best_o / $best_k" | bc -l)"
+}
+
+# The kernel's copy-up: open each path for writing through a mount (the mount itself is
+# not timed, as ovltool's start-up is).
+kernel_run() {
+  local d=$1
+  mount -t overlay bench -o "lowerdir=$d/lower,upperdir=$d/uk,workdir=$d/wk" "$d/m"
+  local s=$(now)
+  python3 -c '
 import sys
 root = sys.argv[1]
 for p in sys.stdin.read().split("\n"):
     if p: open(root + p, "ab").close()
 ' "$d/m" < "$d/paths"
-    local k=$(elapsed "$s" "$(now)")
-    umount "$d/m"
-    sync; sleep 1
-    s=$(now)
-    "$OVLTOOL" copy-up -o "lowerdir=$d/lower,upperdir=$d/uo,workdir=$d/wo" --from "$d/paths" > /dev/null
-    local o=$(elapsed "$s" "$(now)")
-    best_k=$(echo "if ($k < $best_k) $k else $best_k" | bc)
-    best_o=$(echo "if ($o < $best_o) $o else $best_o" | bc)
-  done
-  printf '  kernel %8.3f s   ovltool %8.3f s   ratio %.2f\n' "$best_k" "$best_o" "$(echo "$best_o / $best_k" | bc -l)"
+  local e=$(now)
+  umount "$d/m"
+  elapsed "$s" "$e"
+}
+
+ovltool_run() {
+  local d=$1 s=$(now)
+  "$OVLTOOL" copy-up -o "lowerdir=$d/lower,upperdir=$d/uo,workdir=$d/wo" --from "$d/paths" > /dev/null
+  elapsed "$s" "$(now)"
 }
 
 echo "1. one ${SIZE_MB} MiB file, $(stat -f -c %T "$T")"
