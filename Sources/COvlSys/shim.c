@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
+#include <linux/btrfs.h>
 
 const int covl_O_PATH = O_PATH;
 const int covl_O_TMPFILE = O_TMPFILE;
@@ -67,8 +68,19 @@ int covl_get_fs_uuid(int fd, unsigned char uuid[16], unsigned char *len) {
   if (r == 0) {
     for (int i = 0; i < 16; i++) uuid[i] = i < u.len ? u.uuid[i] : 0;
     *len = u.len;
+    return 0;
   }
-  return r;
+  if (errno != ENOTTY) return r;
+  /* btrfs has no FS_IOC_GETFSUUID; its s_uuid is the fsid. */
+  struct btrfs_ioctl_fs_info_args info;
+  memset(&info, 0, sizeof info);
+  if (ioctl(fd, BTRFS_IOC_FS_INFO, &info) != 0) {
+    errno = ENOTTY;
+    return -1;
+  }
+  for (int i = 0; i < 16; i++) uuid[i] = info.fsid[i];
+  *len = 16;
+  return 0;
 }
 struct covl_xattr_args { uint64_t value; uint32_t size; uint32_t flags; };
 #ifndef SYS_getxattrat
