@@ -36,7 +36,12 @@ extension WriteSession {
     if !plan.metacopy {
       let source = try stack.openData(plan.entry)
       // A file with every block allocated has no holes to look for.
-      let dataStatus = try step("statx", where_) { () throws(Errno) in try source.stat() }
+      let dataStatus: FileStatus
+      if plan.entry.lowers.count <= 1 && plan.entry.dataRedirect == nil {
+        dataStatus = plan.status
+      } else {
+        dataStatus = try step("statx", where_) { () throws(Errno) in try source.stat() }
+      }
       let method = try step("copy", where_) { () throws(Errno) in
         try temp.copyData(
           from: source, size: plan.status.size, tryClone: cloneWorks[plan.lower.layer] != false,

@@ -115,7 +115,7 @@ extension WriteSession {
     let indexed = index != nil && (stack.options.nfsExport || (!isDir && status.links > 1))
     let toIndex = indexed && !isDir
     let origin: [UInt8]? = isDir || status.links == 1 || toIndex ? originValue(lower) : nil
-    let parentStatus = try step("statx", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.stat() }
+    try sampleTimes(upperParent)
 
     var destination = upperParent
     var destinationName = name
@@ -148,7 +148,7 @@ extension WriteSession {
       try linkUp(indexedObject, name: name, into: upperParent, path: entry.path, lowerLinks: Int(status.links))
       return published ? .copied : .linkedUp
     }
-    if published { try restoreTimes(upperParent, parentStatus) }
+
     markDirty(upperParent)
     return published ? .copied : .alreadyUpper
   }
@@ -170,11 +170,13 @@ extension WriteSession {
     knownImpure.insert(dir.path)
   }
 
-  /// The parent's atime and mtime as they were before the copy-up (`ovl_set_timestamps`).
-  func restoreTimes(_ dir: LayerDir, _ before: FileStatus) throws(OvlError) {
-    try step("utimensat", describe(dir.path)) { () throws(Errno) in
-      try dir.fd.setTimes([0x2E], atime: before.atime, mtime: before.mtime)
-    }
+  /// Remembers a parent's atime and mtime before this session first changes it; `finish()`
+  /// puts them back (`ovl_set_timestamps` after each copy-up in the kernel: the same end
+  /// state, one restore per directory instead of one per file).
+  func sampleTimes(_ dir: LayerDir) throws(OvlError) {
+    guard parentTimes[dir.path] == nil else { return }
+    let status = try step("statx", describe(dir.path)) { () throws(Errno) in try dir.fd.stat() }
+    parentTimes[dir.path] = (dir, status.atime, status.mtime)
   }
 
   /// `ovl_set_nlink_upper`: the overlay link count relative to the upper inode's.
@@ -188,7 +190,7 @@ extension WriteSession {
   /// `ovl_link_up`: link the index entry under this name, then record the link count.
   func linkUp(_ indexed: RealObject, name: [UInt8], into upperParent: LayerDir, path: [UInt8], lowerLinks: Int) throws(OvlError) {
     guard let index else { return }
-    let parentStatus = try step("statx", describe(upperParent.path)) { () throws(Errno) in try upperParent.fd.stat() }
+    try sampleTimes(upperParent)
     try setImpure(upperParent)
     // The overlay link count stays what it was: upper links + the stored delta.
     let before = try step("statx", workPath + "/index/" + indexed.name.string) { () throws(Errno) in try index.fd.stat(indexed.name) }
@@ -204,7 +206,7 @@ extension WriteSession {
         try setNlink(indexed, overlayLinks: overlayLinks)
       }
     }
-    try restoreTimes(upperParent, parentStatus)
+
     markDirty(upperParent)
   }
 }

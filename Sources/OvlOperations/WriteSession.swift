@@ -20,6 +20,8 @@ public final class WriteSession {
   private var dirty: [ObjectIdentifier: LayerDir] = [:]
   /// The parent of the last path copied up: its components, merged dir and upper dir.
   var lastParent: (components: [[UInt8]], merged: MergedDir, upper: LayerDir)?
+  /// Upper dirs this session changed, by merged path, with their times before.
+  var parentTimes: [[UInt8]: (dir: LayerDir, atime: Int64, mtime: Int64)] = [:]
   /// Whether reflinks from a lower layer to the upper worked (tried once per layer).
   var cloneWorks: [Int: Bool] = [:]
   /// Upper dirs (by merged path) known to carry `impure`.
@@ -52,8 +54,16 @@ public final class WriteSession {
 
   func markDirty(_ dir: LayerDir) { dirty[ObjectIdentifier(dir)] = dir }
 
-  /// Makes every change of this session durable: fsync of each changed directory.
+  /// Restores the times of every parent this session changed, then makes every change
+  /// durable: fsync of each changed directory.
   public func finish() throws(OvlError) {
+    // Deepest first: restoring a directory's times does not touch its parent's.
+    for (path, saved) in parentTimes.sorted(by: { $0.key.count > $1.key.count }) {
+      try step("utimensat", describe(path)) { () throws(Errno) in
+        try saved.dir.fd.setTimes([0x2E], atime: saved.atime, mtime: saved.mtime)
+      }
+    }
+    parentTimes.removeAll()
     for dir in dirty.values {
       try step("fsync", describe(dir.path)) { () throws(Errno) in try dir.fd.sync() }
     }
