@@ -8,6 +8,7 @@ MAN_DATE ?= 2026-11-27
 NEEDS := /usr/include/openssl/evp.h:libssl-dev \
          /usr/include/attr/libattr.h:libattr1-dev \
          /usr/bin/setfattr:attr \
+         /usr/sbin/mkfs.xfs:xfsprogs \
          /usr/bin/python3:python3 \
          /usr/bin/unshare:util-linux
 
