@@ -9,6 +9,7 @@ NEEDS := /usr/include/openssl/evp.h:libssl-dev \
          /usr/include/attr/libattr.h:libattr1-dev \
          /usr/bin/setfattr:attr \
          /usr/sbin/mkfs.xfs:xfsprogs \
+         /usr/sbin/mkfs.btrfs:btrfs-progs \
          /usr/bin/python3:python3 \
          /usr/bin/unshare:util-linux
 

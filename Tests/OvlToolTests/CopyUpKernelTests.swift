@@ -58,7 +58,7 @@ import Testing
   // length compared), handles into each side's own upper (shown as paths), and st_blocks
   // (regular files only, within one block + 1/64).
 
-  enum FS: String, Sendable { case host, tmpfs, xfs }
+  enum FS: String, Sendable { case host, tmpfs, xfs, btrfs }
 
   struct Case: Sendable, CustomTestStringConvertible {
     var label: String
@@ -170,6 +170,8 @@ import Testing
     // xfs: 64-bit inode handles (type 0x81), reflink-capable data copy.
     allTypes("index=on", fs: .xfs),
     allTypes("redirect_dir=on,metacopy=on", fs: .xfs, metacopy: true),
+    // btrfs: no FS_IOC_GETFSUUID (the fsid comes from BTRFS_IOC_FS_INFO), 20-byte fids.
+    allTypes("index=on", fs: .btrfs),
     // One object at a time: only its parent chain is copied up.
     Case(label: "a directory alone", spec: allTypes, paths: ["a/b/c/sub"]),
     Case(label: "a file of the 3rd lower", spec: allTypes, options: "index=on", paths: ["a/b/c/deep/file3"]),
@@ -445,6 +447,7 @@ import Testing
     case "$FS" in
       tmpfs) mount -t tmpfs -o mode=0755,size=512m tmpfs "$R" ;;
       xfs) truncate -s 512m "$d/xfs.img"; mkfs.xfs -q "$d/xfs.img"; mount -o loop "$d/xfs.img" "$R" ;;
+      btrfs) truncate -s 512m "$d/btrfs.img"; mkfs.btrfs -q "$d/btrfs.img" >/dev/null; mount -o loop "$d/btrfs.img" "$R" ;;
     esac
     KOPTS=$(printf %s "$KOPTS" | sed "s|@R@|$R|g"); TOPTS=$(printf %s "$TOPTS" | sed "s|@R@|$R|g")
     mkdir -p "$R/k" "$R/t" "$d/mk" "$d/mt"
