@@ -17,14 +17,7 @@ func withLockedParent<R>(
   try step("flock", path()) { () throws(Errno) in try dir.fd.lock() }
   defer { dir.fd.unlock() }
   guard let expected else { return try body() }
-  let now: FileID?
-  do {
-    now = try dir.fd.stat(child).id
-  } catch .noSuchFileOrDirectory {
-    now = nil
-  } catch {
-    throw .system(call: "statx", path: path(), errno: error)
-  }
+  let now = try step("statx", path()) { () throws(Errno) in try dir.fd.statIfPresent(child)?.id }
   guard now == expected else { throw .staleChild(path: path()) }
   return try body()
 }

@@ -56,7 +56,7 @@ extension Stack {
         throw refuse(path, "index name is not a valid file handle", .invalidArgument)
       }
       guard case .handle = decoded else { throw refuse(path, "index name is a handle of an unknown version", .noData) }
-      guard let status = try step("statx", path, { () throws(Errno) in try Stack.statIfPresent(index, entry.name) }) else { continue }
+      guard let status = try step("statx", path, { () throws(Errno) in try index.fd.statIfPresent(entry.name) }) else { continue }
       if status.isWhiteoutDevice { continue }
       if status.type == .directory {
         guard options.nfsExport else { continue }
@@ -86,7 +86,7 @@ extension Stack {
       return nil  // the kernel cannot encode it either: no index
     }
     let name = handle.indexName
-    guard let status = try Stack.statIfPresent(index, name) else { return nil }
+    guard let status = try index.fd.statIfPresent(name) else { return nil }
     if status.isWhiteoutDevice || status.type != origin.status.type {
       throw fail(path, "bad index found (index/\(name.string))", .ioError)
     }

@@ -247,7 +247,7 @@ extension Stack {
     // The kernel's lookup_one refuses dot names (a redirect of "." or "..").
     if name == [0x2E] || name == [0x2E, 0x2E] { throw Errno.permissionDenied }
     if let listed = base.listed, !listed.contains(name) { return nil }
-    guard let status = try Self.statIfPresent(base, name) else { return nil }
+    guard let status = try base.fd.statIfPresent(name) else { return nil }
     let object = RealObject(layer: base.layer, parent: base, name: name, status: status)
     if try isWhiteout(object) {
       d.stop = true
@@ -315,14 +315,6 @@ extension Stack {
       }
     }
     d.redirect = d.name.value
-  }
-
-  static func statIfPresent(_ dir: LayerDir, _ name: [UInt8]) throws(Errno) -> FileStatus? {
-    do {
-      return try dir.fd.stat(name)
-    } catch .noSuchFileOrDirectory, .fileNameTooLong {
-      return nil
-    }
   }
 
   /// A char 0/0, or a zero-size regular file with `overlay.whiteout`.

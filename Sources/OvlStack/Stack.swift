@@ -92,7 +92,7 @@ public final class Stack {
         }
       }
       upper = LayerDir(layer: 0, fd: upperFD, path: [])
-      work = LayerDir(layer: 0, fd: try open(workPath), path: [])
+      work = LayerDir(layer: 0, fd: workFD, path: [])
     }
     var lowers: [LayerDir] = []
     for (i, path) in (options.lowerDirs + options.dataDirs).enumerated() {

@@ -102,6 +102,16 @@ extension FD {
     return try FileStatus(buffer)
   }
 
+  /// Status of `name`, or nil when there is no such name (ENOENT, or a name longer than
+  /// the filesystem allows, which cannot exist either).
+  public borrowing func statIfPresent(_ name: [UInt8]) throws(Errno) -> FileStatus? {
+    do {
+      return try stat(name)
+    } catch .noSuchFileOrDirectory, .fileNameTooLong {
+      return nil
+    }
+  }
+
   /// Status of the inode this descriptor refers to (works on O_PATH descriptors).
   public borrowing func stat() throws(Errno) -> FileStatus {
     let fd = rawValue

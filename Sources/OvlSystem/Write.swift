@@ -197,18 +197,9 @@ extension FD {
   /// Extended attribute names of this open file (`flistxattr`).
   public borrowing func xattrNames() throws(Errno) -> [[UInt8]] {
     let fd = rawValue
-    var size = 1024
-    while true {
-      var buffer = [UInt8](repeating: 0, count: size)
-      do {
-        let n = try buffer.withMutableBytes { (raw) throws(Errno) in
-          try retrying { flistxattr(fd, raw.baseAddress!.assumingMemoryBound(to: CChar.self), size) }
-        }
-        return buffer[0..<n].split(separator: 0, omittingEmptySubsequences: true).map { Array($0) }
-      } catch .outOfRange {
-        size *= 8
-      }
-    }
+    return attributeNames(try readGrowing(initialSize: 1024, limit: nil) { (raw) throws(Errno) in
+      try retrying { flistxattr(fd, raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count) }
+    })
   }
 
   /// Sets an attribute of this open file (`fsetxattr`).
@@ -264,20 +255,14 @@ extension FD {
   /// The value of an attribute of this open file, or nil (`fgetxattr`).
   public borrowing func xattr(_ attribute: [UInt8]) throws(Errno) -> [UInt8]? {
     let fd = rawValue
-    var size = 512
-    while true {
-      var buffer = [UInt8](repeating: 0, count: size)
-      do {
-        let n = try withCString(attribute) { (a) throws(Errno) in
-          try buffer.withMutableBytes { (raw) throws(Errno) in try retrying { fgetxattr(fd, a, raw.baseAddress, size) } }
+    do {
+      return try withCString(attribute) { (a) throws(Errno) in
+        try readGrowing(initialSize: 512, limit: 1 << 20) { (raw) throws(Errno) in
+          try retrying { fgetxattr(fd, a, raw.baseAddress, raw.count) }
         }
-        return Array(buffer[0..<n])
-      } catch .noData {
-        return nil
-      } catch .outOfRange {
-        if size >= 1 << 20 { throw .outOfRange }
-        size *= 8
       }
+    } catch .noData {
+      return nil
     }
   }
 }

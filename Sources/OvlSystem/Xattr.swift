@@ -7,48 +7,28 @@ import Glibc
 extension FD {
   /// Names of the extended attributes of `name` in this directory (raw bytes).
   public borrowing func xattrNames(_ name: [UInt8]) throws(Errno) -> [[UInt8]] {
-    var size = 1024
-    while true {
-      var buffer = [UInt8](repeating: 0, count: size)
-      let n: Int
-      do {
-        n = try buffer.withMutableBytes { (raw) throws(Errno) in
-          try xattrCall(name) { dirfd, path, proc in
-            if let proc { return llistxattr(proc, raw.baseAddress!.assumingMemoryBound(to: CChar.self), size) }
-            return covl_listxattrat(dirfd, path, raw.baseAddress!.assumingMemoryBound(to: CChar.self), size)
-          }
-        }
-      } catch .outOfRange {
-        size *= 8
-        continue
+    attributeNames(try readGrowing(initialSize: 1024, limit: nil) { (raw) throws(Errno) in
+      let list = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+      return try xattrCall(name) { dirfd, path, proc in
+        if let proc { return llistxattr(proc, list, raw.count) }
+        return covl_listxattrat(dirfd, path, list, raw.count)
       }
-      return buffer[0..<n].split(separator: 0, omittingEmptySubsequences: true).map { Array($0) }
-    }
+    })
   }
 
   /// The value of attribute `attribute` of `name`, or nil when it is not set (ENODATA).
   public borrowing func xattr(_ name: [UInt8], _ attribute: [UInt8]) throws(Errno) -> [UInt8]? {
-    var size = 512
-    while true {
-      var buffer = [UInt8](repeating: 0, count: size)
-      let n: Int
-      do {
-        n = try withCString(attribute) { (cattr) throws(Errno) in
-          try buffer.withMutableBytes { (raw) throws(Errno) in
-            try xattrCall(name) { dirfd, path, proc in
-              if let proc { return lgetxattr(proc, cattr, raw.baseAddress, size) }
-              return covl_getxattrat(dirfd, path, cattr, raw.baseAddress, size)
-            }
+    do {
+      return try withCString(attribute) { (cattr) throws(Errno) in
+        try readGrowing(initialSize: 512, limit: 1 << 20) { (raw) throws(Errno) in
+          try xattrCall(name) { dirfd, path, proc in
+            if let proc { return lgetxattr(proc, cattr, raw.baseAddress, raw.count) }
+            return covl_getxattrat(dirfd, path, cattr, raw.baseAddress, raw.count)
           }
         }
-      } catch .noData {
-        return nil
-      } catch .outOfRange {
-        if size >= 1 << 20 { throw .outOfRange }
-        size *= 8
-        continue
       }
-      return Array(buffer[0..<n])
+    } catch .noData {
+      return nil
     }
   }
 
@@ -83,3 +63,26 @@ extension FD {
 /// Set once when the kernel lacks getxattrat (ENOSYS); a benign race sets it twice.
 private final class Flag: @unchecked Sendable { var value = false }
 private let xattrAtUnavailable = Flag()
+
+/// Calls `read` with a buffer that grows (8×) while the call answers ERANGE, up to `limit`
+/// bytes (then ERANGE is the answer); returns the bytes it filled.
+func readGrowing(
+  initialSize: Int, limit: Int?, _ read: (UnsafeMutableRawBufferPointer) throws(Errno) -> Int
+) throws(Errno) -> [UInt8] {
+  var size = initialSize
+  while true {
+    var buffer = [UInt8](repeating: 0, count: size)
+    do {
+      let n = try buffer.withMutableBytes { (raw) throws(Errno) in try read(raw) }
+      return Array(buffer[0..<n])
+    } catch .outOfRange {
+      if let limit, size >= limit { throw .outOfRange }
+      size *= 8
+    }
+  }
+}
+
+/// The NUL-separated list listxattr returns, as names.
+func attributeNames(_ list: [UInt8]) -> [[UInt8]] {
+  list.split(separator: 0, omittingEmptySubsequences: true).map { Array($0) }
+}
