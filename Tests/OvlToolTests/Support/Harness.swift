@@ -97,7 +97,7 @@ enum Harness {
   /// ovltool's view of the stack (in-process): `tree --json` lines without the `layer`
   /// field, or the stack error.
   static func ovltoolView(_ options: String, hash: Bool = true, keepLayer: Bool = false) -> Swift.Result<[String], OvlError> {
-    do {
+    do throws(OvlError) {
       var parser = StackOptionParser()
       try parser.add(options: options)
       let stack = try Stack(options: parser.resolve(defaults: .current()))
@@ -114,10 +114,8 @@ enum Harness {
         }
       }
       return .success(lines)
-    } catch let error as OvlError {
-      return .failure(error)
     } catch {
-      return .failure(.usage("\(error)"))
+      return .failure(error)
     }
   }
 
