@@ -15,6 +15,8 @@ public enum FileContents: Sendable {
   case bytes([UInt8])
   /// A file on the host, copied with copy_file_range (reflinked where the filesystem can).
   case hostFile(String)
+  /// A regular file of the merged view.
+  case merged([UInt8])
 }
 
 /// Attributes `put` sets after writing (nil: left as creation or the old file left them).
@@ -43,7 +45,8 @@ extension WriteSession {
             if !entry.isDirectory { throw .format(path: target.shown, reason: "exists and is not a directory", errno: .fileExists) }
             continue
           }
-          try createObject(target, object, permissions: creationMode(depth == components.count ? permissions : nil, default: 0o777))
+          let requested = depth == components.count ? permissions : nil
+          try createObject(target, object, permissions: creationMode(requested, default: 0o777), exact: requested != nil)
         }
         return
       }
@@ -53,7 +56,7 @@ extension WriteSession {
       case .symlink: mode = 0o777
       case .node: mode = creationMode(permissions, default: 0o666)
       }
-      try createObject(try locate(components), object, permissions: mode)
+      try createObject(try locate(components), object, permissions: mode, exact: permissions != nil)
     }
   }
 
@@ -88,19 +91,20 @@ extension WriteSession {
   }
 
   /// `inode_init_owner`: a new object belongs to the caller; in a setgid directory it gets
-  /// the directory's group, and a new directory keeps the setgid bit.
-  private func newOwner(_ parent: LayerDir, isDirectory: Bool, permissions: UInt32) throws(OvlError) -> (uid: UInt32, gid: UInt32, permissions: UInt32) {
+  /// the directory's group, and a new directory inherits the setgid bit — unless a mode was
+  /// given (`-m` sets exactly that mode, as a chmod after the creation would).
+  private func newOwner(_ parent: LayerDir, isDirectory: Bool, permissions: UInt32, exact: Bool) throws(OvlError) -> (uid: UInt32, gid: UInt32, permissions: UInt32) {
     let status = try step("statx", describe(parent.path)) { () throws(Errno) in try parent.fd.stat() }
     let setgid: UInt32 = 0o2000
     guard status.permissions & setgid != 0 else { return (effectiveUserID(), effectiveGroupID(), permissions) }
-    return (effectiveUserID(), status.gid, isDirectory ? permissions | setgid : permissions)
+    return (effectiveUserID(), status.gid, isDirectory && !exact ? permissions | setgid : permissions)
   }
 
   /// `ovl_create_upper` / `ovl_create_over_whiteout` for a directory, symlink or special
   /// file: built complete under a temp name in the temp dir, then renamed into place —
   /// without replacing anything on a free name, over the whiteout otherwise (a directory by
   /// exchange, marked opaque, the whiteout then removed).
-  private func createObject(_ target: Target, _ object: NewObject, permissions: UInt32) throws(OvlError) {
+  private func createObject(_ target: Target, _ object: NewObject, permissions: UInt32, exact: Bool) throws(OvlError) {
     if target.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let (current, upperParent) = try withUpperParent(target)
     if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
@@ -108,7 +112,7 @@ extension WriteSession {
     let whiteout = try upperWhiteout(current.name, in: upperParent)
     var isDirectory = false
     if case .directory = object { isDirectory = true }
-    let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: permissions)
+    let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: permissions, exact: exact)
 
     let temp = temporaryName()
     let tempPath = workPath + "/" + temp.string
@@ -167,7 +171,7 @@ extension WriteSession {
     if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let path = describe(current.path)
     let whiteout = try upperWhiteout(current.name, in: upperParent)
-    let owner = try newOwner(upperParent, isDirectory: false, permissions: creationMode(attributes.permissions, default: 0o666))
+    let owner = try newOwner(upperParent, isDirectory: false, permissions: creationMode(attributes.permissions, default: 0o666), exact: true)
     let file = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
     try write(contents, to: file, path)
     var settled = attributes
@@ -203,6 +207,12 @@ extension WriteSession {
       let input = try step("open", source) { () throws(Errno) in try FD.openFile(atHostPath: source) }
       let size = try step("fstat", source) { () throws(Errno) in try input.stat().size }
       _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: input, size: size) }
+    case .merged(let source):
+      guard let entry = try locate(try components(source)).entry else {
+        throw .format(path: source.string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
+      }
+      let input = try stack.openData(entry)
+      _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: input, size: entry.status.size) }
     }
   }
 

@@ -16,9 +16,10 @@ extension WriteSession {
       guard let oldEntry = old.entry else {
         throw .format(path: old.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
       }
-      if oldEntry.isDirectory { throw .format(path: old.shown, reason: "hard links to directories are not allowed", errno: .notPermitted) }
+      // linkat's order: the source, the new name's parent, the new name, then the type.
       let new = try locate(to)
       if new.entry != nil { throw .format(path: new.shown, reason: "file exists", errno: .fileExists) }
+      if oldEntry.isDirectory { throw .format(path: old.shown, reason: "hard links to directories are not allowed", errno: .notPermitted) }
 
       try copyUpForChange(from)
       let (target, newParent) = try withUpperParent(new)

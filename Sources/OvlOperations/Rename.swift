@@ -6,22 +6,72 @@ extension WriteSession {
   /// rename(2) on the merged view (`ovl_rename`): `destination` is the new name; an existing
   /// destination is replaced where rename(2) replaces it. A lower or merged directory moves
   /// only with redirect_dir=on (else EXDEV, as the kernel answers and mv(1) then copies).
-  public func rename(_ source: [UInt8], to destination: [UInt8]) throws(OvlError) {
+  ///
+  /// `copy`: where the kernel answers EXDEV, do what mv(1) does then — copy the tree to the
+  /// destination (modes, owners, xattrs, times; hard links inside it are not kept) and
+  /// remove the source.
+  public func rename(_ source: [UInt8], to destination: [UInt8], copy: Bool = false) throws(OvlError) {
     let from = try components(source)
     let to = try components(destination)
-    try change { () throws(OvlError) in try renameOne(from, to) }
+    try change { () throws(OvlError) in
+      do throws(OvlError) {
+        try renameOne(from, to)
+      } catch where copy && error.errno == .improperLink {
+        let new = try locate(to)
+        if let existing = new.entry {
+          // rename(2) would have replaced an empty directory; mv(1) removes it first.
+          try requireEmpty(existing)
+          try remove(Array(to.joined(separator: [UInt8(ascii: "/")])), mode: .recursive)
+        }
+        try copyTree(from, to)
+        try remove(Array(from.joined(separator: [UInt8(ascii: "/")])), mode: .recursive)
+      } catch {
+        throw error
+      }
+    }
+  }
+
+  /// Copies a merged-view tree to a new place, as cp -a does (data, mode, owner, xattrs,
+  /// mtime; a directory's time after its contents).
+  private func copyTree(_ from: [[UInt8]], _ to: [[UInt8]]) throws(OvlError) {
+    let source = try locate(from)
+    guard let entry = source.entry else {
+      throw .format(path: source.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
+    }
+    let record = try stack.record(entry, hash: false)
+    let status = record.status
+    let toPath = Array(to.joined(separator: [UInt8(ascii: "/")]))
+    switch status.type {
+    case .directory:
+      try create(toPath, .directory, permissions: status.permissions)
+      let dir = try stack.open(entry)
+      let names = try stack.list(dir).filter { $0 != [0x2E] && $0 != [0x2E, 0x2E] }
+      dir.forgetListing()
+      for name in names { try copyTree(from + [name], to + [name]) }
+    case .regular:
+      try put(toPath, contents: .merged(Array(from.joined(separator: [UInt8(ascii: "/")]))), attributes: PutAttributes(permissions: status.permissions))
+    case .symlink:
+      try create(toPath, .symlink(target: record.target ?? []))
+    default:
+      try create(toPath, .node(status.type, major: status.rdevMajor, minor: status.rdevMinor), permissions: status.permissions)
+    }
+    try setAttribute(toPath, .owner(uid: status.uid, gid: status.gid))
+    if status.type != .symlink { try setAttribute(toPath, .mode(status.permissions)) }
+    for (name, value) in record.xattrs { try setAttribute(toPath, .setXattr(name: name, value: value)) }
+    try setAttribute(toPath, .times(status.mtime))
   }
 
   private func renameOne(_ from: [[UInt8]], _ to: [[UInt8]]) throws(OvlError) {
+    // renameat2's order: both parents, the source, the traps, then the types.
     let old = try locate(from)
+    let new = try locate(to)
     guard let oldEntry = old.entry else {
       throw .format(path: old.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
     }
     if from == to { return }
     if to.starts(with: from) {
-      throw .format(path: to.map(\.string).joined(separator: "/"), reason: "cannot move a directory into itself", errno: .invalidArgument)
+      throw .format(path: new.shown, reason: "cannot move a directory into itself", errno: .invalidArgument)
     }
-    let new = try locate(to)
     if from.starts(with: to) {
       throw .format(path: new.shown, reason: "directory not empty (it holds the source)", errno: .directoryNotEmpty)
     }

@@ -8,7 +8,7 @@ public enum Change: Sendable {
   case put(FileContents, [UInt8], PutAttributes)
   case symlink(target: [UInt8], [UInt8])
   case makeNode([UInt8], FileType, major: UInt32, minor: UInt32, permissions: UInt32?)
-  case rename([UInt8], [UInt8])
+  case rename([UInt8], [UInt8], copy: Bool)
   case link([UInt8], [UInt8])
   case attribute([UInt8], AttributeChange)
 }
@@ -23,7 +23,7 @@ extension WriteSession {
     case .symlink(let target, let path): try create(path, .symlink(target: target))
     case .makeNode(let path, let type, let major, let minor, let permissions):
       try create(path, .node(type, major: major, minor: minor), permissions: permissions)
-    case .rename(let from, let to): try rename(from, to: to)
+    case .rename(let from, let to, let copy): try rename(from, to: to, copy: copy)
     case .link(let from, let to): try link(from, to: to)
     case .attribute(let path, let change): try setAttribute(path, change)
     }
@@ -182,9 +182,9 @@ public enum Script {
       let (type, major, minor) = try parseNode(Array(a.operands[1...]).map(\.string))
       return [.makeNode(a.operands[0], type, major: major, minor: minor, permissions: mode)]
     case "mv":
-      let a = try arguments(rest, flags: [], valued: [])
-      try exactly(a, 2, "mv SRC DST")
-      return [.rename(a.operands[0], a.operands[1])]
+      let a = try arguments(rest, flags: ["--copy"], valued: [])
+      try exactly(a, 2, "mv [--copy] SRC DST")
+      return [.rename(a.operands[0], a.operands[1], copy: a.flags.contains("--copy"))]
     case "ln":
       let a = try arguments(rest, flags: [], valued: [])
       try exactly(a, 2, "ln SRC DST")

@@ -30,6 +30,15 @@ extension WriteSession {
       if case .mode = change, entry.status.type == .symlink {
         throw .format(path: target.shown, reason: "a symlink has no mode of its own (chmod(2) would follow it)", errno: .notSupported)
       }
+      switch change {
+      case .setXattr(let name, _), .removeXattr(let name):
+        // xattr_permission: user.* only on regular files and directories, checked before
+        // the filesystem (and so before any copy-up).
+        if name.starts(with: Array("user.".utf8)) && entry.status.type != .regular && !entry.isDirectory {
+          throw .format(path: target.shown, reason: "user.* attributes exist only on regular files and directories", errno: .notPermitted)
+        }
+      default: break
+      }
       if case .removeXattr(let name) = change, entry.upper == nil {
         // Nothing to remove: no copy-up (`ovl_xattr_set` checks the lower first).
         let present = try step("getxattr", target.shown) { () throws(Errno) in try entry.shown.xattr(namespace.layerName(name)) }

@@ -23,6 +23,11 @@ import Testing
     var options: String = ""
     var chunks: [String]
     var fs: FS = .host
+    /// Lower layers made by the kernel instead of the fixture's (bottom first): the first
+    /// script runs on a plain directory, each next one through a mount of those below it
+    /// (redirect_dir=on), whose upper becomes the next lower.
+    var lowerScripts: [String] = []
+    var lowerOptions = "redirect_dir=on"
     var testDescription: String { "\(label) [\(fs.rawValue)\(options.isEmpty ? "" : " " + options)]" }
   }
 
@@ -142,6 +147,9 @@ import Testing
     mv b a/g
     mv a/fifo a/fifo
     mv b/f-moved c/h3-link
+    mv --copy a/sub a/sub-copied
+    mkdir a/empty-target
+    mv --copy e a/empty-target
     """
 
   static let optionSets = [
@@ -160,6 +168,95 @@ import Testing
       // Two sessions: the second starts from the first's upper (kernel: a second mount).
       Case(label: "in two sessions", spec: stack, options: "index=on,redirect_dir=on,metacopy=on", chunks: [basic, moves]),
     ]
+
+  // MARK: - Randomized sequences
+
+  /// Stacks of 1–3 kernel-made lower layers (with whiteouts, opaque dirs and redirects from
+  /// the operations that made them), then 1,000 random operations in chunks of 50, each
+  /// chunk through the kernel on one side and `ovltool apply-script` on the other, compared
+  /// after every chunk. `OVLTOOL_RANDOM_SEED` / `OVLTOOL_RANDOM_ROUNDS` (stacks, default 2)
+  /// / `OVLTOOL_NS_OPS` (operations per stack) replay or extend the run.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs (set OVLTOOL_REQUIRE_KERNEL=1 to fail instead)"))
+  func randomSequencesMatchKernel() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    guard Harness.kernelAvailable else { return }
+    let env = ProcessInfo.processInfo.environment
+    let base = env["OVLTOOL_RANDOM_SEED"].flatMap { UInt64($0) } ?? 0x5EED_0004
+    let rounds = env["OVLTOOL_RANDOM_ROUNDS"].flatMap { Int($0) } ?? 2
+    let operations = env["OVLTOOL_NS_OPS"].flatMap { Int($0) } ?? 1000
+    var master = SplitMix64(seed: base)
+    for round in 0..<rounds {
+      let seed = round == 0 ? base : master.next()
+      var generator = RandomChanges(seed: seed)
+      let c = generator.makeCase(operations: operations)
+      let problems = try Self.run(c)
+      if !problems.isEmpty {
+        Issue.record("random stack, replay with OVLTOOL_RANDOM_SEED=\(seed) OVLTOOL_RANDOM_ROUNDS=1 (options [\(c.options)], \(c.lowerScripts.count) lowers):\n\(problems.joined(separator: "\n"))")
+      }
+    }
+  }
+
+  /// Random scripts over a small name space, so that operations meet existing and missing
+  /// paths, files and directories, and each other's results.
+  struct RandomChanges {
+    var rng: SplitMix64
+    init(seed: UInt64) { rng = SplitMix64(seed: seed) }
+
+    static let names = ["a", "b", "c", "d"]
+    static let options = [
+      "", "index=on", "index=on,nfs_export=on", "redirect_dir=on", "redirect_dir=on,metacopy=on",
+      "index=on,redirect_dir=on,metacopy=on", "userxattr", "uuid=off,index=on",
+    ]
+
+    mutating func path() -> String {
+      let depth = rng.weighted([4, 4, 2]) + 1
+      return (0..<depth).map { _ in rng.pick(Self.names) }.joined(separator: "/")
+    }
+
+    mutating func line(building: Bool) -> String {
+      let p = path()
+      switch rng.weighted(building ? [30, 25, 8, 6, 10, 5, 4, 3, 3, 2, 2, 2, 0, 0, 0]
+                                   : [16, 12, 8, 8, 12, 8, 4, 5, 5, 4, 4, 4, 4, 3, 3]) {
+      case 0:
+        var options = ""
+        if rng.chance(30) { options += " -m " + rng.pick(["0644", "0600", "4755", "0444"]) }
+        if rng.chance(15) { options += " --owner \(rng.below(4)):\(rng.below(4))" }
+        if rng.chance(15) { options += " --mtime 16000000\(rng.below(100)).\(rng.below(1000))" }
+        return "put\(options) @D@/data/\(rng.pick(["small", "big", "empty"])) \(p)"
+      case 1: return rng.chance(30) ? "mkdir -p \(p)" : "mkdir\(rng.chance(20) ? " -m 0700" : "") \(p)"
+      case 2: return "rm \(p)"
+      case 3: return "rm -d \(p)"
+      case 4: return "rm -r\(rng.chance(30) ? "f" : "") \(p)"
+      case 5: return "mv \(p) \(path())"
+      case 6: return "ln \(p) \(path())"
+      case 7: return "symlink \(rng.pick(["t", "../x", "/abs"])) \(p)"
+      case 8: return "mknod \(p) p"
+      case 9: return "chmod \(rng.pick(["0755", "0600", "2775", "0000"])) \(p)"
+      case 10: return "chown \(rng.below(5)):\(rng.below(5)) \(p)"
+      case 11: return "touch -d 15000000\(rng.below(100)) \(p)"
+      case 12: return "setxattr user.k\(rng.below(3)) v\(rng.below(9)) \(p)"
+      case 13: return "rmxattr user.k\(rng.below(3)) \(p)"
+      default: return "mv \(p) \(path())"
+      }
+    }
+
+    mutating func makeCase(operations: Int) -> Case {
+      let options = rng.pick(Self.options)
+      let lowerCount = rng.between(1, 3)
+      // userxattr excludes redirect_dir=on (the kernel refuses the pair).
+      let lowerOptions = options.contains("userxattr") ? "userxattr" : "redirect_dir=on"
+      let lowerScripts = (0..<lowerCount).map { _ in (0..<rng.between(30, 60)).map { _ in line(building: true) }.joined(separator: "\n") }
+      var chunks: [String] = []
+      var remaining = operations
+      while remaining > 0 {
+        let n = min(50, remaining)
+        chunks.append((0..<n).map { _ in line(building: false) }.joined(separator: "\n"))
+        remaining -= n
+      }
+      return Case(label: "random", spec: "[upper]\n[lower unused]\n", options: options, chunks: chunks,
+                  fs: rng.chance(25) ? .tmpfs : .host, lowerScripts: lowerScripts, lowerOptions: lowerOptions)
+    }
+  }
 
   static let ovltool = Harness.repository + "/.build/debug/ovltool"
   static let fixtureTool = Harness.repository + "/.build/debug/ovl-fixture"
@@ -184,19 +281,25 @@ import Testing
     try String(repeating: "0123456789abcdef", count: 8192).write(toFile: dir.path + "/data/big", atomically: true, encoding: .utf8)
     try "".write(toFile: dir.path + "/data/empty", atomically: true, encoding: .utf8)
     let spec = try FixtureSpec(parsing: Array(c.spec.utf8))
-    let lowers = spec.layers.filter { $0.kind == .lower }.map { "@R@/k/" + $0.name }.joined(separator: ":")
+    let lowers = c.lowerScripts.isEmpty
+      ? spec.layers.filter { $0.kind == .lower }.map { "@R@/k/" + $0.name }.joined(separator: ":")
+      : (1...c.lowerScripts.count).reversed().map { "@R@/k/b\($0)" }.joined(separator: ":")
     let extra = (spec.options + (c.options.isEmpty ? [] : [c.options])).map { "," + $0 }.joined()
     func options(_ side: String) -> String { "lowerdir=\(lowers),upperdir=@R@/\(side)/upper,workdir=@R@/\(side)/work\(extra)" }
     try c.spec.write(toFile: dir.path + "/spec", atomically: true, encoding: .utf8)
     for (i, chunk) in c.chunks.enumerated() {
       try chunk.replacingOccurrences(of: "@D@", with: dir.path).write(toFile: dir.path + "/chunk.\(i)", atomically: true, encoding: .utf8)
     }
+    for (i, script) in c.lowerScripts.enumerated() {
+      try script.replacingOccurrences(of: "@D@", with: dir.path).write(toFile: dir.path + "/lower.\(i + 1)", atomically: true, encoding: .utf8)
+    }
     let dumper = try RawTree.installDumper(in: dir.path)
     let r = Harness.run(
       ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", caseScript, "sh", dir.path, String(c.chunks.count)],
       environment: [
         "FS": c.fs.rawValue, "KOPTS": options("k"), "TOPTS": options("t"), "OVLTOOL": ovltool, "FIXTURE": fixtureTool,
-        "DRIVER": driver, "DUMP": dumper, "WALKER": Harness.walker,
+        "DRIVER": driver, "DUMP": dumper, "WALKER": Harness.walker, "LOWERS": String(c.lowerScripts.count),
+        "LOWEROPTS": c.lowerOptions,
       ])
     if let keep = keep ?? ProcessInfo.processInfo.environment["OVLTOOL_NS_KEEP"], !keep.isEmpty {
       let name = c.testDescription.map { $0.isLetter || $0.isNumber ? $0 : "_" }
@@ -251,6 +354,22 @@ import Testing
     "$FIXTURE" "$d/spec" "$R/t" >/dev/null
     for x in "$R"/t/*; do case "${x##*/}" in upper|work) ;; *) rm -rf "$x" ;; esac; done
     umask 022
+    # Kernel-made lower layers b1 (plain) .. bN (each the upper of a mount of those below).
+    j=1; below=
+    while [ "$j" -le "$LOWERS" ]; do
+      mkdir -p "$R/k/b$j"
+      if [ "$j" = 1 ]; then
+        python3 "$DRIVER" "$R/k/b1" "$d/lower.1" > /dev/null
+      else
+        mkdir -p "$R/k/bw$j"
+        mount -t overlay overlay -o "lowerdir=$below,upperdir=$R/k/b$j,workdir=$R/k/bw$j${LOWEROPTS:+,$LOWEROPTS}" "$d/mk"
+        python3 "$DRIVER" "$d/mk" "$d/lower.$j" > /dev/null
+        umount "$d/mk"
+        rm -rf "$R/k/bw$j"
+      fi
+      below=$R/k/b$j${below:+:$below}
+      j=$((j + 1))
+    done
     view() { # options mountpoint name
       if mount -t overlay overlay -o "ro,$1" "$2" 2> "$o/$3.mounterr.$i"; then
         python3 "$WALKER" "$2" --hash > "$o/$3.view.$i" 2>/dev/null || true

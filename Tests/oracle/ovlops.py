@@ -70,8 +70,55 @@ class Runner:
         else:
             os.unlink(path)
 
+    def check_parents(self, path):
+        """ovltool resolves merged paths without following symlinks: a symlink (or a
+        non-directory) on the way is ELOOP (ENOTDIR); a missing parent ENOENT."""
+        parts = [c for c in path.split("/") if c and c != "."]
+        for i in range(1, len(parts)):
+            st = os.lstat(self.p("/".join(parts[:i])))
+            if stat.S_ISLNK(st.st_mode):
+                raise OSError(errno.ELOOP, "symlink on the way")
+            if not stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.ENOTDIR, "not a directory")
+
+    def copy_tree(self, src, dst):
+        st = os.lstat(src)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(dst, 0o700)
+            for name in sorted(os.listdir(src)):
+                self.copy_tree(src + b"/" + name, dst + b"/" + name)
+        elif stat.S_ISREG(st.st_mode):
+            with open(src, "rb") as f, open(dst, "xb") as g:
+                g.write(f.read())
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dst)
+        else:
+            os.mknod(dst, st.st_mode, st.st_rdev)
+        os.lchown(dst, st.st_uid, st.st_gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(dst, stat.S_IMODE(st.st_mode))
+            for name in os.listxattr(src, follow_symlinks=False):
+                os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+        os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+
     def run(self, words):
         cmd, args = words[0], words[1:]
+        paths = {"rm": None, "mkdir": None, "symlink": [1], "mv": [0, 1], "ln": [0, 1], "chmod": [1], "chown": [1],
+                 "setxattr": [2], "rmxattr": [1]}
+        _, _, operands = options(args, {"-r", "-R", "-f", "-d", "-p"}, {"-m", "--owner", "--mtime"})
+        if cmd in ("rm", "mkdir"):
+            checked = [] if cmd == "mkdir" and "-p" in args else operands
+        elif cmd in ("put", "touch"):
+            checked = operands[-1:]
+        elif cmd == "mknod":
+            checked = operands[:1]
+        else:
+            checked = [args[i] for i in paths.get(cmd) or [] if i < len(args)]
+        for path in checked:
+            if not (cmd == "rm" and "-f" in args and not os.path.lexists(self.p(path))):
+                self.check_parents(path)
+            if cmd == "ln" and path == checked[0]:
+                os.lstat(self.p(path))  # linkat looks the source up before the new name's parent
         if cmd == "rm":
             flags, _, paths = options(args, {"-r", "-R", "-f", "-d"}, set())
             for path in paths:
@@ -148,7 +195,19 @@ class Runner:
             if "-m" in values:
                 os.chmod(self.p(path), mode_of(values["-m"]))
         elif cmd == "mv":
-            os.rename(self.p(args[0]), self.p(args[1]))
+            copy = "--copy" in args
+            src, dst = [a for a in args if a != "--copy"]
+            try:
+                os.rename(self.p(src), self.p(dst))
+            except OSError as e:
+                if not copy or e.errno != errno.EXDEV:
+                    raise
+                # What mv(1) does after EXDEV: replace an (empty) destination, copy with
+                # modes, owners, xattrs and times, remove the source.
+                if os.path.lexists(self.p(dst)):
+                    os.rmdir(self.p(dst))
+                self.copy_tree(self.p(src), self.p(dst))
+                self.rm_tree(self.p(src))
         elif cmd == "ln":
             os.link(self.p(args[0]), self.p(args[1]), follow_symlinks=False)
         elif cmd == "chmod":
