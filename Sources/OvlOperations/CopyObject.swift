@@ -87,9 +87,11 @@ extension WriteSession {
     let temp = TempEntry(dir: tempDir, name: tempName, isDirectory: status.type == .directory)
     let tempID = try step("statx", tempPath) { () throws(Errno) in try tempDir.fd.stat(tempName).id }
     Fault.point("temp")
-    if indexedDirectory { try createDirectoryIndex(plan, tempName: tempName) }
     try apply(try metadata(plan), to: tempName, in: tempDir, type: status.type, tempPath)
     Fault.point("metadata")
+    // As `ovl_copy_up_workdir`: the directory index right before the rename (until the rename,
+    // the lower directory looks up as an uncovered redirect: EIO).
+    if indexedDirectory { try createDirectoryIndex(plan, tempName: tempName) }
     // The work dir before the destination: the global lock order.
     let published = try withLockedParent(tempDir, child: tempName, expected: tempID, path: tempPath) { () throws(OvlError) -> Bool in
       try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
