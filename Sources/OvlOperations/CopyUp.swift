@@ -211,7 +211,16 @@ extension WriteSession {
       () throws(OvlError) in
       try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) in
         Fault.point("link-up")
-        try step("linkat", describe(path)) { () throws(Errno) in try index.fd.link(indexed.name, as: name, in: upperParent.fd) }
+        do throws(Errno) {
+          try index.fd.link(indexed.name, as: name, in: upperParent.fd)
+        } catch .fileExists {
+          // Another process linked it up first: done, if it is this inode.
+          let there = try step("statx", describe(path)) { () throws(Errno) in try upperParent.fd.statIfPresent(name) }
+          guard there?.id == before.id else { throw .staleChild(path: describe(path)) }
+          return
+        } catch {
+          throw .system(call: "linkat", path: describe(path), errno: error)
+        }
         try setNlink(indexed, overlayLinks: overlayLinks)
       }
     }

@@ -85,6 +85,58 @@ import Testing
     }
   }
 
+  /// 4 `apply-script` processes at once on one stack (index=on): each changes its own
+  /// directory (removals, new files, renames, links) and all of them copy up the same
+  /// shared files (chmod). Every line succeeds; the kernel mounts the result and shows
+  /// ovltool's view; the view is the one the kernel makes running the scripts one by one.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs")) func concurrentScriptsInOneStack() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    guard Harness.kernelAvailable else { return }
+    var spec = "[upper]\n[lower l1]\n"
+    for d in 0..<4 { for f in 0..<40 { spec += "file /s\(d)/f\(f) \"\(d) \(f)\"\n" } }
+    for f in 0..<40 { spec += "file /shared/f\(f) \"shared \(f)\"\nlink /shared/h\(f) /shared/f\(f)\n" }
+    let dir = Harness.TempDir("ns-concurrent")
+    let options = try Harness.build(spec, in: dir) + ",index=on,redirect_dir=on"
+    let twinDir = Harness.TempDir("ns-concurrent-twin")
+    let twin = try Harness.build(spec, in: twinDir) + ",index=on,redirect_dir=on"
+    try "new\n".write(toFile: dir.path + "/data", atomically: true, encoding: .utf8)
+    var scripts: [String] = []
+    for d in 0..<4 {
+      var lines: [String] = []
+      for f in 0..<40 {
+        switch f % 5 {
+        case 0: lines.append("rm /s\(d)/f\(f)")
+        case 1: lines.append("mv /s\(d)/f\(f) /s\(d)/moved\(f)")
+        case 2: lines.append("ln /s\(d)/f\(f) /s\(d)/link\(f)")
+        case 3: lines.append("put \(dir.path)/data /s\(d)/f\(f)")
+        default: lines.append("mkdir -p /s\(d)/dir\(f)/sub")
+        }
+        lines.append("chmod 0600 /shared/\(f % 2 == 0 ? "f" : "h")\((f + d * 7) % 40)")
+      }
+      lines.append("mv /s\(d)/dir4 /s\(d)/dir4-renamed")
+      let path = dir.path + "/script\(d)"
+      try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+      scripts.append(path)
+    }
+    let r = Harness.run(["/bin/sh", "-c", """
+      printf '%s\\n' "$@" | xargs -P 4 -I{} sh -c '"$0" apply-script -o "$1" "$2" || echo "FAILED $2"' "$OVLTOOL" "$OPTS" {}
+      """, "sh"] + scripts, environment: ["OVLTOOL": Self.binary, "OPTS": options])
+    if r.out.contains("FAILED") || !r.stderr.isEmpty { Issue.record("a script failed: \(r.out) \(r.stderr)") }
+    let kernel = Harness.kernelView(options, in: dir)
+    #expect(kernel.lines != nil, "the kernel refuses the result: \(kernel.mountError)")
+    Harness.compare(Harness.ovltoolView(options), kernel, spec: "4 concurrent scripts")
+    // The kernel, one script after the other, on the twin stack.
+    let k = Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", """
+      mkdir -p "$1/m" && mount -t overlay overlay -o "$2" "$1/m" || exit 3
+      shift 2; for s in "$@"; do python3 "$DRIVER" "$M" "$s"; done; umount "$M"
+      """, "sh", twinDir.path, twin] + scripts, environment: ["DRIVER": Harness.repository + "/Tests/oracle/ovlops.py", "M": twinDir.path + "/m"])
+    #expect(k.status == 0 && k.out.isEmpty, "the kernel's sequential run: \(k.out) \(k.stderr)")
+    let concurrent = view(options), sequential = view(twin)
+    if concurrent != sequential {
+      Issue.record("concurrent ovltool (-) vs the kernel one script after the other (+):\n\(Harness.diff(concurrent, sequential))")
+    }
+  }
+
   // MARK: - The command line
 
   func stack() throws -> (Harness.TempDir, String) {
