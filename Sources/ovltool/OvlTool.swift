@@ -13,10 +13,15 @@ struct OvlTool: ParsableCommand {
       Exit status: 0 success, 1 some paths failed, 2 usage or stack errors.
       """,
     version: "0.1.0",
-    subcommands: [Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self])
+    subcommands: [Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self, Fsck.self])
 
   static func main() {
     raiseOpenFileLimit()
+    // Installed as fsck.overlay (a symlink): fsck.overlay's own command line.
+    let argv = CommandLine.arguments
+    if let name = argv.first?.split(separator: "/").last, name == "fsck.overlay" {
+      exitProcess(FsckOverlay.main(Array(argv.dropFirst())))
+    }
     do {
       var command = try parseAsRoot()
       try command.run()
@@ -30,7 +35,8 @@ struct OvlTool: ParsableCommand {
       // ArgumentParser's usage errors exit 64; ovltool's contract is 2.
       if exitCode(for: error) == .validationFailure {
         printError(fullMessage(for: error))
-        Self.exit(withError: ExitCode(2))
+        // fsck keeps fsck(8)'s usage status.
+        Self.exit(withError: ExitCode(CommandLine.arguments.dropFirst().first == "fsck" ? 16 : 2))
       }
       exit(withError: error)
     }

@@ -1,0 +1,84 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// The index dir (`work/index`, index=on): what `ovl_indexdir_cleanup` refuses at mount
+/// (names that are not handles, entries without `origin`, dir entries without `upper`),
+/// what it deletes (stale and orphan entries), and `nlink` values it cannot read.
+extension Checker {
+  func checkIndex() {
+    guard let workRoot = stack.workRoot, let index = try? open(Array("index".utf8), in: workRoot) else { return }
+    let base = (options.workDir ?? "") + "/index/"
+    for raw in (try? names(of: index)) ?? [] where raw.name.first != UInt8(ascii: "#") {
+      report.count("index entries")
+      let shown = "/index/" + Self.text(raw.name)
+      let decoded: FileHandle.Decoded
+      do {
+        decoded = try FileHandle.decode(indexName: raw.name)
+      } catch {
+        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+          problem: "index entry name is not a hex file handle: index=on mounts fail (EINVAL)", severity: .error)
+        continue
+      }
+      guard case .handle = decoded else {
+        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+          problem: "index entry name is a handle of an unknown version or byte order: index=on mounts fail (ENODATA)", severity: .error)
+        continue
+      }
+      guard let e = try? entry(raw.name, in: index) else { continue }
+      if e.isWhiteout { continue }  // a whiteout index (nfs_export): a deleted lower object
+      if e.isDirectory {
+        // nfs_export: a dir entry points at its upper dir; without `upper` the mount fails.
+        if e.xattrs[.upper] == nil {
+          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+            problem: "directory index entry without an upper xattr: nfs_export=on mounts fail (ENODATA)", severity: .error)
+        }
+        continue
+      }
+      let nameBytes = Hex.decode(raw.name) ?? []
+      guard let origin = e.xattrs[.origin] else {
+        // The entry is the upper inode itself; its origin is its name.
+        let attribute = ns.name(.origin)
+        let name = raw.name
+        report.found("index-without-origin", layer: -1, name: workName, path: shown,
+          problem: "index entry without origin: index=on mounts fail (ENODATA)",
+          action: "set origin from the entry's name", policy: .safe
+        ) { () throws(OvlError) in
+          try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, nameBytes) }
+        }
+        continue
+      }
+      if Array(origin.prefix(nameBytes.count)) != nameBytes {
+        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+          problem: "index entry whose origin is another handle than its name: the kernel deletes it at mount (ESTALE)", severity: .warning)
+        continue
+      }
+      if let value = e.xattrs[.nlink] {
+        guard let nlink = NlinkXattr(value: value) else {
+          report.found("invalid-nlink", layer: -1, name: workName, path: shown,
+            problem: "nlink \"\(String(decoding: value, as: UTF8.self))\" is not U/L, a sign and a number: the kernel counts links without it",
+            action: nil, policy: .none, severity: .warning)
+          continue
+        }
+        // With no upper alias left (st_nlink 1) and an upper-based count that reaches 0,
+        // the entry is an orphan the kernel removes (or whites out with nfs_export).
+        if e.status.links == 1, nlink.base == .upper, nlink.overlayLinks(baseLinks: 1) == nil {
+          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+            problem: "orphan index entry (no upper name left, nlink \(nlink)): the kernel removes it at mount", severity: .warning)
+        } else if e.status.links > 1, nlink.base == .upper, nlink.overlayLinks(baseLinks: Int(e.status.links)) == nil {
+          report.found("index-nlink", layer: -1, name: workName, path: shown,
+            problem: "nlink \(nlink) gives no link for an inode with \(e.status.links) names: the kernel falls back to the real count",
+            action: nil, policy: .none, severity: .warning)
+        }
+      }
+    }
+  }
+
+  func removeIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String, problem: String, severity: Severity) {
+    report.found("index-entry", layer: -1, name: workName, path: shown, problem: problem,
+      action: "remove the entry", policy: .safe, severity: severity
+    ) { () throws(OvlError) in
+      try self.removeTree(name, in: index, shown: base + Self.text(name))
+    }
+  }
+}
