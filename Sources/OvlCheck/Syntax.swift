@@ -33,7 +33,7 @@ extension Checker {
     checkOriginValue(e, in: context, layer: layer)
   }
 
-  /// `origin` must be empty or a valid `ovl_fb` (else lookup fails EINVAL). Distinct upper
+  /// `origin` must be empty or a valid `ovl_fb` (else the kernel warns and ignores it). Distinct upper
   /// objects with one origin (a `cp -a` of copied-up objects) show the same inode number.
   func checkOriginValue(_ e: Entry, in context: DirContext, layer: Int) {
     guard let value = e.xattrs[.origin] else { return }
@@ -41,7 +41,7 @@ extension Checker {
       _ = try FileHandle.decode(value)
     } catch {
       removeValue(e, .origin, in: context, layer: layer, check: "invalid-origin",
-        problem: "origin is not a valid file handle (\(error == .badMagic ? "bad magic" : "bad length")): the kernel fails lookup with EINVAL")
+        problem: "origin is not a valid file handle (\(error == .badMagic ? "bad magic" : "bad length")): the kernel logs 'invalid origin' and cannot use it (inode numbers change, index lookups fail)")
       return
     }
     guard layer == 0, !value.isEmpty else { return }

@@ -26,24 +26,37 @@ extension Checker {
     }
   }
 
-  /// An upper xattr whiteout: lookup treats it as a whiteout but readdir lists it (the
-  /// kernel filters xattr whiteouts only in lower dirs marked `opaque=x`), so `ls` shows a
-  /// broken entry. Replaced by the kernel's form, a char 0/0 device built in the work dir
-  /// and renamed over it.
+  /// Xattr whiteouts. In the upper layer lookup treats one as a whiteout, but readdir of a
+  /// dir that does not merge lists it (the kernel filters them only while merging, or in
+  /// lower dirs marked `opaque=x`), so `ls` shows a broken entry. One that hides nothing is
+  /// removed; one that hides a lower object is replaced by the kernel's form, a char 0/0
+  /// device built in the work dir and renamed over it.
   func checkXattrWhiteout(_ e: Entry, in context: DirContext, layer: Int) {
     let dir = context.dir
     let name = e.name
     let path = Self.join(dir.path, name)
+    let found = lookupBelow(.relative(name), below: layer, parentBelow: context.below)
+    if found.kind == .absent || found.kind == .whiteout {
+      report.found("orphan-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
+        problem: layer == 0
+          ? "xattr whiteout that hides nothing: readdir lists it while lookup hides it (a broken entry)"
+          : "orphan xattr whiteout: nothing of that name in the layers below",
+        action: "remove it", policy: .safe
+      ) { () throws(OvlError) in
+        try step("unlink", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.remove(name) }
+      }
+      return
+    }
     if layer != 0 {
       guard Opaque(value: try? entry([0x2E], in: dir)?.xattrs[.opaque]) != .xwhiteouts else { return }
       report.found("unmarked-xattr-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
-        problem: "xattr whiteout in a dir without opaque=x: lookup hides it, readdir lists it", action: nil,
+        problem: "xattr whiteout in a dir without opaque=x: lookup hides it, readdir may list it", action: nil,
         policy: .none, severity: .warning)
       return
     }
     report.found("upper-xattr-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
-      problem: "xattr whiteout in the upper layer: lookup hides it but readdir lists it (a broken entry)",
-      action: "replace it by a char 0/0 whiteout", policy: .safe
+      problem: "xattr whiteout in the upper layer (only image builders write them; the kernel writes char 0/0 whiteouts)",
+      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: .warning
     ) { () throws(OvlError) in
       let temp = try self.workDirectory()
       let tempName = temporaryName()

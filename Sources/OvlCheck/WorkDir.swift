@@ -3,8 +3,9 @@ import OvlStack
 import OvlSystem
 
 /// The work dir: what the kernel's mount-time cleanup cannot remove (it empties `work/`
-/// two levels deep and `index/#*` one level deep; deeper trees make the mount go read-only
-/// or fail), and `work/incompat/volatile`, which makes every mount fail.
+/// two levels deep and `index/#*` one level deep; a deeper tree in `work/` makes the mount
+/// go read-only, one in `index/` stays and is logged at every mount), and
+/// `work/incompat/volatile`, which makes every mount fail.
 extension Checker {
   func checkWorkDir() {
     guard let workRoot = stack.workRoot else { return }
@@ -27,7 +28,7 @@ extension Checker {
       for child in (try? names(of: index)) ?? [] where child.name.first == UInt8(ascii: "#") {
         if tooDeep(child.name, in: index, levels: 1) {
           removeTreeFinding(child.name, in: index, shown: workPath + "/index/" + Self.text(child.name),
-            problem: "a leftover temp the kernel cannot clean (nested more than one level): an index=on mount fails")
+            problem: "a leftover temp the kernel cannot clean (nested more than one level): every index=on mount logs a failed cleanup", severity: .warning)
         }
       }
     }
@@ -64,10 +65,10 @@ extension Checker {
     return false
   }
 
-  func removeTreeFinding(_ name: [UInt8], in parent: LayerDir, shown: String, problem: String) {
+  func removeTreeFinding(_ name: [UInt8], in parent: LayerDir, shown: String, problem: String, severity: Severity = .error) {
     let relative = String(shown.dropFirst((options.workDir ?? "").count))
     report.found("work-leftover", layer: -1, name: workName, path: relative, problem: problem,
-      action: "remove it", policy: .safe
+      action: "remove it", policy: .safe, severity: severity
     ) { () throws(OvlError) in
       try self.removeTree(name, in: parent, shown: shown)
     }
