@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -118,3 +119,10 @@ const char *covl_errno_name(int errnum) { return strerrorname_np(errnum); }
 dev_t covl_makedev(unsigned int maj, unsigned int min) { return makedev(maj, min); }
 unsigned int covl_major(dev_t dev) { return major(dev); }
 unsigned int covl_minor(dev_t dev) { return minor(dev); }
+
+int covl_fs_type(int fd, long *type) {
+  struct statfs s;
+  if (fstatfs(fd, &s) == -1) return -1;
+  *type = (long)s.f_type;
+  return 0;
+}

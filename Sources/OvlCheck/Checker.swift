@@ -86,6 +86,9 @@ public final class Checker {
   /// inode (hard links of one inode share an origin legitimately).
   var origins: [[UInt8]: (path: String, id: FileID)] = [:]
 
+  /// Lower layers that are overlay mounts themselves: their xattrs are not checked.
+  var nestedOverlays: Set<Int> = []
+
   struct RedirectTarget: Hashable { let layer: Int; let path: [UInt8] }
 
   public init(stack: Stack, options: StackOptions, report: Report) {
@@ -119,6 +122,14 @@ public final class Checker {
       } else if report.mode != .check {
         report.operational("\(use.role) is in use by the overlay mounted at \(use.mountPoint); unmount it first (or check only, with -n)")
         return false
+      }
+    }
+    for layer in 1..<stack.layerPaths.count {
+      // A nested overlay hides its own private xattrs and whiteouts: what shows is its
+      // merged view, which the kernel accepts as a lower as it is. Never written to.
+      if let dir = root(layer), (try? dir.fd.filesystemMagic()) == FD.overlayMagic {
+        report.protectedLayers[layer] = "the layer is itself an overlay mount"
+        nestedOverlays.insert(layer)
       }
     }
     for layer in 0..<stack.layerPaths.count {
@@ -299,7 +310,7 @@ public final class Checker {
 
   /// Walks one layer depth-first, with each dir's merged lower dirs.
   func scan(layer: Int, pass: Pass) {
-    guard let top = root(layer) else { return }
+    guard let top = root(layer), !nestedOverlays.contains(layer) else { return }
     let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
     var stackOfDirs: [DirContext] = [DirContext(dir: top, below: topBelow, isOpaque: false, isRedirected: false)]
     while let context = stackOfDirs.popLast() {
@@ -368,6 +379,8 @@ public final class Checker {
   }
 
   func countEntry(_ e: Entry) {
+    report.count("entries")
+    if report.counts["entries", default: 0] % 4096 == 0 { report.onProgress(report.counts["entries", default: 0]) }
     if e.isWhiteout { report.count("whiteouts") } else if !e.isDirectory { report.count("files") }
     if e.isDirectory && e.xattrs[.redirect] != nil { report.count("redirect dirs") }
   }

@@ -72,6 +72,8 @@ public final class Report {
   public var counts: [String: Int] = [:]
   /// Called for each finding once its outcome is known (the CLI prints it).
   public var onFinding: (Finding) -> Void = { _ in }
+  /// Called every few thousand entries (the CLI shows a progress line on a terminal).
+  public var onProgress: (Int) -> Void = { _ in }
   /// Asks the user (mode `.ask`): the question and the default answer; returns the answer.
   public var ask: (Finding, Bool) -> Bool = { _, answer in answer }
   /// Layers that must not change, with the reason (by layer number; -1 is the work dir).

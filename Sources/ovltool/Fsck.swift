@@ -63,6 +63,8 @@ struct FsckRun {
       printError("\(program): \(error)")
       return 8
     }
+    let (options, userxattr) = Checker.detectNamespace(stack, options)
+    if userxattr { printError("\(program): the upper layer holds user.overlay.* xattrs only: checking it as a userxattr stack") }
     let out = OutputBuffer()
     let report = Report(mode: mode)
     if !json {
@@ -71,11 +73,16 @@ struct FsckRun {
         out.flush()
       }
     }
+    let progress = !json && isTerminal(2)
+    if progress {
+      report.onProgress = { n in writeAll(2, Array("\r\(program): \(n) entries checked".utf8)) }
+    }
     report.ask = { finding, answer in
       out.flush()
       return Self.ask(finding, default: answer)
     }
     Checker(stack: stack, options: options, report: report).run()
+    if progress && report.counts["entries", default: 0] >= 4096 { writeAll(2, Array("\r\u{1B}[K".utf8)) }
     for error in report.operationalErrors { printError("\(program): \(error)") }
     if json {
       out.line(Self.json(report))

@@ -43,6 +43,8 @@ int covl_flock(int fd, int exclusive_or_unlock);
 int covl_get_inode_flags(int fd, unsigned int *flags);
 int covl_set_inode_flags(int fd, unsigned int flags);
 extern const unsigned int covl_FS_APPEND_FL, covl_FS_IMMUTABLE_FL, covl_FS_NOATIME_FL, covl_FS_SYNC_FL;
+/* fstatfs(2)'s f_type (sys/vfs.h is not in Swift's Glibc module). */
+int covl_fs_type(int fd, long *type);
 /* "ENOENT" for ENOENT; NULL for an unknown number. */
 const char *covl_errno_name(int errnum);
 dev_t covl_makedev(unsigned int major, unsigned int minor);
