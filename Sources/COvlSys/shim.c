@@ -126,3 +126,13 @@ int covl_fs_type(int fd, long *type) {
   *type = (long)s.f_type;
   return 0;
 }
+
+/* open_by_handle_at(2) with a handle built from its parts (GNU-only in glibc). */
+int covl_open_by_handle_at(int mount_fd, int type, const unsigned char *bytes, unsigned int len, int flags) {
+  struct covl_file_handle fh;
+  if (len > sizeof(fh.f_handle)) { errno = EINVAL; return -1; }
+  fh.handle_bytes = len;
+  fh.handle_type = type;
+  memcpy(fh.f_handle, bytes, len);
+  return open_by_handle_at(mount_fd, (struct file_handle *)&fh, flags);
+}

@@ -86,6 +86,8 @@ public final class Checker {
   /// inode (hard links of one inode share an origin legitimately).
   var origins: [[UInt8]: (path: String, id: FileID)] = [:]
 
+  /// Lower filesystems (uuid, a layer on it) for decoding origins, found once.
+  var lowerFilesystems: [(uuid: [UInt8], layer: Int)]?
   /// Lower layers that are overlay mounts themselves: their xattrs are not checked.
   var nestedOverlays: Set<Int> = []
 

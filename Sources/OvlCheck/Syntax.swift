@@ -37,8 +37,9 @@ extension Checker {
   /// objects with one origin (a `cp -a` of copied-up objects) show the same inode number.
   func checkOriginValue(_ e: Entry, in context: DirContext, layer: Int) {
     guard let value = e.xattrs[.origin] else { return }
+    let decoded: FileHandle.Decoded
     do {
-      _ = try FileHandle.decode(value)
+      decoded = try FileHandle.decode(value)
     } catch {
       removeValue(e, .origin, in: context, layer: layer, check: "invalid-origin",
         problem: "origin is not a valid file handle (\(error == .badMagic ? "bad magic" : "bad length")): the kernel logs 'invalid origin' and cannot use it (inode numbers change, index lookups fail)")
@@ -51,9 +52,11 @@ extension Checker {
       removeValue(e, .origin, in: context, layer: layer, check: "duplicate-origin",
         problem: "same origin as \(first.path) (a copy of a copied-up object): both show one inode number",
         policy: .onlyYes)
+      return
     } else {
       origins[value] = (path, e.status.id)
     }
+    if case .handle(let handle) = decoded { checkOriginTarget(e, handle, in: context, layer: layer) }
   }
 
   /// Reports a bad value and removes the xattr where allowed.
