@@ -86,6 +86,8 @@ public final class Checker {
   /// inode (hard links of one inode share an origin legitimately).
   var origins: [[UInt8]: (path: String, id: FileID)] = [:]
 
+  /// Whiteout entries of the index dir (nfs_export), by name.
+  var indexWhiteouts: Set<[UInt8]> = []
   /// Lower filesystems (uuid, a layer on it) for decoding origins, found once.
   var lowerFilesystems: [(uuid: [UInt8], layer: Int)]?
   /// Lower layers that are overlay mounts themselves: their xattrs are not checked.
@@ -375,7 +377,10 @@ public final class Checker {
     }
     if pass == .contents {
       report.count("directories")
-      if layer == 0 { checkImpure(context, needsImpure: needsImpure, mergeOnly: mergeOnly) }
+      if layer == 0 {
+        checkImpure(context, needsImpure: needsImpure, mergeOnly: mergeOnly)
+        checkDeletedObjectsCovered(context, upperNames: Set(entries.map(\.name)))
+      }
     }
     return subdirs
   }

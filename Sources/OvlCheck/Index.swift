@@ -26,7 +26,11 @@ extension Checker {
         continue
       }
       guard let e = try? entry(raw.name, in: index) else { continue }
-      if e.isWhiteout { continue }  // a whiteout index (nfs_export): a deleted lower object
+      if e.isWhiteout {
+        // A whiteout index (nfs_export): a lower object deleted in the overlay.
+        indexWhiteouts.insert(raw.name)
+        continue
+      }
       if e.isDirectory {
         // nfs_export: a dir entry points at its upper dir; without `upper` the mount fails.
         if e.xattrs[.upper] == nil {
@@ -79,6 +83,35 @@ extension Checker {
       action: "remove the entry", policy: .safe, severity: severity
     ) { () throws(OvlError) in
       try self.removeTree(name, in: index, shown: base + Self.text(name))
+    }
+  }
+}
+
+extension Checker {
+  /// With nfs_export a deleted lower object gets a whiteout index entry; if the upper no
+  /// longer covers it (its whiteout removed), the kernel finds the index whiteout when it
+  /// looks the object up and fails with EIO ("bad index found"). Checked for the lower
+  /// entries that show through one upper dir; repaired by putting the whiteout back.
+  func checkDeletedObjectsCovered(_ context: DirContext, upperNames: Set<[UInt8]>) {
+    guard !indexWhiteouts.isEmpty else { return }
+    var seen = upperNames
+    for lower in context.below {
+      for raw in (try? names(of: lower)) ?? [] where !seen.contains(raw.name) {
+        seen.insert(raw.name)
+        guard let status = try? lower.fd.statIfPresent(raw.name), !status.isWhiteoutDevice,
+          let handle = try? stack.encodeHandle(lower, raw.name, upper: false),
+          indexWhiteouts.contains(handle.indexName)
+        else { continue }
+        let dir = context.dir
+        let name = raw.name
+        let path = Self.join(dir.path, name)
+        report.found("uncovered-deleted", layer: 0, name: layerName(0), path: Self.text(path),
+          problem: "a lower object the overlay deleted (whiteout index \(Self.text(handle.indexName))) shows again: lookup fails with EIO",
+          action: "put the whiteout back", policy: .safe
+        ) { () throws(OvlError) in
+          try step("mknod", self.stack.layerPaths[0] + Self.text(path)) { () throws(Errno) in try dir.fd.makeWhiteout(name) }
+        }
+      }
     }
   }
 }

@@ -2,9 +2,10 @@ import OvlFormat
 import OvlStack
 import OvlSystem
 
-/// The work dir: what the kernel's mount-time cleanup cannot remove (it empties `work/`
-/// two levels deep and `index/#*` one level deep; a deeper tree in `work/` makes the mount
-/// go read-only, one in `index/` stays and is logged at every mount), and
+/// The work dir: what the kernel's mount-time cleanup cannot remove. It removes each entry
+/// of `work/` and each `#` entry of `index/` with the dirs directly in it, by rmdir: a
+/// non-empty dir inside such an entry fails it (`work/` then makes the mount go read-only;
+/// in `index/` it stays and is logged at every mount). And
 /// `work/incompat/volatile`, which makes every mount fail.
 extension Checker {
   func checkWorkDir() {
@@ -18,9 +19,9 @@ extension Checker {
           checkIncompat(work, workPath)
           continue
         }
-        if tooDeep(child.name, in: work, levels: 2) {
+        if tooDeep(child.name, in: work, levels: 1) {
           removeTreeFinding(child.name, in: work, shown: workPath + "/work/" + Self.text(child.name),
-            problem: "a leftover the kernel cannot clean (nested more than two levels): the mount goes read-only")
+            problem: "a leftover the kernel cannot clean (a non-empty dir two levels down): the mount goes read-only")
         }
       }
     }
@@ -28,7 +29,7 @@ extension Checker {
       for child in (try? names(of: index)) ?? [] where child.name.first == UInt8(ascii: "#") {
         if tooDeep(child.name, in: index, levels: 1) {
           removeTreeFinding(child.name, in: index, shown: workPath + "/index/" + Self.text(child.name),
-            problem: "a leftover temp the kernel cannot clean (nested more than one level): every index=on mount logs a failed cleanup", severity: .warning)
+            problem: "a leftover temp the kernel cannot clean (a non-empty dir inside it): every index=on mount logs a failed cleanup", severity: .warning)
         }
       }
     }
@@ -51,7 +52,7 @@ extension Checker {
     }
   }
 
-  /// Whether dir `name` in `parent` holds a non-empty dir `levels` below it.
+  /// Whether dir `name` in `parent` holds a non-empty dir `levels` below it (1: directly).
   func tooDeep(_ name: [UInt8], in parent: LayerDir, levels: Int) -> Bool {
     guard let dir = try? open(name, in: parent) else { return false }
     for child in (try? names(of: dir)) ?? [] where child.isDirectory || child.dtype == 0 {

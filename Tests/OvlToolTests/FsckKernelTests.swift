@@ -145,6 +145,8 @@ import Testing
     Damage(label: "stray whiteouts, impure removed, redirect whiteout removed", options: ",redirect_dir=on",
       damage: "mknod u/stray c 0 0; mknod u/dd/stray c 0 0; setfattr -x trusted.overlay.impure u; rm u/d",
       probe: nil, statuses: (4, 1, 0)),
+    Damage(label: "deleted lower file uncovered (nfs_export whiteout index, EIO)", options: ",index=on,nfs_export=on",
+      damage: "rm u/x/z", probe: "ls -l m/x", statuses: (4, 1, 0)),
     Damage(label: "whiteout inside an opaque dir", options: "",
       damage: "mknod u/e/x c 0 0", probe: nil, statuses: (4, 1, 0)),
   ]
