@@ -260,8 +260,11 @@ public final class Checker {
             result.firstName = component
             result.firstIsMetacopy = e.xattrs[.metacopy] != nil
             if followMetacopy && e.status.type == .regular && result.firstIsMetacopy {
-              // Data lives further down: keep looking, possibly at the file's redirect.
+              // Data lives further down: keep looking, possibly at the file's redirect
+              // (`ovl_lookup_single` sets d->stop = !metacopy here, overriding an opaque
+              // ancestor's stop).
               stop = false
+              stopAfter = false
               result.kind = .absent
               result.firstLayer = nil
               if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) { nextName = name.rewritten(by: redirect, atComponent: index) }

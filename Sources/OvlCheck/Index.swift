@@ -41,6 +41,15 @@ extension Checker {
       }
       let nameBytes = Hex.decode(raw.name) ?? []
       guard let origin = e.xattrs[.origin] else {
+        if ns == .user && e.status.type != .regular {
+          // user.* xattrs cannot be set on symlinks and devices: the kernel links such an
+          // object into the index with index=on,userxattr, and then refuses to mount. The
+          // entry can only go (lower hard links of it then show as separate inodes).
+          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+            problem: "index entry of a \(e.status.type.rawValue) without origin (user xattrs cannot be set on it): index=on mounts fail (ENODATA)",
+            severity: .error)
+          continue
+        }
         // The entry is the upper inode itself; its origin is its name.
         let attribute = ns.name(.origin)
         let name = raw.name

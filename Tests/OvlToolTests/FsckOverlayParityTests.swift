@@ -1,4 +1,7 @@
 import Foundation
+import OvlCheck
+import OvlStack
+import OvlSystem
 import Testing
 
 /// The scenarios of xfstests overlay/045 (whiteouts), overlay/046 (redirect dirs) and
@@ -105,6 +108,22 @@ import Testing
 
 enum FsckSupport {
   static let binary = Harness.repository + "/.build/debug/ovltool"
+
+  /// `fsck -n` in-process on a stack given as mount options: the problems that would make
+  /// it exit non-zero (errors, operational errors), as lines; empty when clean.
+  static func problems(_ options: String) -> [String] {
+    do throws(OvlError) {
+      var parser = StackOptionParser()
+      try parser.add(options: options)
+      let stackOptions = try parser.resolve(defaults: .current())
+      let stack = try Checker.openStack(stackOptions)
+      let report = Report(mode: .check)
+      Checker(stack: stack, options: Checker.detectNamespace(stack, stackOptions).options, report: report).run()
+      return report.findings.filter(\.isUncorrected).map { "\($0.layer): \($0.path): \($0.problem)" } + report.operationalErrors
+    } catch {
+      return ["\(error)"]
+    }
+  }
 
   /// A `fsck.overlay` symlink to the built ovltool, as `make install` makes it.
   static func fsckOverlay(in dir: Harness.TempDir) throws -> String {
