@@ -8,8 +8,6 @@ struct Entry {
   let name: [UInt8]
   let status: FileStatus
   var xattrs: [OverlayXattr: [UInt8]]
-  /// Names in the overlay namespace that no kernel reads (not escaped, not known).
-  var unknown: [[UInt8]]
 
   var isDirectory: Bool { status.type == .directory }
   var isWhiteout: Bool { status.isWhiteoutDevice }
@@ -34,20 +32,19 @@ enum LookupName: Equatable {
     }
   }
 
-  /// A redirect met on an intermediate or final dir rewrites the rest of the lookup
-  /// (`ovl_check_redirect`): absolute replaces everything up to here, relative replaces
-  /// the last component found.
-  func rewritten(by redirect: Redirect, atComponent index: Int) -> LookupName {
+  /// A redirect met on an intermediate or final component rewrites the rest of the lookup
+  /// (`ovl_check_redirect`): an absolute redirect replaces everything up to and including
+  /// that component, a relative one only that component. `post` is what follows the
+  /// component; the kernel counts it from the end because the prefix may already have been
+  /// rewritten by an earlier component.
+  func rewritten(by redirect: Redirect, post: [[UInt8]]) -> LookupName {
     switch (self, redirect) {
     case (_, .absolute(let components)):
-      if case .absolute(let mine) = self { return .absolute(components + mine[(index + 1)...]) }
-      return .absolute(components)
+      return .absolute(components + post)
     case (.relative, .relative(let name)):
       return .relative(name)
     case (.absolute(let mine), .relative(let name)):
-      var components = mine
-      components[index] = name
-      return .absolute(components)
+      return .absolute(Array(mine.dropLast(post.count + 1)) + [name] + post)
     }
   }
 }
@@ -173,7 +170,6 @@ public final class Checker {
     let path = stack.layerPaths[dir.layer] + Self.text(Self.join(dir.path, name))
     guard let status = try step("statx", path, { () throws(Errno) in try dir.fd.statIfPresent(name) }) else { return nil }
     var xattrs: [OverlayXattr: [UInt8]] = [:]
-    var unknown: [[UInt8]] = []
     let names: [[UInt8]]
     do {
       names = try dir.fd.xattrNames(name)
@@ -186,15 +182,12 @@ public final class Checker {
     }
     for attribute in names where ns.isPrivate(attribute) {
       let suffix = String(decoding: attribute[ns.prefix.count...], as: UTF8.self)
-      guard let key = OverlayXattr(rawValue: suffix) else {
-        unknown.append(attribute)
-        continue
-      }
+      guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
       if let value = try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr(name, attribute) }) {
         xattrs[key] = value
       }
     }
-    return Entry(name: name, status: status, xattrs: xattrs, unknown: unknown)
+    return Entry(name: name, status: status, xattrs: xattrs)
   }
 
   /// Opens subdirectory `name` of `dir` (never following a symlink).
@@ -238,16 +231,14 @@ public final class Checker {
       }
       var nextName = name
       var stopAfter = false
-      var found: Entry?
       var index = 0
       while index < components.count {
         let component = components[index]
-        guard let e = try? entry(component, in: base) else { found = nil; break }
+        guard let e = try? entry(component, in: base) else { break }
         let last = index == components.count - 1
         if e.isWhiteout || e.isXattrWhiteout {
           stop = true
           if result.kind == .absent && last { result.kind = .whiteout }
-          found = nil
           break
         }
         if !e.isDirectory {
@@ -267,20 +258,18 @@ public final class Checker {
               stopAfter = false
               result.kind = .absent
               result.firstLayer = nil
-              if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) { nextName = name.rewritten(by: redirect, atComponent: index) }
+              if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) { nextName = nextName.rewritten(by: redirect, post: []) }
             }
           }
-          found = nil
           break
         }
         // A directory: the last component merges; an intermediate one is walked through.
         if e.isOpaque { stopAfter = true }
         if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) {
-          nextName = nextName.rewritten(by: redirect, atComponent: index)
+          nextName = nextName.rewritten(by: redirect, post: Array(components[(index + 1)...]))
         }
-        guard let opened = try? open(component, in: base) else { found = nil; break }
+        guard let opened = try? open(component, in: base) else { break }
         if last {
-          found = e
           if result.kind == .absent {
             result.kind = .directory
             result.firstLayer = k
@@ -289,13 +278,10 @@ public final class Checker {
             result.firstName = component
           }
           if result.kind == .directory { result.dirs.append(opened) }
-        } else if e.isOpaque {
-          // An opaque ancestor: the kernel stops after this layer (d->stop).
         }
         base = opened
         index += 1
       }
-      _ = found
       if case .other = result.kind { break }
       if result.kind == .whiteout { break }
       if stopAfter { stop = true }
@@ -341,7 +327,6 @@ public final class Checker {
     var needsImpure: [String] = []
     var mergeOnly = false
     for e in entries {
-      let path = Self.join(context.dir.path, e.name)
       if pass == .contents { countEntry(e) }
       if e.isDirectory {
         var current = e
@@ -356,17 +341,13 @@ public final class Checker {
           let name = redirect.map(LookupName.init) ?? .relative(e.name)
           let found = lookupBelow(name, below: layer, parentBelow: context.below)
           below = found.dirs
-          if pass == .contents && found.kind == .directory && layer == 0 && redirect == nil {
-            mergeOnly = true
-            checkMergeOrigin(current, found, in: context)
-          }
+          if pass == .contents && found.kind == .directory && layer == 0 && redirect == nil { mergeOnly = true }
         }
         if pass == .contents && layer == 0 {
           if redirect != nil { needsImpure.append("a redirected dir (\(Self.text(e.name)))") }
           if current.xattrs[.origin] != nil { needsImpure.append("a copied-up dir (\(Self.text(e.name)))") }
         }
         let child = try open(e.name, in: context.dir)
-        _ = path
         subdirs.append(DirContext(dir: child, below: below, isOpaque: current.isOpaque, isRedirected: redirect != nil))
         continue
       }

@@ -28,11 +28,4 @@ extension Checker {
       problem: "no impure xattr, yet it holds \(reason): readdir shows wrong inode numbers",
       action: "set impure to 'y'", policy: .safe, severity: needsImpure.isEmpty ? .warning : .error, repair: set)
   }
-
-  /// A merge dir without `origin`: the kernel records the lower dir's handle on its first
-  /// lookup; fsck does the same, so that readdir inode numbers are stable before that.
-  func checkMergeOrigin(_ e: Entry, _ found: Below, in context: DirContext) {
-    // Nothing to do: the kernel writes it at lookup, and fsck.overlay never checks it.
-    _ = (e, found, context)
-  }
 }
