@@ -210,7 +210,10 @@ public final class Checker {
   /// parent's merged lower dirs `parentBelow`; absolute ones (a redirect) from each layer's
   /// root. Whiteouts and non-directories stop it, opaque dirs stop it after their layer, and
   /// redirects met on the way rewrite the name for the layers further down.
-  func lookupBelow(_ start: LookupName, below layer: Int, parentBelow: [LayerDir], followMetacopy: Bool = false) -> Below {
+  ///
+  /// Without `mergedDirs` it stops at the first object found (what most checks need) and
+  /// opens nothing for it; with it, it opens every dir that merges, for the walk.
+  func lookupBelow(_ start: LookupName, below layer: Int, parentBelow: [LayerDir], followMetacopy: Bool = false, mergedDirs: Bool = false) -> Below {
     var result = Below()
     var name = start
     var stop = false
@@ -264,6 +267,14 @@ public final class Checker {
           break
         }
         // A directory: the last component merges; an intermediate one is walked through.
+        if last && !mergedDirs && result.kind == .absent {
+          result.kind = .directory
+          result.firstLayer = k
+          result.firstPath = Self.join(base.path, component)
+          result.firstParent = base
+          result.firstName = component
+          return result
+        }
         if e.isOpaque { stopAfter = true }
         if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) {
           nextName = nextName.rewritten(by: redirect, post: Array(components[(index + 1)...]))
@@ -297,28 +308,54 @@ public final class Checker {
     /// The merged lower dirs below this dir (empty for an opaque or pure dir).
     let below: [LayerDir]
     let isOpaque: Bool
-    /// The dir has a redirect (its lower dirs come from elsewhere).
-    let isRedirected: Bool
+  }
+
+  /// A subdirectory still to walk: opened (with its lower dirs) only when its turn comes,
+  /// so that open descriptors grow with the depth, not with the size of a directory.
+  struct PendingDir {
+    let parent: DirContext
+    /// The entry as the checks left it (a redirect may be gone).
+    let entry: Entry
   }
 
   /// Walks one layer depth-first, with each dir's merged lower dirs.
   func scan(layer: Int, pass: Pass) {
     guard let top = root(layer), !nestedOverlays.contains(layer) else { return }
     let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
-    var stackOfDirs: [DirContext] = [DirContext(dir: top, below: topBelow, isOpaque: false, isRedirected: false)]
-    while let context = stackOfDirs.popLast() {
+    var pending: [PendingDir] = []
+    var next: DirContext? = DirContext(dir: top, below: topBelow, isOpaque: false)
+    while true {
+      if let context = next {
+        next = nil
+        do {
+          pending.append(contentsOf: try visit(context, layer: layer, pass: pass).reversed())
+        } catch {
+          report.operational(error.description)
+        }
+      }
+      guard let item = pending.popLast() else { break }
       do {
-        let children = try visit(context, layer: layer, pass: pass)
-        stackOfDirs.append(contentsOf: children.reversed())
+        next = try enter(item, layer: layer)
       } catch {
-        report.operational("\(layerName(layer)): \(error.description)")
+        report.operational(error.description)
       }
     }
   }
 
+  /// Opens a pending subdirectory and finds the lower dirs that merge with it.
+  func enter(_ item: PendingDir, layer: Int) throws(OvlError) -> DirContext {
+    let e = item.entry
+    let dir = try open(e.name, in: item.parent.dir)
+    guard !e.isOpaque else { return DirContext(dir: dir, below: [], isOpaque: true) }
+    let redirect = e.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
+    let name = redirect.map(LookupName.init) ?? .relative(e.name)
+    let below = lookupBelow(name, below: layer, parentBelow: item.parent.below, mergedDirs: true).dirs
+    return DirContext(dir: dir, below: below, isOpaque: false)
+  }
+
   /// Checks the entries of one dir and returns its subdirectories to walk.
-  func visit(_ context: DirContext, layer: Int, pass: Pass) throws(OvlError) -> [DirContext] {
-    var subdirs: [DirContext] = []
+  func visit(_ context: DirContext, layer: Int, pass: Pass) throws(OvlError) -> [PendingDir] {
+    var subdirs: [PendingDir] = []
     var entries: [Entry] = []
     for raw in try names(of: context.dir) {
       guard let e = try entry(raw.name, in: context.dir) else { continue }
@@ -335,20 +372,17 @@ public final class Checker {
         } else {
           checkDirectoryXattrs(e, in: context, layer: layer)
         }
-        let redirect = current.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
-        var below: [LayerDir] = []
-        if !current.isOpaque {
-          let name = redirect.map(LookupName.init) ?? .relative(e.name)
-          let found = lookupBelow(name, below: layer, parentBelow: context.below)
-          below = found.dirs
-          if pass == .contents && found.kind == .directory && layer == 0 && redirect == nil { mergeOnly = true }
-        }
         if pass == .contents && layer == 0 {
+          let redirect = current.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
           if redirect != nil { needsImpure.append("a redirected dir (\(Self.text(e.name)))") }
           if current.xattrs[.origin] != nil { needsImpure.append("a copied-up dir (\(Self.text(e.name)))") }
+          if redirect == nil && !current.isOpaque && !mergeOnly
+            && lookupBelow(.relative(e.name), below: layer, parentBelow: context.below).kind == .directory
+          {
+            mergeOnly = true
+          }
         }
-        let child = try open(e.name, in: context.dir)
-        subdirs.append(DirContext(dir: child, below: below, isOpaque: current.isOpaque, isRedirected: redirect != nil))
+        subdirs.append(PendingDir(parent: context, entry: current))
         continue
       }
       guard pass == .contents else { continue }

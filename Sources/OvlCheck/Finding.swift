@@ -121,7 +121,9 @@ public final class Report {
   }
 
   /// An error that stopped part of the check.
-  func operational(_ message: String) { operationalErrors.append(message) }
+  func operational(_ message: String) {
+    if !operationalErrors.contains(message) { operationalErrors.append(message) }
+  }
 
   /// fsck(8)'s exit status: 4 when an error is left (it replaces 1, as fsck.overlay does),
   /// else 1 when something was repaired; 8 added for operational errors.

@@ -65,6 +65,12 @@ struct FsckRun {
     }
     let (options, userxattr) = Checker.detectNamespace(stack, options)
     if userxattr { printError("\(program): the upper layer holds user.overlay.* xattrs only: checking it as a userxattr stack") }
+    // Without CAP_SYS_ADMIN listxattr silently leaves trusted.* out: every layer would
+    // look like it has no overlay xattrs, and "repairs" would follow.
+    if !options.userxattr && effectiveUserID() != 0 {
+      printError("\(program): reading trusted.overlay.* xattrs needs root (or a userxattr stack)")
+      return 8
+    }
     let out = OutputBuffer()
     let report = Report(mode: mode)
     if !json {
