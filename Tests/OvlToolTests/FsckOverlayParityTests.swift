@@ -110,7 +110,8 @@ enum FsckSupport {
   static let binary = Harness.repository + "/.build/debug/ovltool"
 
   /// `fsck -n` in-process on a stack given as mount options: the problems that would make
-  /// it exit non-zero (errors, operational errors), as lines; empty when clean.
+  /// it exit non-zero (errors, operational errors) and the warnings `-p` would repair, as
+  /// lines; empty when clean and when `-p` would change nothing.
   static func problems(_ options: String) -> [String] {
     do throws(OvlError) {
       var parser = StackOptionParser()
@@ -119,7 +120,7 @@ enum FsckSupport {
       let stack = try Checker.openStack(stackOptions)
       let report = Report(mode: .check)
       Checker(stack: stack, options: Checker.detectNamespace(stack, stackOptions).options, report: report).run()
-      return report.findings.filter(\.isUncorrected).map { "\($0.layer): \($0.path): \($0.problem)" } + report.operationalErrors
+      return report.findings.filter { $0.isUncorrected || ($0.policy == .safe && $0.action != nil) }.map { "\($0.layer): \($0.path): \($0.problem)" } + report.operationalErrors
     } catch {
       return ["\(error)"]
     }
