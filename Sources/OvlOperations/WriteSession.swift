@@ -26,6 +26,11 @@ public final class WriteSession {
   var cloneWorks: [Int: Bool] = [:]
   /// Upper dirs (by merged path) known to carry `impure`.
   var knownImpure: Set<[UInt8]> = []
+  /// Linking the shared whiteout failed other than with EMLINK: each whiteout is made
+  /// anew (the kernel's `no_shared_whiteout`).
+  var noSharedWhiteout = false
+  /// The process's umask, applied to modes of new objects as the VFS applies it.
+  let umask = processUmask()
   var upperPath: String { stack.layerPaths[0] }
   var workPath: String { stack.options.workDir ?? "" }
 
@@ -50,6 +55,8 @@ public final class WriteSession {
       tempDir = work
     }
     try initializeUpperRoot()
+    // A mount starts with a new shared whiteout (it empties the work dir); so does a session.
+    do throws(Errno) { try tempDir.fd.remove(Self.whiteoutTemplate) } catch {}
   }
 
   func markDirty(_ dir: LayerDir) { dirty[ObjectIdentifier(dir)] = dir }
@@ -58,16 +65,25 @@ public final class WriteSession {
   /// durable: fsync of each changed directory.
   public func finish() throws(OvlError) {
     // Deepest first: restoring a directory's times does not touch its parent's.
-    for (path, saved) in parentTimes.sorted(by: { $0.key.count > $1.key.count }) {
-      try step("utimensat", describe(path)) { () throws(Errno) in
-        try saved.dir.fd.setTimes([0x2E], atime: saved.atime, mtime: saved.mtime)
-      }
-    }
-    parentTimes.removeAll()
+    try restoreParentTimes()
     for dir in dirty.values {
       try step("fsync", describe(dir.path)) { () throws(Errno) in try dir.fd.sync() }
     }
     dirty.removeAll()
+  }
+
+  /// Puts back the times of the parents that copy-ups changed (deepest first: restoring a
+  /// directory's times does not touch its parent's). A directory removed since is skipped.
+  func restoreParentTimes() throws(OvlError) {
+    for (path, saved) in parentTimes.sorted(by: { $0.key.count > $1.key.count }) {
+      do throws(Errno) {
+        try saved.dir.fd.setTimes([0x2E], atime: saved.atime, mtime: saved.mtime)
+      } catch .noSuchFileOrDirectory {
+      } catch {
+        throw .system(call: "utimensat", path: describe(path), errno: error)
+      }
+    }
+    parentTimes.removeAll()
   }
 
   /// `ovl_workdir_create`: a directory of mode 0000 in the work dir, kept if it exists.

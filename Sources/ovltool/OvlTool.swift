@@ -13,7 +13,11 @@ struct OvlTool: ParsableCommand {
       Exit status: 0 success, 1 some paths failed, 2 usage or stack errors.
       """,
     version: "0.1.0",
-    subcommands: [Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self, Fsck.self])
+    subcommands: [
+      Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self, Remove.self, MakeDirectory.self, Put.self, Symlink.self,
+      MakeNode.self, Move.self, Link.self, ChangeMode.self, ChangeOwner.self, Touch.self, SetXattr.self, RemoveXattr.self,
+      ApplyScript.self, Fsck.self,
+    ])
 
   static func main() {
     raiseOpenFileLimit()

@@ -79,10 +79,13 @@ enum RawTree {
 
   /// Whether a difference in `field` is legitimate (see `differences`).
   static func exempt(_ path: String, _ field: String, _ type: String) -> Bool {
+    // The size of a small XFS directory counts its names' lengths; in the work dir those are
+    // the kernel's temp names (`#%x` of a boot-wide counter) and ovltool's.
+    if field == "size" && type == "dir" && path.hasPrefix("work") { return true }
     // Compared separately with a tolerance, regular files only (dirs, symlinks and
     // specials: allocation depends on whether xattrs fit in the inode, ext4 dirs never
     // shrink, and so on).
-    field == "blocks"
+    return field == "blocks"
   }
 
   /// st_blocks of two copies of the same regular file: equal up to one fs block for an

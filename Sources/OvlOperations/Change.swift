@@ -1,0 +1,139 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// A merged-view path resolved for a change: its parent directory and the entry under the
+/// name (nil when the name is free or whited out).
+struct Target {
+  let components: [[UInt8]]
+  let name: [UInt8]
+  let parent: MergedDir
+  let entry: MergedEntry?
+
+  /// The merged path, `/a/b`.
+  var path: [UInt8] { parent.path + [UInt8(ascii: "/")] + name }
+  var parentComponents: [[UInt8]] { Array(components.dropLast()) }
+  var shown: String { path.string }
+}
+
+extension WriteSession {
+  /// Splits a merged-view path into its components (`.` dropped); `..` is refused, as the
+  /// root has no parent inside the layers and a script's paths should say where they go.
+  func components(_ path: [UInt8]) throws(OvlError) -> [[UInt8]] {
+    let components = path.split(separator: UInt8(ascii: "/")).map { Array($0) }.filter { $0 != [0x2E] }
+    if components.contains([0x2E, 0x2E]) { throw .usage("\(path.string): '..' is not allowed in a merged-view path") }
+    for c in components where c.count > 255 {
+      throw .format(path: path.string, reason: "file name too long", errno: .fileNameTooLong)
+    }
+    return components
+  }
+
+  /// Looks `components` up in the merged view, every parent by the kernel's lookup.
+  func locate(_ components: [[UInt8]]) throws(OvlError) -> Target {
+    guard let name = components.last else {
+      throw .format(path: "/", reason: "the root of the merged view cannot be created, removed or moved", errno: .resourceBusy)
+    }
+    var dir = try stack.root()
+    for component in components.dropLast() {
+      guard let entry = try stack.lookup(component, in: dir) else {
+        throw .format(path: (dir.path + [UInt8(ascii: "/")] + component).string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
+      }
+      if entry.status.type == .symlink {
+        throw .format(path: entry.path.string, reason: "is a symlink: paths are resolved without following symlinks", errno: .tooManySymbolicLinkLevels)
+      }
+      guard entry.isDirectory else { throw .format(path: entry.path.string, reason: "not a directory", errno: .notDirectory) }
+      dir = try stack.open(entry)
+    }
+    return Target(components: components, name: name, parent: dir, entry: try stack.lookup(name, in: dir))
+  }
+
+  /// Looks the target up again (after a copy-up or another change below its parent).
+  func relocate(_ target: Target) throws(OvlError) -> Target { try locate(target.components) }
+
+  /// `ovl_copy_up(dentry->d_parent)`: the target's parent is made an upper directory first;
+  /// returns the target looked up again and the parent's upper directory.
+  func withUpperParent(_ target: Target) throws(OvlError) -> (Target, LayerDir) {
+    var target = target
+    if target.parent.upper == nil {
+      _ = try copyUp(Array(target.parentComponents.joined(separator: [UInt8(ascii: "/")])), metacopy: false)
+      target = try relocate(target)
+    }
+    guard let upperParent = target.parent.upper else {
+      throw .format(path: target.parent.path.string, reason: "no upper directory after copy-up", errno: .ioError)
+    }
+    return (target, upperParent)
+  }
+
+  /// Runs one namespace change. Caches that a change can make wrong are dropped first; the
+  /// parents that copy-ups changed get their times back at the end, as the kernel restores
+  /// them after each copy-up.
+  func change<R>(_ body: () throws(OvlError) -> R) throws(OvlError) -> R {
+    lastParent = nil
+    knownImpure.removeAll()
+    let result = try body()
+    try restoreParentTimes()
+    return result
+  }
+
+  /// An upper directory whose entries this change modified: its new times stay (they are
+  /// the change's, as on a mount) and it is fsynced at the end.
+  func touched(_ dir: LayerDir) {
+    // The work and index dirs share the upper root's key (their paths are empty too).
+    if dir !== tempDir && dir !== index { parentTimes.removeValue(forKey: dir.path) }
+    markDirty(dir)
+  }
+
+  /// The kernel's `OVL_TYPE_ORIGIN`: the upper has a lower counterpart it was copied from
+  /// (a merged directory, or a non-directory with a decodable `origin`).
+  func hasOrigin(_ entry: MergedEntry) throws(OvlError) -> Bool {
+    guard let upper = entry.upper else { return false }
+    if entry.isDirectory {
+      // A non-indexed upper with nfs_export is not hashed by its lower (`ovl_hash_bylower`).
+      return !entry.lowers.isEmpty && !(stack.options.nfsExport && !stack.options.index)
+    }
+    let origin = try step("getxattr", describe(entry.path)) { () throws(Errno) in try upper.xattr(namespace.name(.origin)) }
+    return !(origin ?? []).isEmpty
+  }
+
+  /// `ovl_pure_upper`: an upper directory with nothing below that may hold whiteouts.
+  func isPureUpper(_ entry: MergedEntry) throws(OvlError) -> Bool {
+    guard let upper = entry.upper, entry.lowers.isEmpty else { return false }
+    guard entry.isDirectory else { return true }
+    return try step("listxattr", describe(entry.path)) { () throws(Errno) in
+      !(try upper.xattrNames().contains(namespace.name(.origin)))
+    }
+  }
+
+  /// `ovl_type_merge_or_lower`: a directory merged with (or only in) lower layers, or a
+  /// non-directory whose data is still below (lower-only or metacopy).
+  func isMergeOrLower(_ entry: MergedEntry) -> Bool {
+    guard entry.upper != nil else { return true }
+    return entry.isDirectory ? !entry.lowers.isEmpty : entry.upperIsMetacopy
+  }
+
+  /// `ovl_check_empty_dir`: a directory to remove or replace may hold nothing but whiteouts.
+  func requireEmpty(_ entry: MergedEntry) throws(OvlError) {
+    let dir = try stack.open(entry)
+    let names = try stack.list(dir).filter { $0 != [0x2E] && $0 != [0x2E, 0x2E] }
+    dir.forgetListing()
+    if !names.isEmpty { throw .format(path: entry.path.string, reason: "directory not empty", errno: .directoryNotEmpty) }
+  }
+
+  /// The upper name is a whiteout (the merged name is negative because of it).
+  func upperWhiteout(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> FileStatus? {
+    let path = describe(dir.path + [UInt8(ascii: "/")] + name)
+    guard let status = try step("statx", path, { () throws(Errno) in try dir.fd.statIfPresent(name) }) else { return nil }
+    let object = RealObject(layer: 0, parent: dir, name: name, status: status)
+    return try step("listxattr", path) { () throws(Errno) in try stack.isWhiteoutObject(object) } ? status : nil
+  }
+
+  /// A copy-up for a change that does not write data: metadata only where metacopy=on.
+  func copyUpForChange(_ components: [[UInt8]]) throws(OvlError) {
+    _ = try copyUp(Array(components.joined(separator: [UInt8(ascii: "/")])), metacopy: stack.options.metacopy)
+  }
+
+  /// Mode bits for a new object: what the caller asked for, else the default less the umask.
+  func creationMode(_ requested: UInt32?, default value: UInt32) -> UInt32 {
+    requested ?? (value & ~umask)
+  }
+}

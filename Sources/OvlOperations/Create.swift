@@ -1,0 +1,231 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// What `create` makes.
+public enum NewObject: Sendable {
+  case directory
+  case symlink(target: [UInt8])
+  /// A fifo, character or block device.
+  case node(FileType, major: UInt32, minor: UInt32)
+}
+
+/// Where `put` takes a file's contents from.
+public enum FileContents: Sendable {
+  case bytes([UInt8])
+  /// A file on the host, copied with copy_file_range (reflinked where the filesystem can).
+  case hostFile(String)
+  /// A regular file of the merged view.
+  case merged([UInt8])
+}
+
+/// Attributes `put` sets after writing (nil: left as creation or the old file left them).
+public struct PutAttributes: Sendable {
+  public var permissions: UInt32?
+  public var owner: (uid: UInt32, gid: UInt32)?
+  public var mtime: Int64?
+  public init(permissions: UInt32? = nil, owner: (uid: UInt32, gid: UInt32)? = nil, mtime: Int64? = nil) {
+    self.permissions = permissions
+    self.owner = owner
+    self.mtime = mtime
+  }
+}
+
+extension WriteSession {
+  /// mkdir(2), symlink(2), mknod(2) on the merged view (`ovl_create_object`). `permissions`
+  /// nil: the default (0777/0666) less the umask. `parents`: mkdir -p (existing
+  /// directories are fine, missing ones are made).
+  public func create(_ path: [UInt8], _ object: NewObject, permissions: UInt32? = nil, parents: Bool = false) throws(OvlError) {
+    let components = try components(path)
+    try change { () throws(OvlError) in
+      if parents, case .directory = object {
+        for depth in 1...max(components.count, 1) where depth <= components.count {
+          let target = try locate(Array(components[..<depth]))
+          if let entry = target.entry {
+            if !entry.isDirectory { throw .format(path: target.shown, reason: "exists and is not a directory", errno: .fileExists) }
+            continue
+          }
+          let requested = depth == components.count ? permissions : nil
+          try createObject(target, object, permissions: creationMode(requested, default: 0o777), exact: requested != nil)
+        }
+        return
+      }
+      let mode: UInt32
+      switch object {
+      case .directory: mode = creationMode(permissions, default: 0o777)
+      case .symlink: mode = 0o777
+      case .node: mode = creationMode(permissions, default: 0o666)
+      }
+      try createObject(try locate(components), object, permissions: mode, exact: permissions != nil)
+    }
+  }
+
+  /// Writes a regular file: a new one is created (published complete, never half-written);
+  /// an existing one is copied up and rewritten in place (open with O_TRUNC keeps its inode,
+  /// its hard links and its xattrs, as on a mount).
+  public func put(_ path: [UInt8], contents: FileContents, attributes: PutAttributes = PutAttributes()) throws(OvlError) {
+    let components = try components(path)
+    try change { () throws(OvlError) in
+      let target = try locate(components)
+      guard let entry = target.entry else {
+        try createRegular(target, contents: contents, attributes: attributes)
+        return
+      }
+      switch entry.status.type {
+      case .regular: break
+      case .directory: throw .format(path: target.shown, reason: "is a directory", errno: .isDirectory)
+      case .symlink: throw .format(path: target.shown, reason: "is a symlink (put does not follow symlinks)", errno: .tooManySymbolicLinkLevels)
+      default: throw .format(path: target.shown, reason: "not a regular file", errno: .invalidArgument)
+      }
+      _ = try copyUp(Array(components.joined(separator: [UInt8(ascii: "/")])), metacopy: false)
+      let current = try relocate(target)
+      guard let upperObject = current.entry?.upper else {
+        throw .format(path: target.shown, reason: "no upper file after copy-up", errno: .ioError)
+      }
+      let where_ = describe(current.path)
+      let file = try step("open", where_) { () throws(Errno) in try upperObject.open(.truncatingWrite) }
+      try write(contents, to: file, where_)
+      try apply(attributes, to: file, where_)
+      markDirty(upperObject.parent)
+    }
+  }
+
+  /// `inode_init_owner`: a new object belongs to the caller; in a setgid directory it gets
+  /// the directory's group, and a new directory inherits the setgid bit — unless a mode was
+  /// given (`-m` sets exactly that mode, as a chmod after the creation would).
+  private func newOwner(_ parent: LayerDir, isDirectory: Bool, permissions: UInt32, exact: Bool) throws(OvlError) -> (uid: UInt32, gid: UInt32, permissions: UInt32) {
+    let status = try step("statx", describe(parent.path)) { () throws(Errno) in try parent.fd.stat() }
+    let setgid: UInt32 = 0o2000
+    guard status.permissions & setgid != 0 else { return (effectiveUserID(), effectiveGroupID(), permissions) }
+    return (effectiveUserID(), status.gid, isDirectory && !exact ? permissions | setgid : permissions)
+  }
+
+  /// `ovl_create_upper` / `ovl_create_over_whiteout` for a directory, symlink or special
+  /// file: built complete under a temp name in the temp dir, then renamed into place —
+  /// without replacing anything on a free name, over the whiteout otherwise (a directory by
+  /// exchange, marked opaque, the whiteout then removed).
+  private func createObject(_ target: Target, _ object: NewObject, permissions: UInt32, exact: Bool) throws(OvlError) {
+    if target.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
+    let (current, upperParent) = try withUpperParent(target)
+    if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
+    let path = describe(current.path)
+    let whiteout = try upperWhiteout(current.name, in: upperParent)
+    var isDirectory = false
+    if case .directory = object { isDirectory = true }
+    let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: permissions, exact: exact)
+
+    let temp = temporaryName()
+    let tempPath = workPath + "/" + temp.string
+    try step("create", tempPath) { () throws(Errno) in
+      switch object {
+      case .directory: try tempDir.fd.makeDirectory(temp, permissions: 0)
+      case .symlink(let link): try tempDir.fd.makeSymlink(temp, target: link)
+      case .node(let type, let major, let minor): try tempDir.fd.makeNode(temp, type: type, permissions: 0, major: major, minor: minor)
+      }
+    }
+    let entry = TempEntry(dir: tempDir, name: temp, isDirectory: isDirectory)
+    if owner.uid != effectiveUserID() || owner.gid != effectiveGroupID() {
+      try step("fchownat", tempPath) { () throws(Errno) in try tempDir.fd.changeOwner(temp, uid: owner.uid, gid: owner.gid) }
+    }
+    if case .symlink = object {} else {
+      try step("fchmodat", tempPath) { () throws(Errno) in try tempDir.fd.changeMode(temp, permissions: owner.permissions) }
+    }
+    // A new directory in a merged one hides what a later lower change could add, where the
+    // kernel disallows offline changes (`ovl_create_upper`); over a whiteout always.
+    if isDirectory && (whiteout != nil || (current.parent.isMerge && !allowsOfflineChanges)) {
+      try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(temp, namespace.name(.opaque), Opaque.opaque.value) }
+    }
+    Fault.point("temp")
+    let flags: RenameFlags = whiteout == nil ? .noReplace : isDirectory ? .exchange : []
+    try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
+      try withLockedParent(upperParent, child: current.name, expected: whiteout?.id, path: path) { () throws(OvlError) in
+        do throws(Errno) {
+          try tempDir.fd.rename(temp, to: current.name, in: upperParent.fd, flags: flags)
+        } catch .fileExists {
+          throw .format(path: target.shown, reason: "file exists", errno: .fileExists)
+        } catch {
+          throw .system(call: "renameat2", path: path, errno: error)
+        }
+      }
+    }
+    entry.commit()
+    if whiteout != nil && isDirectory {
+      // The whiteout is now under the temp name.
+      try step("unlink", tempPath) { () throws(Errno) in try tempDir.fd.remove(temp) }
+    }
+    touched(upperParent)
+    markDirty(tempDir)
+  }
+
+  /// `ovl_allow_offline_changes`: none of the features that record lower identities.
+  var allowsOfflineChanges: Bool {
+    let o = stack.options
+    return !o.index && !o.metacopy && o.redirectMode != .on && o.xino != .on
+  }
+
+  /// A new regular file: an O_TMPFILE in the temp dir gets the data, owner, mode and times,
+  /// is made durable, then gets its name — directly on a free name, through a temp name and
+  /// a rename over a whiteout.
+  private func createRegular(_ target: Target, contents: FileContents, attributes: PutAttributes) throws(OvlError) {
+    let (current, upperParent) = try withUpperParent(target)
+    if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
+    let path = describe(current.path)
+    let whiteout = try upperWhiteout(current.name, in: upperParent)
+    let owner = try newOwner(upperParent, isDirectory: false, permissions: creationMode(attributes.permissions, default: 0o666), exact: true)
+    let file = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
+    try write(contents, to: file, path)
+    var settled = attributes
+    settled.owner = attributes.owner ?? (owner.uid, owner.gid)
+    settled.permissions = owner.permissions
+    try apply(settled, to: file, path)
+    try step("fsync", path) { () throws(Errno) in try file.sync() }
+    Fault.point("temp")
+    if whiteout == nil {
+      try withLockedParent(upperParent, child: current.name, expected: nil, path: path) { () throws(OvlError) in
+        try step("linkat", path) { () throws(Errno) in try file.link(as: current.name, in: upperParent.fd) }
+      }
+    } else {
+      let temp = temporaryName()
+      try step("linkat", workPath + "/" + temp.string) { () throws(Errno) in try file.link(as: temp, in: tempDir.fd) }
+      let entry = TempEntry(dir: tempDir, name: temp, isDirectory: false)
+      try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
+        try withLockedParent(upperParent, child: current.name, expected: whiteout?.id, path: path) { () throws(OvlError) in
+          try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(temp, to: current.name, in: upperParent.fd) }
+        }
+      }
+      entry.commit()
+      markDirty(tempDir)
+    }
+    touched(upperParent)
+  }
+
+  private func write(_ contents: FileContents, to file: borrowing FD, _ path: String) throws(OvlError) {
+    switch contents {
+    case .bytes(let bytes):
+      try step("write", path) { () throws(Errno) in try file.write(bytes) }
+    case .hostFile(let source):
+      let input = try step("open", source) { () throws(Errno) in try FD.openFile(atHostPath: source) }
+      let size = try step("fstat", source) { () throws(Errno) in try input.stat().size }
+      _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: input, size: size) }
+    case .merged(let source):
+      guard let entry = try locate(try components(source)).entry else {
+        throw .format(path: source.string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
+      }
+      let input = try stack.openData(entry)
+      _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: input, size: entry.status.size) }
+    }
+  }
+
+  /// Owner before mode (a chown clears setuid bits), times last (writes stamp them).
+  private func apply(_ attributes: PutAttributes, to file: borrowing FD, _ path: String) throws(OvlError) {
+    if let owner = attributes.owner {
+      try step("fchown", path) { () throws(Errno) in try file.changeOwner(uid: owner.uid, gid: owner.gid) }
+    }
+    if let permissions = attributes.permissions {
+      try step("fchmod", path) { () throws(Errno) in try file.changeMode(permissions: permissions) }
+    }
+    if let mtime = attributes.mtime {
+      try step("futimens", path) { () throws(Errno) in try file.setTimes(atime: mtime, mtime: mtime) }
+    }
+  }
+}

@@ -1,0 +1,105 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// An indexed inode whose overlay link count a change is about to move (`ovl_nlink_start`).
+struct NlinkState {
+  /// The index entry (`index/<hex>`), or nil for a directory index of nfs_export.
+  let index: RealObject
+  let isDirectory: Bool
+  /// The overlay link count before the change.
+  let links: Int
+}
+
+extension WriteSession {
+  /// `ovl_need_index`: copy-up of this entry goes through the index (every lower object
+  /// with nfs_export, else lower hard links).
+  func needsIndex(_ entry: MergedEntry) -> Bool {
+    guard index != nil, let lower = entry.lowers.first else { return false }
+    if stack.options.nfsExport { return true }
+    return lower.status.type != .directory && lower.status.links > 1
+  }
+
+  /// The entry's own name is in the upper layer (not only its index entry).
+  func hasUpperAlias(_ entry: MergedEntry) -> Bool { entry.upper != nil && !isIndexAlias(entry) }
+
+  /// The index entry of an upper entry (`OVL_INDEX`): `index/<hex of its origin>` when that
+  /// is the same inode (for a directory with nfs_export: the directory index of its lower).
+  func indexEntry(of entry: MergedEntry) throws(OvlError) -> RealObject? {
+    guard let index, let upper = entry.upper else { return nil }
+    if upper.parent === index { return upper }
+    let name: [UInt8]
+    if entry.isDirectory {
+      guard stack.options.nfsExport, let lower = entry.lowers.first else { return nil }
+      guard let handle = try? stack.encodeHandle(lower.parent, lower.name, upper: false) else { return nil }
+      name = handle.indexName
+    } else {
+      let origin = try step("getxattr", describe(entry.path)) { () throws(Errno) in try upper.xattr(namespace.name(.origin)) }
+      guard let origin, !origin.isEmpty else { return nil }
+      name = Array(Hex.encode(origin).utf8)
+    }
+    let path = workPath + "/index/" + name.string
+    guard let status = try step("statx", path, { () throws(Errno) in try index.fd.statIfPresent(name) }) else { return nil }
+    if !entry.isDirectory && status.id != upper.status.id { return nil }
+    if entry.isDirectory && status.type != .directory { return nil }
+    return RealObject(layer: 0, parent: index, name: name, status: status)
+  }
+
+  /// The overlay link count of an indexed inode: its `nlink` xattr relative to the upper
+  /// (or lower) link count, else the upper's count (`ovl_get_nlink`).
+  func overlayLinks(_ indexed: RealObject, lowerLinks: Int?) throws(OvlError) -> Int {
+    let path = workPath + "/index/" + indexed.name.string
+    let upperLinks = Int(try step("statx", path) { () throws(Errno) in try indexed.parent.fd.stat(indexed.name).links })
+    let stored = try step("getxattr", path) { () throws(Errno) in try indexed.parent.fd.xattr(indexed.name, namespace.name(.nlink)) }
+    guard let stored, let nlink = NlinkXattr(value: stored) else { return upperLinks }
+    switch nlink.base {
+    case .upper: return nlink.overlayLinks(baseLinks: upperLinks) ?? upperLinks
+    case .lower: return lowerLinks.flatMap { nlink.overlayLinks(baseLinks: $0) } ?? upperLinks
+    }
+  }
+
+  /// `ovl_nlink_start`: before a change that drops or adds a link of `target`'s inode, an
+  /// indexed lower without an upper alias is copied up (to have an index entry to count on),
+  /// and the overlay link count is stored relative to the upper's. Returns the target looked
+  /// up again and what `nlinkEnd` needs.
+  func nlinkStart(_ target: Target) throws(OvlError) -> (Target, NlinkState?) {
+    guard let entry = target.entry else { return (target, nil) }
+    var target = target
+    if needsIndex(entry) && !hasUpperAlias(entry) {
+      try copyUpForChange(target.components)
+      target = try relocate(target)
+    }
+    guard let entry = target.entry, let indexed = try indexEntry(of: entry) else { return (target, nil) }
+    if entry.isDirectory { return (target, NlinkState(index: indexed, isDirectory: true, links: 0)) }
+    let links = try overlayLinks(indexed, lowerLinks: entry.lowers.first.map { Int($0.status.links) })
+    try setNlink(indexed, overlayLinks: links)
+    return (target, NlinkState(index: indexed, isDirectory: false, links: links))
+  }
+
+  /// `ovl_nlink_end` after a change that removed a name of the inode: when the overlay
+  /// count reaches 0 the index entry goes (`ovl_cleanup_index`) — removed, or whited out
+  /// with nfs_export so that an old file handle cannot open it again.
+  func nlinkEnd(_ state: NlinkState?, removed: Bool) throws(OvlError) {
+    guard let state, removed, let index else { return }
+    let path = workPath + "/index/" + state.index.name.string
+    if !state.isDirectory {
+      guard state.links - 1 <= 0 else { return }
+      let upperLinks = try step("statx", path) { () throws(Errno) in try index.fd.stat(state.index.name).links }
+      if upperLinks != 1 {
+        // "cleanup linked index": the count is off; the kernel sets it to the upper's minus
+        // the index entry itself.
+        try setNlink(state.index, overlayLinks: Int(upperLinks) - 1)
+        return
+      }
+    }
+    let status = try step("statx", path) { () throws(Errno) in try index.fd.stat(state.index.name) }
+    if stack.options.nfsExport {
+      try cleanupAndWhiteout(state.index.name, in: index, expected: status, path: path)
+    } else {
+      try withLockedParent(index, child: state.index.name, expected: status.id, path: path) { () throws(OvlError) in
+        try step("unlink", path) { () throws(Errno) in try index.fd.remove(state.index.name, directory: status.type == .directory) }
+      }
+      markDirty(index)
+    }
+  }
+}

@@ -1,0 +1,78 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// A metadata change of one object (`ovl_setattr`, `ovl_xattr_set`).
+public enum AttributeChange: Sendable {
+  /// chmod(2): permission bits (with setuid, setgid, sticky).
+  case mode(UInt32)
+  /// lchown(2); nil leaves the id as it is.
+  case owner(uid: UInt32?, gid: UInt32?)
+  /// utimensat(2) without following symlinks: atime and mtime, ns since the epoch (nil: now).
+  case times(Int64?)
+  /// lsetxattr(2) of the name the merged view shows (an overlay-namespace name is stored
+  /// escaped, as the kernel stores it).
+  case setXattr(name: [UInt8], value: [UInt8])
+  /// lremovexattr(2).
+  case removeXattr(name: [UInt8])
+}
+
+extension WriteSession {
+  /// Changes metadata as the system call through a mount does: the object is copied up
+  /// first — metadata only with metacopy=on — then changed in the upper layer.
+  public func setAttribute(_ path: [UInt8], _ change: AttributeChange) throws(OvlError) {
+    let components = try components(path)
+    try self.change { () throws(OvlError) in
+      let target = try locate(components)
+      guard let entry = target.entry else {
+        throw .format(path: target.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
+      }
+      if case .mode = change, entry.status.type == .symlink {
+        throw .format(path: target.shown, reason: "a symlink has no mode of its own (chmod(2) would follow it)", errno: .notSupported)
+      }
+      switch change {
+      case .setXattr(let name, _), .removeXattr(let name):
+        // xattr_permission: user.* only on regular files and directories, checked before
+        // the filesystem (and so before any copy-up).
+        if name.starts(with: Array("user.".utf8)) && entry.status.type != .regular && !entry.isDirectory {
+          throw .format(path: target.shown, reason: "user.* attributes exist only on regular files and directories", errno: .notPermitted)
+        }
+      default: break
+      }
+      if case .removeXattr(let name) = change, entry.upper == nil {
+        // Nothing to remove: no copy-up (`ovl_xattr_set` checks the lower first).
+        let present = try step("getxattr", target.shown) { () throws(Errno) in try entry.shown.xattr(namespace.layerName(name)) }
+        if present == nil { throw .format(path: target.shown, reason: "no such attribute \(name.string)", errno: .noData) }
+      }
+      try copyUpForChange(components)
+      let current = try relocate(target)
+      guard let upperObject = current.entry?.upper else {
+        throw .format(path: target.shown, reason: "no upper object after copy-up", errno: .ioError)
+      }
+      let dir = upperObject.parent
+      let name = upperObject.name
+      let where_ = describe(current.path)
+      switch change {
+      case .mode(let mode):
+        try step("fchmodat", where_) { () throws(Errno) in try dir.fd.changeMode(name, permissions: mode) }
+      case .owner(let uid, let gid):
+        try step("fchownat", where_) { () throws(Errno) in try dir.fd.changeOwner(name, uid: uid ?? UInt32.max, gid: gid ?? UInt32.max) }
+      case .times(let time?):
+        try step("utimensat", where_) { () throws(Errno) in try dir.fd.setTimes(name, atime: time, mtime: time) }
+      case .times(nil):
+        try step("utimensat", where_) { () throws(Errno) in try dir.fd.touchNow(name) }
+      case .setXattr(let attribute, let value):
+        try step("lsetxattr", where_) { () throws(Errno) in try dir.fd.setXattr(name, namespace.layerName(attribute), value) }
+      case .removeXattr(let attribute):
+        do throws(Errno) {
+          try dir.fd.removeXattr(name, namespace.layerName(attribute))
+        } catch .noData {
+          throw .format(path: target.shown, reason: "no such attribute \(attribute.string)", errno: .noData)
+        } catch {
+          throw .system(call: "lremovexattr", path: where_, errno: error)
+        }
+      }
+      markDirty(dir)
+    }
+  }
+}
