@@ -78,10 +78,8 @@ extension Checker {
         if e.status.links == 1, nlink.base == .upper, nlink.overlayLinks(baseLinks: 1) == nil {
           removeIndexEntry(raw.name, in: index, shown: shown, base: base,
             problem: "orphan index entry (no upper name left, nlink \(nlink)): the kernel removes it at mount", severity: .warning)
-        } else if e.status.links > 1, nlink.base == .upper, nlink.overlayLinks(baseLinks: Int(e.status.links)) == nil {
-          report.found("index-nlink", layer: -1, name: workName, path: shown,
-            problem: "nlink \(nlink) gives no link for an inode with \(e.status.links) names: the kernel falls back to the real count",
-            action: nil, policy: .none, severity: .warning)
+        } else if e.status.links > 1 {
+          checkIndexNlink(nlink, e, origin: origin, in: index, shown: shown, base: base)
         }
       }
     }
@@ -121,6 +119,31 @@ extension Checker {
           try step("mknod", self.stack.layerPaths[0] + Self.text(path)) { () throws(Errno) in try dir.fd.makeWhiteout(name) }
         }
       }
+    }
+  }
+}
+
+extension Checker {
+  /// The overlay link count an index entry's `nlink` gives must lie between the upper names
+  /// (the entry's own links but the index one) and those plus every name of the lower
+  /// inode: outside it `stat` shows a wrong count, and an unlink can make the kernel drop
+  /// the index entry while names remain. Brought back into range, keeping the base.
+  func checkIndexNlink(_ nlink: NlinkXattr, _ e: Entry, origin: [UInt8], in index: LayerDir, shown: String, base: String) {
+    guard case .handle(let handle)? = try? FileHandle.decode(origin), case .found(let lower) = resolveOrigin(handle) else { return }
+    let upperNames = Int(e.status.links) - 1
+    let lowest = upperNames
+    let highest = upperNames + Int(lower.links)
+    let baseLinks = nlink.base == .upper ? Int(e.status.links) : Int(lower.links)
+    let overlay = baseLinks + nlink.delta
+    guard overlay < lowest || overlay > highest else { return }
+    let fixed = NlinkXattr(base: nlink.base, delta: min(max(overlay, lowest), highest) - baseLinks)
+    let attribute = ns.name(.nlink)
+    let name = e.name
+    report.found("index-nlink", layer: -1, name: workName, path: shown,
+      problem: "nlink \(nlink) gives \(overlay) links, but the inode has \(upperNames) upper names and its lower \(lower.links): stat shows a wrong count",
+      action: "set it to \(fixed)", policy: .safe, severity: .warning
+    ) { () throws(OvlError) in
+      try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, fixed.value) }
     }
   }
 }

@@ -8,7 +8,7 @@ import OvlSystem
 /// origin ignored (seen on 6.18); a handle that no longer decodes (ESTALE) is taken as
 /// "origin unknown". Both are counted; only the mismatch is reported.
 extension Checker {
-  enum OriginTarget { case found(FileType), stale, unknown }
+  enum OriginTarget { case found(FileStatus), stale, unknown }
 
   func checkOriginTarget(_ e: Entry, _ handle: FileHandle, in context: DirContext, layer: Int) {
     guard !e.isWhiteout else { return }
@@ -17,7 +17,8 @@ extension Checker {
       return
     case .stale:
       report.count("stale origins")
-    case .found(let type):
+    case .found(let status):
+      let type = status.type
       guard type != e.status.type else { return }
       removeValue(e, .origin, in: context, layer: layer, check: "origin-type",
         problem: "origin names a \(type.rawValue) in a lower layer, but this is a \(e.status.type.rawValue): the kernel logs 'invalid origin' and ignores it",
@@ -46,7 +47,7 @@ extension Checker {
       tried = true
       do {
         let fd = try dir.fd.openHandle(type: Int32(handle.type), bytes: handle.fid)
-        if let status = try? fd.stat() { return .found(status.type) }
+        if let status = try? fd.stat() { return .found(status) }
       } catch .staleNFSFileHandle {
         continue
       } catch {
