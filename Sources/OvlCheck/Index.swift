@@ -127,23 +127,59 @@ extension Checker {
   /// The overlay link count an index entry's `nlink` gives must lie between the upper names
   /// (the entry's own links but the index one) and those plus every name of the lower
   /// inode: outside it `stat` shows a wrong count, and an unlink can make the kernel drop
-  /// the index entry while names remain. Brought back into range, keeping the base.
+  /// the index entry while names remain. Repaired to the count the names give: the upper
+  /// names plus the lower names that still show (no upper entry at their path).
   func checkIndexNlink(_ nlink: NlinkXattr, _ e: Entry, origin: [UInt8], in index: LayerDir, shown: String, base: String) {
     guard case .handle(let handle)? = try? FileHandle.decode(origin), case .found(let lower) = resolveOrigin(handle) else { return }
     let upperNames = Int(e.status.links) - 1
-    let lowest = upperNames
-    let highest = upperNames + Int(lower.links)
     let baseLinks = nlink.base == .upper ? Int(e.status.links) : Int(lower.links)
     let overlay = baseLinks + nlink.delta
-    guard overlay < lowest || overlay > highest else { return }
-    let fixed = NlinkXattr(base: nlink.base, delta: min(max(overlay, lowest), highest) - baseLinks)
+    guard overlay < upperNames || overlay > upperNames + Int(lower.links) else { return }
+    let expected = upperNames + visibleLowerNames(of: lower.id)
+    let fixed = NlinkXattr(base: nlink.base, delta: expected - baseLinks)
     let attribute = ns.name(.nlink)
     let name = e.name
     report.found("index-nlink", layer: -1, name: workName, path: shown,
       problem: "nlink \(nlink) gives \(overlay) links, but the inode has \(upperNames) upper names and its lower \(lower.links): stat shows a wrong count",
-      action: "set it to \(fixed)", policy: .safe, severity: .warning
+      action: "set it to \(fixed) (\(expected) names)", policy: .safe, severity: .warning
     ) { () throws(OvlError) in
       try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, fixed.value) }
     }
+  }
+
+  /// Names of lower inode `id` in the lower layers that the upper layer leaves visible (no
+  /// entry at the same path, no whiteout or opaque dir above it). A walk of the lower
+  /// layers: done only for an `nlink` already found out of range.
+  func visibleLowerNames(of id: FileID) -> Int {
+    var count = 0
+    for layer in 1...max(1, stack.lowerCount) {
+      guard let top = root(layer), (try? top.fd.stat().id.device) == id.device else { continue }
+      var dirs: [LayerDir] = [top]
+      while let dir = dirs.popLast() {
+        for raw in (try? names(of: dir)) ?? [] {
+          guard let status = try? dir.fd.stat(raw.name) else { continue }
+          if status.type == .directory {
+            if let sub = try? open(raw.name, in: dir) { dirs.append(sub) }
+          } else if status.id == id && !coveredInUpper(Self.join(dir.path, raw.name)) {
+            count += 1
+          }
+        }
+      }
+    }
+    return count
+  }
+
+  /// Whether the upper layer has an entry at `path`, or a whiteout, non-dir or opaque dir
+  /// on the way to it.
+  func coveredInUpper(_ path: [UInt8]) -> Bool {
+    guard var dir = stack.upperRoot else { return false }
+    let components = path.split(separator: 0x2F).map { Array($0) }
+    for (i, component) in components.enumerated() {
+      guard let e = try? entry(component, in: dir) else { return false }
+      if i == components.count - 1 || !e.isDirectory || e.isOpaque { return true }
+      guard let next = try? open(component, in: dir) else { return false }
+      dir = next
+    }
+    return false
   }
 }

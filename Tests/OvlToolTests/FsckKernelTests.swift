@@ -148,7 +148,7 @@ import Testing
     Damage(label: "deleted lower file uncovered (nfs_export whiteout index, EIO)", options: ",index=on,nfs_export=on",
       damage: "rm u/x/z", probe: "ls -l m/x", statuses: (4, 1, 0)),
     Damage(label: "index nlink out of range (stat shows a wrong count)", options: ",index=on",
-      damage: "setfattr -n trusted.overlay.nlink -v U+9 u/hl1", probe: nil, statuses: (0, 1, 0)),
+      damage: "setfattr -n trusted.overlay.nlink -v U+9 u/hl1", probe: "[ \"$(stat -c %h m/hl1)\" = 2 ]", statuses: (0, 1, 0)),
     Damage(label: "whiteout inside an opaque dir", options: "",
       damage: "mknod u/e/x c 0 0", probe: nil, statuses: (4, 1, 0)),
   ]
