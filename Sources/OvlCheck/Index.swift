@@ -33,7 +33,9 @@ extension Checker {
       }
       if e.isDirectory {
         // nfs_export: a dir entry points at its upper dir; without `upper` the mount fails.
-        if e.xattrs[.upper] == nil {
+        if let upper = e.xattrs[.upper] {
+          checkDirectoryIndexUpper(upper, name: raw.name, in: index, shown: shown, base: base)
+        } else {
           removeIndexEntry(raw.name, in: index, shown: shown, base: base,
             problem: "directory index entry without an upper xattr: nfs_export=on mounts fail (ENODATA)", severity: .error)
         }
@@ -181,5 +183,54 @@ extension Checker {
       dir = next
     }
     return false
+  }
+}
+
+extension Checker {
+  /// A directory index entry (nfs_export) names its upper dir by handle; that dir's origin
+  /// must be the entry's name. A handle that no longer decodes is an orphan, one naming a
+  /// dir of another origin is stale: the kernel removes both at mount (an orphan becomes a
+  /// whiteout with nfs_export), and so does fsck.
+  func checkDirectoryIndexUpper(_ value: [UInt8], name: [UInt8], in index: LayerDir, shown: String, base: String) {
+    guard let upperRoot = stack.upperRoot, case .handle(let handle)? = try? FileHandle.decode(value) else { return }
+    let problem: String
+    do {
+      let fd = try upperRoot.fd.openHandle(type: Int32(handle.type), bytes: handle.fid)
+      let origin = try fd.xattr([0x2E], ns.name(.origin))
+      guard let origin, Array(origin.prefix(Hex.decode(name)?.count ?? 0)) != (Hex.decode(name) ?? []) else { return }
+      problem = "directory index entry whose upper dir has another origin: the kernel removes it at mount (ESTALE)"
+    } catch .staleNFSFileHandle {
+      guard options.nfsExport else {
+        removeIndexEntry(name, in: index, shown: shown, base: base,
+          problem: "orphan directory index entry (its upper dir is gone): the kernel removes it at mount", severity: .warning)
+        return
+      }
+      whiteOutIndexEntry(name, in: index, shown: shown, base: base)
+      return
+    } catch {
+      return  // cannot decode here (no CAP_DAC_READ_SEARCH, another filesystem)
+    }
+    removeIndexEntry(name, in: index, shown: shown, base: base, problem: problem, severity: .warning)
+  }
+
+  /// With nfs_export the kernel turns an orphan into a whiteout index entry, so that the
+  /// lower dir's handle keeps decoding to "deleted". Built in the index dir as a `#` temp,
+  /// exchanged with the entry, and the old dir removed from the temp name.
+  func whiteOutIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String) {
+    report.found("index-entry", layer: -1, name: workName, path: shown,
+      problem: "orphan directory index entry (its upper dir is gone): the kernel whites it out at mount",
+      action: "replace it by a whiteout", policy: .safe, severity: .warning
+    ) { () throws(OvlError) in
+      let temp = [UInt8(ascii: "#")] + Array(Hex.encode(temporaryName()).utf8)
+      let tempPath = base + Self.text(temp)
+      try step("mknod", tempPath) { () throws(Errno) in try index.fd.makeWhiteout(temp) }
+      do throws(Errno) {
+        try index.fd.rename(temp, to: name, in: index.fd, flags: .exchange)
+      } catch {
+        try? index.fd.remove(temp)
+        throw .system(call: "renameat2", path: base + Self.text(name), errno: error)
+      }
+      try self.removeTree(temp, in: index, shown: tempPath)
+    }
   }
 }

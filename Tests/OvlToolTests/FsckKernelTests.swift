@@ -149,6 +149,8 @@ import Testing
       damage: "rm u/x/z", probe: "ls -l m/x", statuses: (4, 1, 0)),
     Damage(label: "index nlink out of range (stat shows a wrong count)", options: ",index=on",
       damage: "setfattr -n trusted.overlay.nlink -v U+9 u/hl1", probe: "[ \"$(stat -c %h m/hl1)\" = 2 ]", statuses: (0, 1, 0)),
+    Damage(label: "copied-up dir deleted offline (orphan dir index, nfs_export)", options: ",index=on,nfs_export=on",
+      damage: "rm -rf u/x && mknod u/x c 0 0", probe: nil, statuses: (0, 1, 0)),
     Damage(label: "whiteout inside an opaque dir", options: "",
       damage: "mknod u/e/x c 0 0", probe: nil, statuses: (4, 1, 0)),
   ]
