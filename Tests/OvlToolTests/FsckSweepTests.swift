@@ -29,6 +29,9 @@ import Testing
     "[ ! -d w/index ] || for e in w/index/00*; do [ -f \"$e\" ] && setfattr -x trusted.overlay.origin \"$e\" && break; done",
     "cp -a u u.new && cp -a w w.new && rm -rf u w && mv u.new u && mv w.new w",
     "rm -f u/mc3",
+    "rm -rf u/x && mknod u/x c 0 0",
+    "setfattr -n trusted.overlay.nlink -v U+9 u/hl1",
+    "rm -f u/x/z",
   ]
 
   static let optionSets = ["", ",redirect_dir=on", ",index=on", ",index=on,redirect_dir=on,metacopy=on", ",index=on,nfs_export=on"]
