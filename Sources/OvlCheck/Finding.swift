@@ -1,3 +1,4 @@
+import OvlStack
 import OvlSystem
 
 /// Whether a repair may run without asking: fsck(8)'s "preen" answers yes only to repairs
@@ -49,6 +50,14 @@ public struct Finding: Sendable {
   public var isUncorrected: Bool { severity == .error && outcome != .repaired }
 }
 
+/// Where a repair changes something: the parent dir to lock, the name, and the inode the
+/// check saw there (nil for a name to create, or for the dir itself).
+struct RepairTarget {
+  let dir: LayerDir
+  let name: [UInt8]
+  let expected: FileID?
+}
+
 /// How repairs are decided.
 public enum RepairMode: Sendable, Equatable {
   /// `-n`: change nothing.
@@ -88,7 +97,8 @@ public final class Report {
   @discardableResult
   func found(
     _ check: String, layer: Int, name: String, path: String, problem: String, action: String?,
-    policy: RepairPolicy, severity: Severity = .error, repair: (() throws(OvlError) -> Void)? = nil
+    policy: RepairPolicy, severity: Severity = .error, at target: RepairTarget? = nil,
+    repair: (() throws(OvlError) -> Void)? = nil
   ) -> Bool {
     var finding = Finding(check: check, layer: name, path: path.isEmpty ? "/" : path, problem: problem,
       action: repair == nil ? nil : action, policy: repair == nil ? .none : policy, severity: severity)
@@ -110,7 +120,11 @@ public final class Report {
       return false
     }
     do {
-      try repair()
+      if let target {
+        try Self.withLockedParent(target, path: "\(name): \(finding.path)", repair)
+      } else {
+        try repair()
+      }
       finding.outcome = .repaired
       return true
     } catch {
@@ -118,6 +132,19 @@ public final class Report {
       operationalErrors.append("\(name): \(finding.path): \(error.description)")
       return false
     }
+  }
+
+  /// The write rule every ovltool change keeps (the kernel's `lock_parent`): lock the parent
+  /// dir (an `flock` other ovltool writers take too), check that the name is still the
+  /// object the check looked at, then change it; a moved object is left alone.
+  static func withLockedParent(_ target: RepairTarget, path: String, _ body: () throws(OvlError) -> Void) throws(OvlError) {
+    try step("flock", path) { () throws(Errno) in try target.dir.fd.lock() }
+    defer { target.dir.fd.unlock() }
+    if let expected = target.expected {
+      let now = try step("statx", path) { () throws(Errno) in try target.dir.fd.statIfPresent(target.name)?.id }
+      guard now == expected else { throw .staleChild(path: path) }
+    }
+    try body()
   }
 
   /// An error that stopped part of the check.

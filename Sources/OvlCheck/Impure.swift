@@ -17,7 +17,8 @@ extension Checker {
     if let value, !Impure.isSet(value) {
       report.found("invalid-impure", layer: 0, name: layerName(0), path: path,
         problem: "impure \"\(String(decoding: value, as: UTF8.self))\" is not 'y': the kernel ignores it",
-        action: "set it to 'y'", policy: .safe, severity: needsImpure.isEmpty && !mergeOnly ? .warning : .error, repair: set)
+        action: "set it to 'y'", policy: .safe, severity: needsImpure.isEmpty && !mergeOnly ? .warning : .error,
+        at: RepairTarget(dir: dir, name: [0x2E], expected: nil), repair: set)
       return
     }
     guard value == nil, !needsImpure.isEmpty || mergeOnly else { return }
@@ -26,6 +27,7 @@ extension Checker {
     let reason = needsImpure.first ?? "a merge dir"
     report.found("missing-impure", layer: 0, name: layerName(0), path: path,
       problem: "no impure xattr, yet it holds \(reason): readdir shows wrong inode numbers",
-      action: "set impure to 'y'", policy: .safe, severity: needsImpure.isEmpty ? .warning : .error, repair: set)
+      action: "set impure to 'y'", policy: .safe, severity: needsImpure.isEmpty ? .warning : .error,
+      at: RepairTarget(dir: dir, name: [0x2E], expected: nil), repair: set)
   }
 }

@@ -57,7 +57,7 @@ extension Checker {
         let name = raw.name
         report.found("index-without-origin", layer: -1, name: workName, path: shown,
           problem: "index entry without origin: index=on mounts fail (ENODATA)",
-          action: "set origin from the entry's name", policy: .safe
+          action: "set origin from the entry's name", policy: .safe, at: RepairTarget(dir: index, name: name, expected: e.status.id)
         ) { () throws(OvlError) in
           try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, nameBytes) }
         }
@@ -89,7 +89,7 @@ extension Checker {
 
   func removeIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String, problem: String, severity: Severity) {
     report.found("index-entry", layer: -1, name: workName, path: shown, problem: problem,
-      action: "remove the entry", policy: .safe, severity: severity
+      action: "remove the entry", policy: .safe, severity: severity, at: RepairTarget(dir: index, name: name, expected: nil)
     ) { () throws(OvlError) in
       try self.removeTree(name, in: index, shown: base + Self.text(name))
     }
@@ -116,7 +116,7 @@ extension Checker {
         let path = Self.join(dir.path, name)
         report.found("uncovered-deleted", layer: 0, name: layerName(0), path: Self.text(path),
           problem: "a lower object the overlay deleted (whiteout index \(Self.text(handle.indexName))) shows again: lookup fails with EIO",
-          action: "put the whiteout back", policy: .safe
+          action: "put the whiteout back", policy: .safe, at: RepairTarget(dir: dir, name: name, expected: nil)
         ) { () throws(OvlError) in
           try step("mknod", self.stack.layerPaths[0] + Self.text(path)) { () throws(Errno) in try dir.fd.makeWhiteout(name) }
         }
@@ -143,7 +143,8 @@ extension Checker {
     let name = e.name
     report.found("index-nlink", layer: -1, name: workName, path: shown,
       problem: "nlink \(nlink) gives \(overlay) links, but the inode has \(upperNames) upper names and its lower \(lower.links): stat shows a wrong count",
-      action: "set it to \(fixed) (\(expected) names)", policy: .safe, severity: .warning
+      action: "set it to \(fixed) (\(expected) names)", policy: .safe, severity: .warning,
+      at: RepairTarget(dir: index, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, fixed.value) }
     }
@@ -219,7 +220,7 @@ extension Checker {
   func whiteOutIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String) {
     report.found("index-entry", layer: -1, name: workName, path: shown,
       problem: "orphan directory index entry (its upper dir is gone): the kernel whites it out at mount",
-      action: "replace it by a whiteout", policy: .safe, severity: .warning
+      action: "replace it by a whiteout", policy: .safe, severity: .warning, at: RepairTarget(dir: index, name: name, expected: nil)
     ) { () throws(OvlError) in
       let temp = [UInt8(ascii: "#")] + Array(Hex.encode(temporaryName()).utf8)
       let tempPath = base + Self.text(temp)

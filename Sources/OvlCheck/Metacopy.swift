@@ -18,7 +18,7 @@ extension Checker {
       let attribute = ns.name(.metacopy)
       report.found("invalid-metacopy", layer: layer, name: layerName(layer), path: Self.text(path),
         problem: "metacopy value is not a record this kernel knows (\(error)): lookup fails with EIO",
-        action: "rewrite it empty (no verity digest)", policy: .onlyYes
+        action: "rewrite it empty (no verity digest)", policy: .onlyYes, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
       ) { () throws(OvlError) in
         try step("setxattr", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.setXattr(name, attribute, []) }
       }
@@ -36,7 +36,7 @@ extension Checker {
     let target = redirect.map { "\"\($0.description)\"" } ?? "its name"
     report.found("metacopy-without-data", layer: layer, name: layerName(layer), path: Self.text(path),
       problem: "metacopy file whose data (at \(target) in the layers below) is gone: the kernel fails open and read with EIO",
-      action: "remove the file (its data is lost)", policy: .onlyYes
+      action: "remove the file (its data is lost)", policy: .onlyYes, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       try step("unlink", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.remove(name) }
     }

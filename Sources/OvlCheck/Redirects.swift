@@ -77,7 +77,7 @@ extension Checker {
           let parent = base
           report.found("missing-whiteout", layer: layer, name: layerName(layer), path: originPath,
             problem: "the original location of redirected dir \(Self.text(Self.join(context.dir.path, e.name))) is not covered: the lower dir shows at both names",
-            action: "create a whiteout at \(originPath)", policy: .safe
+            action: "create a whiteout at \(originPath)", policy: .safe, at: RepairTarget(dir: parent, name: component, expected: nil)
           ) { () throws(OvlError) in
             try step("mknod", self.stack.layerPaths[layer] + originPath) { () throws(Errno) in try parent.fd.makeWhiteout(component) }
           }
@@ -111,7 +111,7 @@ extension Checker {
     let attribute = ns.name(.redirect)
     let path = Self.join(dir.path, name)
     let removed = report.found(check, layer: layer, name: layerName(layer), path: Self.text(path), problem: problem,
-      action: "remove the redirect", policy: policy
+      action: "remove the redirect", policy: policy, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       try step("removexattr", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.removeXattr(name, attribute) }
     }
@@ -131,7 +131,7 @@ extension Checker {
     let attribute = ns.name(.opaque)
     report.found("merge-after-redirect-removal", layer: layer, name: layerName(layer), path: Self.text(path),
       problem: "without its redirect this dir merges with the dir of the same name below",
-      action: "make it opaque", policy: .onlyYes, severity: .warning
+      action: "make it opaque", policy: .onlyYes, severity: .warning, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       try step("setxattr", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in
         try dir.fd.setXattr(name, attribute, Opaque.opaque.value)

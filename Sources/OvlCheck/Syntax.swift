@@ -70,7 +70,8 @@ extension Checker {
     let attribute = ns.name(key)
     let path = Self.join(dir.path, name)
     return report.found(check, layer: layer, name: layerName(layer), path: Self.text(path), problem: problem,
-      action: "remove \(String(decoding: attribute, as: UTF8.self))", policy: policy, severity: severity
+      action: "remove \(String(decoding: attribute, as: UTF8.self))", policy: policy, severity: severity,
+      at: RepairTarget(dir: dir, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       try step("removexattr", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.removeXattr(name, attribute) }
     }

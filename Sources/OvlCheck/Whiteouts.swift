@@ -20,7 +20,7 @@ extension Checker {
     let name = e.name
     let path = Self.join(dir.path, name)
     report.found("orphan-whiteout", layer: layer, name: layerName(layer), path: Self.text(path), problem: problem,
-      action: "remove the whiteout", policy: .safe
+      action: "remove the whiteout", policy: .safe, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       try step("unlink", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.remove(name) }
     }
@@ -41,7 +41,7 @@ extension Checker {
         problem: layer == 0
           ? "xattr whiteout that hides nothing: readdir lists it while lookup hides it (a broken entry)"
           : "orphan xattr whiteout: nothing of that name in the layers below",
-        action: "remove it", policy: .safe
+        action: "remove it", policy: .safe, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
       ) { () throws(OvlError) in
         try step("unlink", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.remove(name) }
       }
@@ -56,7 +56,8 @@ extension Checker {
     }
     report.found("upper-xattr-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
       problem: "xattr whiteout in the upper layer (only image builders write them; the kernel writes char 0/0 whiteouts)",
-      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: .warning
+      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: .warning,
+      at: RepairTarget(dir: dir, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       let temp = try self.workDirectory()
       let tempName = temporaryName()
