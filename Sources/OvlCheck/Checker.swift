@@ -60,9 +60,6 @@ struct Below {
   /// The first object found: its layer and path (for duplicate-redirect detection).
   var firstLayer: Int?
   var firstPath: [UInt8] = []
-  /// The first object found: its parent dir and name (to encode its handle).
-  var firstParent: LayerDir?
-  var firstName: [UInt8] = []
   /// Whether the object found is a regular file carrying `metacopy` (data is further down).
   var firstIsMetacopy = false
 }
@@ -250,8 +247,6 @@ public final class Checker {
             result.kind = .other(e.status.type)
             result.firstLayer = k
             result.firstPath = Self.join(base.path, component)
-            result.firstParent = base
-            result.firstName = component
             result.firstIsMetacopy = e.xattrs[.metacopy] != nil
             if followMetacopy && e.status.type == .regular && result.firstIsMetacopy {
               // Data lives further down: keep looking, possibly at the file's redirect
@@ -271,8 +266,6 @@ public final class Checker {
           result.kind = .directory
           result.firstLayer = k
           result.firstPath = Self.join(base.path, component)
-          result.firstParent = base
-          result.firstName = component
           return result
         }
         if e.isOpaque { stopAfter = true }
@@ -285,8 +278,6 @@ public final class Checker {
             result.kind = .directory
             result.firstLayer = k
             result.firstPath = opened.path
-            result.firstParent = base
-            result.firstName = component
           }
           if result.kind == .directory { result.dirs.append(opened) }
         }

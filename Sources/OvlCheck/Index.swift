@@ -91,7 +91,11 @@ extension Checker {
     report.found("index-entry", layer: -1, name: workName, path: shown, problem: problem,
       action: "remove the entry", policy: .safe, severity: severity, at: RepairTarget(dir: index, name: name, expected: nil)
     ) { () throws(OvlError) in
-      try self.removeTree(name, in: index, shown: base + Self.text(name))
+      // Renamed to a `#` temp first: one rename takes the entry out of the index, and a
+      // crash during the removal leaves a temp the kernel's mount cleans.
+      let temp = [UInt8(ascii: "#")] + Array(Hex.encode(temporaryName()).utf8)
+      try step("rename", base + Self.text(name)) { () throws(Errno) in try index.fd.rename(name, to: temp, in: index.fd, flags: .noReplace) }
+      try self.removeTree(temp, in: index, shown: base + Self.text(temp))
     }
   }
 }
