@@ -93,7 +93,7 @@ extension Checker {
     ) { () throws(OvlError) in
       // Renamed to a `#` temp first: one rename takes the entry out of the index, and a
       // crash during the removal leaves a temp the kernel's mount cleans.
-      let temp = [UInt8(ascii: "#")] + Array(Hex.encode(temporaryName()).utf8)
+      let temp = temporaryName()
       try step("rename", base + Self.text(name)) { () throws(Errno) in try index.fd.rename(name, to: temp, in: index.fd, flags: .noReplace) }
       try self.removeTree(temp, in: index, shown: base + Self.text(temp))
     }
@@ -226,7 +226,7 @@ extension Checker {
       problem: "orphan directory index entry (its upper dir is gone): the kernel whites it out at mount",
       action: "replace it by a whiteout", policy: .safe, severity: .warning, at: RepairTarget(dir: index, name: name, expected: nil)
     ) { () throws(OvlError) in
-      let temp = [UInt8(ascii: "#")] + Array(Hex.encode(temporaryName()).utf8)
+      let temp = temporaryName()
       let tempPath = base + Self.text(temp)
       try step("mknod", tempPath) { () throws(Errno) in try index.fd.makeWhiteout(temp) }
       do throws(Errno) {
