@@ -75,7 +75,7 @@ struct FsckRun {
     let report = Report(mode: mode)
     if !json {
       report.onFinding = { finding in
-        out.line(Self.line(finding))
+        out.line(Self.line(finding, asked: mode == .ask))
         out.flush()
       }
     }
@@ -102,19 +102,20 @@ struct FsckRun {
     return report.exitStatus
   }
 
-  static func outcome(_ f: Finding) -> String {
+  static func outcome(_ f: Finding, declined: Bool = false) -> String {
     switch f.outcome {
     case .repaired: return "repaired: \(f.action ?? "")"
     case .protected(let reason): return "not repaired (\(reason))"
     case .failed(let error): return "repair failed: \(error)"
     case .left:
       guard let action = f.action else { return f.severity == .error ? "not repairable offline" : "reported only" }
+      if declined { return "not repaired (declined)" }
       return "not repaired (\(action): \(f.policy == .safe ? "-p" : "-y") would)"
     }
   }
 
-  static func line(_ f: Finding) -> String {
-    "\(f.layer): \(f.path): \(f.severity == .warning ? "warning: " : "")\(f.problem); \(outcome(f))"
+  static func line(_ f: Finding, asked: Bool = false) -> String {
+    "\(f.layer): \(f.path): \(f.severity == .warning ? "warning: " : "")\(f.problem); \(outcome(f, declined: asked))"
   }
 
   /// Asks on the terminal: y/yes/n/no, Enter for the default answer (as fsck.overlay).
