@@ -237,18 +237,27 @@ enum FsckOverlay {
       }
     }
     if modes.count > 1 { return bad("only one of -p, -n and -y can be given") }
-    var parser = StackOptionParser()
-    let options: StackOptions
-    do {
+    // The overlay options help the checks (index, userxattr...); a combination the kernel
+    // would refuse is dropped rather than refused, as fsck.overlay never looked at them.
+    func resolve(_ keys: Set<String>) throws(OvlError) -> StackOptions {
+      var parser = StackOptionParser()
       for text in optionStrings {
         for item in splitOptions(text) where !item.isEmpty {
           let key = String(item.prefix { $0 != "=" })
-          if knownKeys.contains(key) { try parser.add(options: item) }
+          if keys.contains(key) { try parser.add(options: item) }
         }
       }
-      options = try parser.resolve(defaults: .current())
+      return try parser.resolve(defaults: .current())
+    }
+    let options: StackOptions
+    do {
+      options = try resolve(knownKeys)
     } catch {
-      return bad("\(error)")
+      do {
+        options = try resolve(["lowerdir", "upperdir", "workdir"])
+      } catch {
+        return bad("\(error)")
+      }
     }
     let mode = modes.first ?? .ask
     return FsckRun(options: options, mode: mode, verbose: verbose, json: false, program: "fsck.overlay").run()

@@ -41,6 +41,9 @@ import Testing
     // xfstests passes its mount options through.
     let r = Harness.run([fsck] + base + ["-o", "index=on,nfs_export=on,redirect_dir=on,xino=on,frobnicate=7,noatime", "-n"])
     #expect(r.status == 0, "\(r.out)\(r.stderr)")
+    // A combination the kernel refuses is dropped, not refused: fsck.overlay ignored it.
+    let conflicting = Harness.run([fsck] + base + ["-o", "metacopy=on,nfs_export=on", "-n"])
+    #expect(conflicting.status == 0, "\(conflicting.stderr)")
     let missing = Harness.run([fsck, "-o", "lowerdir=\(dir.path)/nonexistent", "-o", "upperdir=\(dir.path)/u", "-o", "workdir=\(dir.path)/w", "-n"])
     #expect(missing.status == 8)
     #expect(missing.stderr.contains("nonexistent"))
