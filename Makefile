@@ -42,6 +42,7 @@ demo: build
 bench: build
 	bash bench/run.sh
 	bash bench/copyup.sh
+	bash bench/namespace.sh
 	bash bench/fsck.sh
 
 # The man page is generated from the argument parser with a fixed date, then the

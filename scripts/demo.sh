@@ -23,11 +23,19 @@ run "$bin" stat -o "$opts" /usr/bin/app
 run "$bin" cat -o "$opts" /etc/hostname /etc/app.d/only-this.conf
 run "$bin" copy-up -o "$opts" /etc/passwd /usr/bin/app /srv/www/index.html
 run "$bin" ls -l -o "$opts" /etc
+printf 'motd of the demo\n' > "$out/motd"
+run "$bin" put -m 0644 -o "$opts" "$out/motd" /etc/motd
+run "$bin" rm -r -o "$opts" /srv/www
+run "$bin" mkdir -p -o "$opts" /srv/www/new
+printf '%s\n' 'mkdir -p /var/log/app' 'symlink ../log/app /var/app-logs' 'chmod 0600 /etc/passwd' > "$out/changes"
+say "cat changes"; cat "$out/changes"
+run "$bin" apply-script -o "$opts" "$out/changes"
+run "$bin" tree -o "$opts" /srv
 say 'ovltool tree --json --hash -o "$opts" | head -4'
 "$bin" tree --json --hash -o "$opts" | head -4
 
 if [ "$(id -u)" = 0 ] && grep -qw overlay /proc/filesystems && command -v unshare >/dev/null && command -v python3 >/dev/null; then
-  say "compare with the kernel (after the copy-ups): mount read-only in a private mount namespace and walk it"
+  say "compare with the kernel (after the copy-ups and changes): mount read-only in a private mount namespace and walk it"
   "$bin" tree --json --hash -o "$opts" | sed 's/,"layer":[0-9]*}$/}/' > "$out/ovltool.jsonl"
   mkdir "$out/mnt"
   unshare --mount --propagation private sh -c '

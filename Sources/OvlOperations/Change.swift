@@ -33,8 +33,30 @@ extension WriteSession {
     guard let name = components.last else {
       throw .format(path: "/", reason: "the root of the merged view cannot be created, removed or moved", errno: .resourceBusy)
     }
-    var dir = try stack.root()
-    for component in components.dropLast() {
+    let dir = try directory(Array(components.dropLast()))
+    return Target(components: components, name: name, parent: dir, entry: try stack.lookup(name, in: dir))
+  }
+
+  /// The merged directory at `components`, from the cache where its deepest known ancestor
+  /// is; directories in the upper layer are cached.
+  private func directory(_ components: [[UInt8]]) throws(OvlError) -> MergedDir {
+    var depth = components.count
+    var dir: MergedDir?
+    while depth > 0 {
+      if let cached = directories[Self.mergedPath(components[..<depth])] { dir = cached; break }
+      depth -= 1
+    }
+    if dir == nil {
+      if let root = directories[[]] {
+        dir = root
+      } else {
+        let root = try stack.root()
+        directories[[]] = root
+        dir = root
+      }
+    }
+    guard var dir else { throw .format(path: "/", reason: "no root", errno: .ioError) }
+    for component in components[depth...] {
       guard let entry = try stack.lookup(component, in: dir) else {
         throw .format(path: (dir.path + [UInt8(ascii: "/")] + component).string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
       }
@@ -43,8 +65,9 @@ extension WriteSession {
       }
       guard entry.isDirectory else { throw .format(path: entry.path.string, reason: "not a directory", errno: .notDirectory) }
       dir = try stack.open(entry)
+      if dir.upper != nil { directories[entry.path] = dir }
     }
-    return Target(components: components, name: name, parent: dir, entry: try stack.lookup(name, in: dir))
+    return dir
   }
 
   /// Looks the target up again (after a copy-up or another change below its parent).
@@ -68,7 +91,6 @@ extension WriteSession {
   /// parents that copy-ups changed get their times back at the end, as the kernel restores
   /// them after each copy-up.
   func change<R>(_ body: () throws(OvlError) -> R) throws(OvlError) -> R {
-    lastParent = nil
     knownImpure.removeAll()
     let result = try body()
     try restoreParentTimes()

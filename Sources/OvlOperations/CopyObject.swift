@@ -30,7 +30,12 @@ extension WriteSession {
   /// when another process published the same name first.
   func copyRegularFile(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir) throws(OvlError) -> Bool {
     let where_ = describe(plan.entry.path)
-    let temp = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
+    // Created with its final owner and mode where it can be (ours, no special bits, nothing
+    // the umask cuts): two system calls fewer per file.
+    let s = plan.status
+    let direct = s.uid == effectiveUserID() && s.gid == effectiveGroupID() && s.permissions & 0o7000 == 0 && s.permissions & umask == 0
+    let created: (uid: UInt32, gid: UInt32, permissions: UInt32)? = direct ? (s.uid, s.gid, s.permissions) : nil
+    let temp = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: created?.permissions ?? 0) }
     Fault.point("temp")
     var flags: InodeFlags?
     if !plan.metacopy {
@@ -53,7 +58,7 @@ extension WriteSession {
       // fsync=auto: the data is durable before the name appears.
       try step("fsync", where_) { () throws(Errno) in try temp.sync() }
     }
-    try apply(try metadata(plan, lowerFlags: flags), to: temp, where_)
+    try apply(try metadata(plan, lowerFlags: flags), to: temp, where_, created: created)
     Fault.point("metadata")
     return try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
       do throws(Errno) {
@@ -87,9 +92,11 @@ extension WriteSession {
     let temp = TempEntry(dir: tempDir, name: tempName, isDirectory: status.type == .directory)
     let tempID = try step("statx", tempPath) { () throws(Errno) in try tempDir.fd.stat(tempName).id }
     Fault.point("temp")
-    if indexedDirectory { try createDirectoryIndex(plan, tempName: tempName) }
     try apply(try metadata(plan), to: tempName, in: tempDir, type: status.type, tempPath)
     Fault.point("metadata")
+    // As `ovl_copy_up_workdir`: the directory index right before the rename (until the rename,
+    // the lower directory looks up as an uncovered redirect: EIO).
+    if indexedDirectory { try createDirectoryIndex(plan, tempName: tempName) }
     // The work dir before the destination: the global lock order.
     let published = try withLockedParent(tempDir, child: tempName, expected: tempID, path: tempPath) { () throws(OvlError) -> Bool in
       try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in

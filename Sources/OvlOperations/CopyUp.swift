@@ -27,14 +27,15 @@ extension WriteSession {
       throw .format(path: shown, reason: "metadata-only copy-up needs metacopy=on", errno: .invalidArgument)
     }
     guard !components.isEmpty else { return .alreadyUpper }
-    // Scripts copy up many paths in one directory: start from the last parent when it is
-    // the same (the kernel's dentry cache spares it those lookups too).
+    // Scripts copy up many paths in one directory: start from the parent when it is known
+    // to be up already.
     var parent = try stack.root()
     var upperParent = upper
     var start = 0
-    if let cached = lastParent, cached.components == Array(components.dropLast()) {
-      parent = cached.merged
-      upperParent = cached.upper
+    let parentPath = Self.mergedPath(components.dropLast())
+    if let cached = directories[parentPath], let cachedUpper = cached.upper {
+      parent = cached
+      upperParent = cachedUpper
       start = components.count - 1
     }
     var result = CopyUpResult.alreadyUpper
@@ -67,17 +68,23 @@ extension WriteSession {
         if result == .alreadyUpper { result = .completedData }
       }
       if !last {
-        guard let upperDir = entry.upper else { throw .format(path: shown, reason: "no upper after copy-up", errno: .ioError) }
-        let fd = try step("open", describe(entry.path)) { () throws(Errno) in try upperDir.open(.directory) }
-        upperParent = LayerDir(layer: 0, fd: fd, path: entry.path)
         parent = try stack.open(entry)
-        if i == components.count - 2 { lastParent = (Array(components.dropLast()), parent, upperParent) }
+        guard let upperDir = parent.upper else { throw .format(path: shown, reason: "no upper after copy-up", errno: .ioError) }
+        upperParent = upperDir
+        directories[entry.path] = parent
       }
     }
     return result
   }
 
   func describe(_ path: [UInt8]) -> String { upperPath + path.string }
+
+  /// `/a/b` for the components a, b (empty for the root).
+  static func mergedPath(_ components: some Collection<[UInt8]>) -> [UInt8] {
+    var path: [UInt8] = []
+    for c in components { path.append(UInt8(ascii: "/")); path += c }
+    return path
+  }
 
   /// `ovl_fix_origin`: the kernel's lookup of a merged directory records the handle of its
   /// top lower directory as `origin` (where missing or different) and marks the parent
@@ -92,6 +99,7 @@ extension WriteSession {
     let stored = try step("getxattr", path) { () throws(Errno) in try upperDir.xattr(attribute) }
     guard stored != origin else { return }
     try step("setxattr", path) { () throws(Errno) in try upperDir.parent.fd.setXattr(upperDir.name, attribute, origin) }
+    forgetDirectories(under: entry.path)
     try setImpure(parent)
   }
 
@@ -137,6 +145,7 @@ extension WriteSession {
       published = try copyByTemp(plan, to: destinationName, in: destination, indexedDirectory: indexed && isDir)
     }
     Fault.point("published")
+    if isDir { forgetDirectories(under: entry.path) }
     if toIndex, let index {
       let indexedObject = try step("statx", workPath + "/index/" + destinationName.string) { () throws(Errno) in
         RealObject(layer: 0, parent: index, name: destinationName, status: try index.fd.stat(destinationName))

@@ -101,9 +101,9 @@ extension WriteSession {
   }
 
   /// `ovl_create_upper` / `ovl_create_over_whiteout` for a directory, symlink or special
-  /// file: built complete under a temp name in the temp dir, then renamed into place —
-  /// without replacing anything on a free name, over the whiteout otherwise (a directory by
-  /// exchange, marked opaque, the whiteout then removed).
+  /// file: made in place on a free name; over a whiteout built complete under a temp name
+  /// in the temp dir, then renamed over it (a directory by exchange, marked opaque, the
+  /// whiteout then removed).
   private func createObject(_ target: Target, _ object: NewObject, permissions: UInt32, exact: Bool) throws(OvlError) {
     if target.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let (current, upperParent) = try withUpperParent(target)
@@ -113,6 +113,10 @@ extension WriteSession {
     var isDirectory = false
     if case .directory = object { isDirectory = true }
     let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: permissions, exact: exact)
+    if whiteout == nil {
+      try createDirectly(current, object, in: upperParent, owner: owner, path: path)
+      return
+    }
 
     let temp = temporaryName()
     let tempPath = workPath + "/" + temp.string
@@ -130,13 +134,12 @@ extension WriteSession {
     if case .symlink = object {} else {
       try step("fchmodat", tempPath) { () throws(Errno) in try tempDir.fd.changeMode(temp, permissions: owner.permissions) }
     }
-    // A new directory in a merged one hides what a later lower change could add, where the
-    // kernel disallows offline changes (`ovl_create_upper`); over a whiteout always.
-    if isDirectory && (whiteout != nil || (current.parent.isMerge && !allowsOfflineChanges)) {
+    // Over a whiteout a new directory is opaque: it must hide what the whiteout hid.
+    if isDirectory {
       try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(temp, namespace.name(.opaque), Opaque.opaque.value) }
     }
     Fault.point("temp")
-    let flags: RenameFlags = whiteout == nil ? .noReplace : isDirectory ? .exchange : []
+    let flags: RenameFlags = isDirectory ? .exchange : []
     try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
       try withLockedParent(upperParent, child: current.name, expected: whiteout?.id, path: path) { () throws(OvlError) in
         do throws(Errno) {
@@ -149,12 +152,51 @@ extension WriteSession {
       }
     }
     entry.commit()
+    forgetDirectories(under: current.path)
     if whiteout != nil && isDirectory {
       // The whiteout is now under the temp name.
       try step("unlink", tempPath) { () throws(Errno) in try tempDir.fd.remove(temp) }
     }
     touched(upperParent)
     markDirty(tempDir)
+  }
+
+  /// `ovl_create_upper`: on a free name the object is made in place, as the kernel makes
+  /// it; only a mode the umask cut (or a setgid bit inherited against `-m`) and the opaque
+  /// mark follow (the kernel's own "best effort": a name that was free hides nothing).
+  private func createDirectly(
+    _ target: Target, _ object: NewObject, in upperParent: LayerDir, owner: (uid: UInt32, gid: UInt32, permissions: UInt32), path: String
+  ) throws(OvlError) {
+    let name = target.name
+    try withLockedParent(upperParent, child: name, expected: nil, path: path) { () throws(OvlError) in
+      do throws(Errno) {
+        switch object {
+        case .directory: try upperParent.fd.makeDirectory(name, permissions: owner.permissions)
+        case .symlink(let link): try upperParent.fd.makeSymlink(name, target: link)
+        case .node(let type, let major, let minor):
+          try upperParent.fd.makeNode(name, type: type, permissions: owner.permissions, major: major, minor: minor)
+        }
+      } catch .fileExists {
+        throw .format(path: target.shown, reason: "file exists", errno: .fileExists)
+      } catch {
+        throw .system(call: "create", path: path, errno: error)
+      }
+    }
+    Fault.point("temp")
+    let status = try step("statx", path) { () throws(Errno) in try upperParent.fd.stat(name) }
+    if status.uid != owner.uid || status.gid != owner.gid {
+      try step("fchownat", path) { () throws(Errno) in try upperParent.fd.changeOwner(name, uid: owner.uid, gid: owner.gid) }
+    }
+    var isDirectory = false
+    if case .directory = object { isDirectory = true }
+    if case .symlink = object {} else if status.permissions != owner.permissions {
+      try step("fchmodat", path) { () throws(Errno) in try upperParent.fd.changeMode(name, permissions: owner.permissions) }
+    }
+    if isDirectory && target.parent.isMerge && !allowsOfflineChanges {
+      try step("setxattr", path) { () throws(Errno) in try upperParent.fd.setXattr(name, namespace.name(.opaque), Opaque.opaque.value) }
+    }
+    forgetDirectories(under: target.path)
+    touched(upperParent)
   }
 
   /// `ovl_allow_offline_changes`: none of the features that record lower identities.

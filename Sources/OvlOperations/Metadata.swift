@@ -58,11 +58,16 @@ extension WriteSession {
 
   /// Applies metadata to an unnamed temp file: owner, mode (chown clears setuid/setgid, so
   /// it goes first), xattrs, flags, size, times.
-  func apply(_ m: Metadata, to file: borrowing FD, _ path: String) throws(OvlError) {
+  /// `created`: the owner and mode the file was created with (those need no call).
+  func apply(_ m: Metadata, to file: borrowing FD, _ path: String, created: (uid: UInt32, gid: UInt32, permissions: UInt32)? = nil) throws(OvlError) {
     // The size first: a truncate from userspace strips security.capability.
     if let size = m.size { try step("ftruncate", path) { () throws(Errno) in try file.truncate(size: size) } }
-    try step("fchown", path) { () throws(Errno) in try file.changeOwner(uid: m.uid, gid: m.gid) }
-    try step("fchmod", path) { () throws(Errno) in try file.changeMode(permissions: m.permissions) }
+    if created?.uid != m.uid || created?.gid != m.gid {
+      try step("fchown", path) { () throws(Errno) in try file.changeOwner(uid: m.uid, gid: m.gid) }
+    }
+    if created?.permissions != m.permissions || created?.uid != m.uid || created?.gid != m.gid {
+      try step("fchmod", path) { () throws(Errno) in try file.changeMode(permissions: m.permissions) }
+    }
     for (name, value) in m.xattrs {
       try setXattr(name, path, special: false) { () throws(Errno) in try file.setXattr(name, value) }
     }

@@ -73,5 +73,6 @@ extension WriteSession {
       try removeUpper(current.name, in: upperParent, expected: upperObject, mayHoldWhiteouts: !pureUpper, path: path)
     }
     try nlinkEnd(nlink, removed: true)
+    forgetDirectories(under: current.path)
   }
 }

@@ -148,6 +148,8 @@ extension WriteSession {
     }
     touched(oldParent)
     touched(newParent)
+    forgetDirectories(under: source.path)
+    forgetDirectories(under: target.path)
     try nlinkEnd(nlink, removed: true)
   }
 

@@ -112,6 +112,7 @@ extension WriteSession {
       }
     }
     owner.commit()
+    forgetDirectories(under: dir.path + [UInt8(ascii: "/")] + name)
     try step("remove", tempPath) { () throws(Errno) in try tempDir.fd.removeTree(temp) }
     touched(dir)
     markDirty(tempDir)

@@ -17,9 +17,14 @@ public final class WriteSession {
   /// Directories whose entries changed, fsynced once by `finish()`: a name is durable
   /// when its directory is, and one fsync per directory, not per file, keeps many
   /// copy-ups cheap.
-  private var dirty: [ObjectIdentifier: LayerDir] = [:]
-  /// The parent of the last path copied up: its components, merged dir and upper dir.
-  var lastParent: (components: [[UInt8]], merged: MergedDir, upper: LayerDir)?
+  /// Keyed by the directory's path (the work and index dirs by their own keys: their paths
+  /// are empty like the upper root's), not by descriptor: lookups open a directory anew.
+  private var dirty: [[UInt8]: LayerDir] = [:]
+  /// Merged directories by merged path (`/a/b`; the root is empty) that are in the upper
+  /// layer, held open: scripts work in the same directories again and again (the kernel's
+  /// dentry cache spares it those lookups too). A change that replaces, moves or copies up
+  /// a directory forgets it and everything below it.
+  var directories: [[UInt8]: MergedDir] = [:]
   /// Upper dirs this session changed, by merged path, with their times before.
   var parentTimes: [[UInt8]: (dir: LayerDir, atime: Int64, mtime: Int64)] = [:]
   /// Whether reflinks from a lower layer to the upper worked (tried once per layer).
@@ -59,7 +64,18 @@ public final class WriteSession {
     do throws(Errno) { try tempDir.fd.remove(Self.whiteoutTemplate) } catch {}
   }
 
-  func markDirty(_ dir: LayerDir) { dirty[ObjectIdentifier(dir)] = dir }
+  /// Forgets the cached directory at `path` and every one below it.
+  func forgetDirectories(under path: [UInt8]) {
+    if directories.count > 4096 { directories.removeAll(); return }
+    directories = directories.filter { key, _ in
+      !(key == path || (key.count > path.count && key.starts(with: path) && key[path.count] == UInt8(ascii: "/")))
+    }
+  }
+
+  func markDirty(_ dir: LayerDir) {
+    let key: [UInt8] = dir === tempDir ? [0, 1] : dir === index ? [0, 2] : [UInt8(ascii: "/")] + dir.path
+    dirty[key] = dir
+  }
 
   /// Restores the times of every parent this session changed, then makes every change
   /// durable: fsync of each changed directory.

@@ -228,8 +228,8 @@ import Testing
   ]
 
   static var selfCheck: Bool { ProcessInfo.processInfo.environment["OVLTOOL_COPYUP_SELFCHECK"] == "1" }
-  static let ovltool = Harness.repository + "/.build/debug/ovltool"
-  static let fixtureTool = Harness.repository + "/.build/debug/ovl-fixture"
+  static let ovltool = Harness.ovltool
+  static let fixtureTool = Harness.fixtureTool
 
   // MARK: - The differential test
 

@@ -258,8 +258,8 @@ import Testing
     }
   }
 
-  static let ovltool = Harness.repository + "/.build/debug/ovltool"
-  static let fixtureTool = Harness.repository + "/.build/debug/ovl-fixture"
+  static let ovltool = Harness.ovltool
+  static let fixtureTool = Harness.fixtureTool
   static let driver = Harness.repository + "/Tests/oracle/ovlops.py"
 
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs (set OVLTOOL_REQUIRE_KERNEL=1 to fail instead)"), arguments: cases)

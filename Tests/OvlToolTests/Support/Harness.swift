@@ -14,6 +14,9 @@ enum Harness {
   }()
 
   static let walker = repository + "/Tests/oracle/ovlwalk.py"
+  /// The debug binaries `swift build --build-tests` made (tests run them as processes).
+  static let ovltool = repository + "/.build/debug/ovltool"
+  static let fixtureTool = repository + "/.build/debug/ovl-fixture"
 
   /// Whether the kernel can mount an overlay here (root, overlayfs, unshare). With
   /// OVLTOOL_REQUIRE_KERNEL=1 (CI) a missing kernel fails the tests instead of skipping them.

@@ -1,0 +1,189 @@
+import Foundation
+import Testing
+
+/// Namespace commands: crash safety at every step, exit codes and messages, refusal of
+/// mounted stacks, scripts that are wrong.
+@Suite(.serialized) struct NamespaceTests {
+  static let binary = Harness.repository + "/.build/debug/ovltool"
+
+  static let spec = """
+    [upper]
+    dir /w
+    whiteout /w/x
+    whiteout /gone
+    [lower l1]
+    dir /a/b mode=0750
+    file /a/b/f "hello" mode=4755 xattr.user.k=v
+    file /a/b/g "g"
+    dir /w
+    file /w/x "hidden"
+    file /hl "linked"
+    link /hl2 /hl
+    file /gone "hidden too"
+    """
+
+  /// The view without mtimes: new objects get the time of the run that made them, and a
+  /// crash can leave a parent's time not yet put back.
+  func view(_ options: String) -> [String] {
+    guard case .success(let lines) = Harness.ovltoolView(options) else { return ["refused"] }
+    return lines.map { line in
+      guard let r = line.range(of: #","mtime":[0-9]+"#, options: .regularExpression) else { return line }
+      return line.replacingCharacters(in: r, with: "")
+    }
+  }
+
+  static let crashCases: [(String, [String])] = [
+    ("", ["rm", "-d", "/w"]),
+    ("", ["rm", "/a/b/f"]),
+    ("", ["mkdir", "/gone"]),
+    ("", ["symlink", "target", "/gone"]),
+    ("", ["put", "@DATA@", "/gone"]),
+    ("", ["put", "@DATA@", "/a/b/new"]),
+    ("", ["put", "@DATA@", "/a/b/g"]),
+    ("redirect_dir=on", ["mv", "/a/b", "/moved"]),
+    ("redirect_dir=on,metacopy=on", ["mv", "/a/b/f", "/a/f2"]),
+    ("index=on", ["ln", "/hl", "/a/hl3"]),
+    ("index=on", ["rm", "/hl"]),
+    ("index=on,nfs_export=on", ["rm", "-r", "/a"]),
+    ("index=on,redirect_dir=on,metacopy=on", ["chmod", "0600", "/hl2"]),
+  ]
+
+  static let faultPoints = ["impure", "temp", "data", "metadata", "published", "link-up", "whiteout", "cleanup", "rename"]
+
+  /// Each command stopped at each step (`OVLTOOL_FAULT`): the kernel mounts the stack and
+  /// shows the same view as ovltool, which is the view before the command or after it, and
+  /// at most a temp entry (and the shared whiteout) is left in the work dir.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: crashCases)
+  func everyCrashPointLeavesAMountableStack(_ extra: String, _ command: [String]) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let data = Harness.TempDir("data")
+    try "new data\n".write(toFile: data.path + "/f", atomically: true, encoding: .utf8)
+    let argv = command.map { $0 == "@DATA@" ? data.path + "/f" : $0 }
+    // The complete result, on a twin stack.
+    let twin = Harness.TempDir("crash-twin")
+    var twinOptions = try Harness.build(Self.spec, in: twin)
+    if !extra.isEmpty { twinOptions += "," + extra }
+    let done = Harness.run([Self.binary, argv[0], "-o", twinOptions] + argv.dropFirst())
+    #expect(done.status == 0, "\(argv) [\(extra)] without a fault: \(done.stderr)")
+    let after = view(twinOptions)
+    for step in Self.faultPoints {
+      let dir = Harness.TempDir("crash")
+      var options = try Harness.build(Self.spec, in: dir)
+      if !extra.isEmpty { options += "," + extra }
+      let before = view(options)
+      let r = Harness.run([Self.binary, argv[0], "-o", options] + argv.dropFirst(), environment: ["OVLTOOL_FAULT": step])
+      #expect(r.status == 99 || r.status == 0, "\(argv) at \(step): \(r.stderr)")
+      let now = view(options)
+      // rm -r is many system calls: a crash between two leaves the first done.
+      let oneCall = !(argv.count > 1 && argv[1] == "-r")
+      #expect(!oneCall || now == before || now == after, "\(argv) [\(extra)] at \(step): neither the view before nor the one after:\n\(Harness.diff(now, after))")
+      let leftovers = Harness.run(["/bin/sh", "-c", "find \"$0\"/work/work \"$0\"/work/index -mindepth 1 -maxdepth 1 -name '#*' ! -name '#ovltool-whiteout' 2>/dev/null | wc -l", dir.path + "/stack"])
+      #expect(Int(leftovers.out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 9 <= 1, "\(argv) at \(step): temps left: \(leftovers.out)")
+      let kernel = Harness.kernelView(options, in: dir)
+      #expect(kernel.lines != nil, "\(argv) at \(step): the kernel refuses the stack: \(kernel.mountError)")
+      Harness.compare(Harness.ovltoolView(options), kernel, spec: "\(argv) at \(step) [\(extra)]")
+    }
+  }
+
+  // MARK: - The command line
+
+  func stack() throws -> (Harness.TempDir, String) {
+    let dir = Harness.TempDir("ns-cli")
+    return (dir, try Harness.build(Self.spec, in: dir))
+  }
+
+  @Test func exitStatusesAndMessages() throws {
+    let (dir, options) = try stack()
+    func ovltool(_ args: String...) -> Harness.Result { Harness.run([Self.binary] + [args[0], "-o", options] + args.dropFirst()) }
+    // Success: 0, nothing printed.
+    let ok = ovltool("mkdir", "-p", "/n/e/w")
+    #expect(ok.status == 0 && ok.stderr.isEmpty && ok.out.isEmpty, "\(ok.stderr)")
+    // A failing path: 1, the path, the reason and the errno; the other paths still done.
+    let some = ovltool("rm", "/missing", "/a/b/g")
+    #expect(some.status == 1)
+    #expect(some.stderr.contains("/missing") && some.stderr.contains("No such file or directory"), "\(some.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: dir.path + "/missing"))
+    #expect(view(options).allSatisfy { !$0.contains(#""path":"/a/b/g""#) })
+    // Errors the kernel gives, by name.
+    #expect(ovltool("rm", "/a").stderr.contains("Is a directory"))
+    #expect(ovltool("rm", "-d", "/a").stderr.contains("Directory not empty"))
+    #expect(ovltool("mkdir", "/a").stderr.contains("File exists"))
+    #expect(ovltool("mv", "/a", "/a/b/in").stderr.contains("Invalid argument"))
+    #expect(ovltool("mv", "/a", "/elsewhere").stderr.contains("Invalid cross-device link"))  // redirect_dir off
+    #expect(ovltool("ln", "/a", "/a2").stderr.contains("Operation not permitted"))
+    #expect(ovltool("put", "/etc/hostname", "/a").stderr.contains("Is a directory"))
+    // Usage errors: 2, nothing changed.
+    for bad in [["chmod", "999", "/a"], ["chown", "x:y", "/a"], ["mknod", "/n", "q"], ["mknod", "/n", "c", "0", "0"], ["touch", "-d", "yesterday", "/a"]] {
+      let r = Harness.run([Self.binary, bad[0], "-o", options] + bad.dropFirst())
+      #expect(r.status == 2, "\(bad): \(r.status) \(r.stderr)")
+    }
+    // '..' never leaves the merged root.
+    #expect(ovltool("mkdir", "/../escape").status != 0)
+    #expect(!FileManager.default.fileExists(atPath: dir.path + "/escape"))
+    // put from standard input.
+    let r = Harness.run([Self.binary, "put", "-o", options, "-m", "0600", "-", "/from-stdin"], stdin: Data("piped\n".utf8))
+    #expect(r.status == 0, "\(r.stderr)")
+    let cat = Harness.run([Self.binary, "cat", "-o", options, "/from-stdin"])
+    #expect(cat.out == "piped\n")
+  }
+
+  /// Symlinks in any layer are never followed: a change below one is refused (ELOOP) and
+  /// nothing appears outside the layers. Run in a private mount namespace whose /tmp and
+  /// /etc are scratch tmpfs mounts, so a bug could not touch the host's.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and unshare")) func symlinksInLayersAreNeverFollowed() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("ns-hostile")
+    let options = try Harness.build("""
+      [upper]
+      symlink /d /victim
+      [lower l1]
+      symlink /etc /victim
+      dir /ok
+      """, in: dir)
+    let r = Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", """
+      mkdir -p /victim && mount -t tmpfs scratch /victim || exit 3
+      for c in "mkdir /d/x" "put /dev/null /etc/passwd" "symlink t /d/s" "mknod /etc/p p" "rm /d/anything" \
+               "mv /ok /d/ok" "ln /d /etc/l" "chmod 0777 /d/." "setxattr user.x 1 /etc/x"; do
+        set -- $c; cmd=$1; shift; "$OVLTOOL" "$cmd" -o "$OPTS" "$@" 2>&1 || true
+      done
+      echo "victim: $(ls -A /victim | wc -l)"
+      """, "sh"],
+      environment: ["OVLTOOL": Self.binary, "OPTS": options])
+    #expect(r.out.contains("victim: 0"), "\(r.out) \(r.stderr)")
+    #expect(r.out.contains("symbolic links") || r.out.contains("symlink"), "\(r.out)")
+    let upper = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/stack/upper").sorted()
+    #expect(upper == ["d"], "\(upper)")
+  }
+
+  @Test func scriptsAreParsedBeforeAnythingChanges() throws {
+    let (dir, options) = try stack()
+    let before = view(options)
+    let script = dir.path + "/script"
+    try "mkdir /x\nrm -r /a\nfrobnicate /y\n".write(toFile: script, atomically: true, encoding: .utf8)
+    let bad = Harness.run([Self.binary, "apply-script", "-o", options, script])
+    #expect(bad.status == 2 && bad.stderr.contains("line 3") && bad.stderr.contains("frobnicate"), "\(bad.stderr)")
+    #expect(view(options) == before)
+    // A failing line stops the run (exit 1, naming the line); --keep-going goes on.
+    try "mkdir /x\nrm /missing\nmkdir '/y z' # a comment\n".write(toFile: script, atomically: true, encoding: .utf8)
+    let stop = Harness.run([Self.binary, "apply-script", "-o", options, script])
+    #expect(stop.status == 1 && stop.stderr.contains("script:2: ENOENT"), "\(stop.stderr)")
+    #expect(view(options).contains { $0.contains(#""path":"/x""#) } && !view(options).contains { $0.contains(#""path":"/y z""#) })
+    try "rm /missing\nmkdir \"/y z\"\n".write(toFile: script, atomically: true, encoding: .utf8)
+    let on = Harness.run([Self.binary, "apply-script", "--keep-going", "-o", options, script])
+    #expect(on.status == 1)
+    #expect(view(options).contains { $0.contains(#""path":"/y z""#) })
+  }
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs")) func mountedStacksAreRefused() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let (dir, options) = try stack()
+    let r = Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", """
+      mkdir -p "$1/m" && mount -t overlay overlay -o "$2" "$1/m" || exit 3
+      "$3" rm -o "$2" /a/b/g; echo "rc=$?"
+      umount "$1/m"
+      """, "sh", dir.path, options, Self.binary])
+    #expect(r.out.contains("rc=2"), "\(r.out) \(r.stderr)")
+    #expect(r.stderr.contains("mounted"), "\(r.stderr)")
+    #expect(view(options).contains { $0.contains(#""path":"/a/b/g""#) })
+  }
+}
