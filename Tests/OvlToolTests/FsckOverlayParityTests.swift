@@ -107,7 +107,7 @@ import Testing
 }
 
 enum FsckSupport {
-  static let binary = Harness.repository + "/.build/debug/ovltool"
+  static let binary = Harness.ovltool
 
   /// `fsck -n` in-process on a stack given as mount options: the problems that would make
   /// it exit non-zero (errors, operational errors) and the warnings `-p` would repair, as
