@@ -118,4 +118,32 @@ import Testing
     let gone = lowerOnly(["-n"])
     #expect(gone.status == 4 && gone.out.contains("/f"), "\(gone.out)\(gone.stderr)")
   }
+
+  /// Changes made offline by ovltool itself (apply-script: rm, mv, mkdir, ln, chmod, put) on
+  /// a kernel-made stack leave it clean, and the kernel agrees it mounts.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: [",redirect_dir=on", ",index=on,redirect_dir=on,metacopy=on", ",index=on,nfs_export=on"])
+  func offlineChangesByOvltoolAreClean(_ options: String) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fscku")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("OPTS='\(options)'\n" + FsckKernelTests.kernelMade, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let script = dir.path + "/changes"
+    try """
+      rm /file
+      mv /dd /ddd
+      mkdir /new
+      ln /hl1 /hl4
+      chmod 0600 /mc3
+      mv /x /x2
+      rm -r /bbb
+      put /dev/null /new/empty
+      mv /a /new/a
+      """.write(toFile: script, atomically: true, encoding: .utf8)
+    let stack = "lowerdir=\(dir.path)/l1:\(dir.path)/l2,upperdir=\(dir.path)/u,workdir=\(dir.path)/w\(options)"
+    let applied = Harness.run([Harness.ovltool, "apply-script", "--keep-going", "-o", stack, script])
+    #expect(applied.status == 0 || applied.status == 1, "\(applied.stderr)")
+    let checked = run(fsck, dir, lower: "@l1:@l2", ["-o", String(options.dropFirst()), "-n"])
+    #expect(checked.status == 0, "\(checked.out)\(checked.stderr)")
+  }
 }
