@@ -43,6 +43,7 @@ bench: build
 	bash bench/run.sh
 	bash bench/copyup.sh
 	bash bench/namespace.sh
+	bash bench/fsck.sh
 
 # The man page is generated from the argument parser with a fixed date, then the
 # hand-written sections in man/sections.mdoc replace its empty EXIT STATUS section.

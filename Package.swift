@@ -3,13 +3,14 @@ import PackageDescription
 
 // Layers, bottom to top: COvlSys/CCrypto/CAttr (C) → OvlSystem (typed syscalls) → OvlFormat
 // (pure codecs, no I/O) → OvlStack (stack configuration, merged-view lookup) → OvlOperations
-// (copy-up, ...) → the ovltool CLI. Only OvlSystem imports Glibc and the C shims.
+// (copy-up, ...) and OvlCheck (fsck) → the ovltool CLI. Only OvlSystem imports Glibc and the C shims.
 let package = Package(
   name: "ovltool",
   products: [
     .executable(name: "ovltool", targets: ["ovltool"]),
     .library(name: "OvlStack", targets: ["OvlStack"]),
     .library(name: "OvlOperations", targets: ["OvlOperations"]),
+    .library(name: "OvlCheck", targets: ["OvlCheck"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,12 +26,13 @@ let package = Package(
     .target(name: "OvlFormat"),
     .target(name: "OvlStack", dependencies: ["OvlSystem", "OvlFormat"]),
     .target(name: "OvlOperations", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
+    .target(name: "OvlCheck", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
     .target(name: "OvlFixtures", dependencies: ["OvlSystem", "OvlFormat"]),
     .executableTarget(name: "ovltool", dependencies: [
-      "OvlStack", "OvlOperations", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      "OvlStack", "OvlOperations", "OvlCheck", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "ovl-fixture", dependencies: ["OvlFixtures"]),
-    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlOperations", "OvlFixtures", "ovltool", "ovl-fixture"]),
+    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlOperations", "OvlCheck", "OvlFixtures", "ovltool", "ovl-fixture"]),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -118,3 +119,20 @@ const char *covl_errno_name(int errnum) { return strerrorname_np(errnum); }
 dev_t covl_makedev(unsigned int maj, unsigned int min) { return makedev(maj, min); }
 unsigned int covl_major(dev_t dev) { return major(dev); }
 unsigned int covl_minor(dev_t dev) { return minor(dev); }
+
+int covl_fs_type(int fd, long *type) {
+  struct statfs s;
+  if (fstatfs(fd, &s) == -1) return -1;
+  *type = (long)s.f_type;
+  return 0;
+}
+
+/* open_by_handle_at(2) with a handle built from its parts (GNU-only in glibc). */
+int covl_open_by_handle_at(int mount_fd, int type, const unsigned char *bytes, unsigned int len, int flags) {
+  struct covl_file_handle fh;
+  if (len > sizeof(fh.f_handle)) { errno = EINVAL; return -1; }
+  fh.handle_bytes = len;
+  fh.handle_type = type;
+  memcpy(fh.f_handle, bytes, len);
+  return open_by_handle_at(mount_fd, (struct file_handle *)&fh, flags);
+}

@@ -35,3 +35,17 @@ extension FD {
     return uuid
   }
 }
+
+extension FD {
+  /// Opens (O_PATH) the inode a file handle names, on the filesystem holding this
+  /// descriptor; ESTALE when that inode is gone. Needs CAP_DAC_READ_SEARCH. The
+  /// corresponding C function is `open_by_handle_at`.
+  public borrowing func openHandle(type: Int32, bytes: [UInt8]) throws(Errno) -> FD {
+    let mountFD = rawValue
+    return FD(adopting: try bytes.withBytes { (raw) throws(Errno) in
+      try retrying {
+        covl_open_by_handle_at(mountFD, type, raw.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt32(raw.count), covl_O_PATH | O_CLOEXEC)
+      }
+    })
+  }
+}

@@ -16,11 +16,16 @@ struct OvlTool: ParsableCommand {
     subcommands: [
       Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self, Remove.self, MakeDirectory.self, Put.self, Symlink.self,
       MakeNode.self, Move.self, Link.self, ChangeMode.self, ChangeOwner.self, Touch.self, SetXattr.self, RemoveXattr.self,
-      ApplyScript.self,
+      ApplyScript.self, Fsck.self,
     ])
 
   static func main() {
     raiseOpenFileLimit()
+    // Installed as fsck.overlay (a symlink): fsck.overlay's own command line.
+    let argv = CommandLine.arguments
+    if let name = argv.first?.split(separator: "/").last, name == "fsck.overlay" {
+      exitProcess(FsckOverlay.main(Array(argv.dropFirst())))
+    }
     do {
       var command = try parseAsRoot()
       try command.run()
@@ -34,7 +39,8 @@ struct OvlTool: ParsableCommand {
       // ArgumentParser's usage errors exit 64; ovltool's contract is 2.
       if exitCode(for: error) == .validationFailure {
         printError(fullMessage(for: error))
-        Self.exit(withError: ExitCode(2))
+        // fsck keeps fsck(8)'s usage status.
+        Self.exit(withError: ExitCode(CommandLine.arguments.dropFirst().first == "fsck" ? 16 : 2))
       }
       exit(withError: error)
     }

@@ -31,6 +31,7 @@ ssize_t covl_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_
 int covl_ficlone(int dst_fd, int src_fd);
 int covl_syncfs(int fd);
 int covl_name_to_handle_at(int dirfd, const char *path, struct covl_file_handle *fh, int *mount_id, int flags);
+int covl_open_by_handle_at(int mount_fd, int type, const unsigned char *bytes, unsigned int len, int flags);
 int covl_openat2(int dirfd, const char *path, int flags, mode_t mode, uint64_t resolve);
 int covl_get_fs_uuid(int fd, unsigned char uuid[16], unsigned char *len);
 /* getxattrat/listxattrat (Linux 6.13); return -1 with ENOSYS on older kernels. */
@@ -43,6 +44,8 @@ int covl_flock(int fd, int exclusive_or_unlock);
 int covl_get_inode_flags(int fd, unsigned int *flags);
 int covl_set_inode_flags(int fd, unsigned int flags);
 extern const unsigned int covl_FS_APPEND_FL, covl_FS_IMMUTABLE_FL, covl_FS_NOATIME_FL, covl_FS_SYNC_FL;
+/* fstatfs(2)'s f_type (sys/vfs.h is not in Swift's Glibc module). */
+int covl_fs_type(int fd, long *type);
 /* "ENOENT" for ENOENT; NULL for an unknown number. */
 const char *covl_errno_name(int errnum);
 dev_t covl_makedev(unsigned int major, unsigned int minor);

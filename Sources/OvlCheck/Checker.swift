@@ -1,0 +1,403 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// An entry of a layer directory with what the checks need: its status and the overlay
+/// xattrs of the stack's namespace (`trusted.overlay.*`, or `user.overlay.*` with userxattr).
+struct Entry {
+  let name: [UInt8]
+  let status: FileStatus
+  var xattrs: [OverlayXattr: [UInt8]]
+
+  var isDirectory: Bool { status.type == .directory }
+  var isWhiteout: Bool { status.isWhiteoutDevice }
+  var opaque: Opaque? { Opaque(value: xattrs[.opaque]) }
+  /// Opaque for lookup: only `y` stops it (`x` marks xattr whiteouts).
+  var isOpaque: Bool { isDirectory && opaque == .opaque }
+  /// A zero-size regular file with `overlay.whiteout`: lookup treats it as a whiteout.
+  var isXattrWhiteout: Bool {
+    Whiteout.isXattrWhiteout(isRegular: status.type == .regular, size: status.size, hasWhiteoutXattr: xattrs[.whiteout] != nil)
+  }
+}
+
+/// How a name is looked up in the lower layers: the kernel's `ovl_lookup_data.name`.
+enum LookupName: Equatable {
+  case relative([UInt8])
+  case absolute([[UInt8]])
+
+  init(_ redirect: Redirect) {
+    switch redirect {
+    case .relative(let name): self = .relative(name)
+    case .absolute(let components): self = .absolute(components)
+    }
+  }
+
+  /// A redirect met on an intermediate or final component rewrites the rest of the lookup
+  /// (`ovl_check_redirect`): an absolute redirect replaces everything up to and including
+  /// that component, a relative one only that component. `post` is what follows the
+  /// component; the kernel counts it from the end because the prefix may already have been
+  /// rewritten by an earlier component.
+  func rewritten(by redirect: Redirect, post: [[UInt8]]) -> LookupName {
+    switch (self, redirect) {
+    case (_, .absolute(let components)):
+      return .absolute(components + post)
+    case (.relative, .relative(let name)):
+      return .relative(name)
+    case (.absolute(let mine), .relative(let name)):
+      return .absolute(Array(mine.dropLast(post.count + 1)) + [name] + post)
+    }
+  }
+}
+
+/// What the lower layers below a layer hold for one name: the kernel's lower stack of a
+/// dentry.
+struct Below {
+  enum Kind: Equatable { case absent, whiteout, directory, other(FileType) }
+  /// The first object found (a whiteout hides everything under it).
+  var kind: Kind = .absent
+  /// The directories that merge, top-most first.
+  var dirs: [LayerDir] = []
+  /// The first object found: its layer and path (for duplicate-redirect detection).
+  var firstLayer: Int?
+  var firstPath: [UInt8] = []
+  /// Whether the object found is a regular file carrying `metacopy` (data is further down).
+  var firstIsMetacopy = false
+}
+
+/// The offline checker: walks every layer as the kernel would see it and reports each
+/// problem to the `Report`, repairing where the mode allows.
+public final class Checker {
+  let stack: Stack
+  let options: StackOptions
+  let report: Report
+  let ns: XattrNamespace
+  /// The dir repairs build objects in before publishing them (`work/work`): the kernel
+  /// empties it at every mount, so a crash mid-repair leaves only what it cleans.
+  var workTemp: LayerDir?
+  /// Redirect targets seen so far (layer, path) and the redirect dir that claimed them.
+  var claimedTargets: [RedirectTarget: String] = [:]
+  /// Handles in upper `origin` xattrs seen so far, by handle bytes: the first path, and its
+  /// inode (hard links of one inode share an origin legitimately).
+  var origins: [[UInt8]: (path: String, id: FileID)] = [:]
+
+  /// Whiteout entries of the index dir (nfs_export), by name.
+  var indexWhiteouts: Set<[UInt8]> = []
+  /// Lower filesystems (uuid, a layer on it) for decoding origins, found once.
+  var lowerFilesystems: [(uuid: [UInt8], layer: Int)]?
+  /// Lower layers that are overlay mounts themselves: their xattrs are not checked.
+  var nestedOverlays: Set<Int> = []
+
+  struct RedirectTarget: Hashable { let layer: Int; let path: [UInt8] }
+
+  public init(stack: Stack, options: StackOptions, report: Report) {
+    self.stack = stack
+    self.options = options
+    self.report = report
+    ns = options.xattrNamespace
+  }
+
+  /// Runs every check in fsck.overlay's order (redirects first, then whiteouts and impure),
+  /// bottom lower layer first, so that a repair in a lower layer is seen by the layers above.
+  public func run() {
+    guard guardLayers() else { return }
+    checkWorkDir()
+    checkLayerIdentity()
+    checkIndex()
+    let layers = Array((stack.upperRoot == nil ? [] : [0]) + Array(1...stack.lowerCount)).reversed()
+    for layer in layers { scan(layer: layer, pass: .redirects) }
+    for layer in layers { scan(layer: layer, pass: .contents) }
+  }
+
+  enum Pass { case redirects, contents }
+
+  /// Layers that must not change: a lower used by a mounted overlay or on a read-only
+  /// filesystem is checked but left alone. An upper or work dir in use stops any repair
+  /// (the kernel's in-use protection lives in the running overlay only); `-n` goes on.
+  func guardLayers() -> Bool {
+    for use in layersInUse(stack) {
+      if use.role == "lowerdir", let layer = use.layer {
+        report.protectedLayers[layer] = "the layer is used by the overlay mounted at \(use.mountPoint)"
+      } else if report.mode != .check {
+        report.operational("\(use.role) is in use by the overlay mounted at \(use.mountPoint); unmount it first (or check only, with -n)")
+        return false
+      }
+    }
+    for layer in 1..<stack.layerPaths.count {
+      // A nested overlay hides its own private xattrs and whiteouts: what shows is its
+      // merged view, which the kernel accepts as a lower as it is. Never written to.
+      if let dir = root(layer), (try? dir.fd.filesystemMagic()) == FD.overlayMagic {
+        report.protectedLayers[layer] = "the layer is itself an overlay mount"
+        nestedOverlays.insert(layer)
+      }
+    }
+    for layer in 0..<stack.layerPaths.count {
+      guard let dir = root(layer), (try? dir.fd.isOnReadOnlyFilesystem()) == true else { continue }
+      if layer == 0 && report.mode != .check {
+        report.operational("\(layerName(0)) is on a read-only filesystem; repairs need it writable (or check only, with -n)")
+        return false
+      }
+      report.protectedLayers[layer] = "the layer is on a read-only filesystem"
+    }
+    return true
+  }
+
+  // MARK: Layers
+
+  func root(_ layer: Int) -> LayerDir? { layer == 0 ? stack.upperRoot : stack.lowerRootDir(layer) }
+
+  func layerName(_ layer: Int) -> String {
+    let path = stack.layerPaths[layer]
+    if layer == 0 { return "upperdir \(path)" }
+    if layer > stack.lowerCount { return "datadir \(layer - stack.lowerCount) \(path)" }
+    return "lowerdir \(layer) \(path)"
+  }
+
+  var workName: String { "workdir \(options.workDir ?? "")" }
+
+  static func join(_ path: [UInt8], _ name: [UInt8]) -> [UInt8] { path + [0x2F] + name }
+  static func text(_ path: [UInt8]) -> String { path.isEmpty ? "/" : String(decoding: path, as: UTF8.self) }
+  static func text(components: [[UInt8]]) -> String {
+    "/" + components.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+  }
+
+  // MARK: Reading
+
+  /// Status and overlay xattrs of `name` in `dir`.
+  func entry(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> Entry? {
+    let path = stack.layerPaths[dir.layer] + Self.text(Self.join(dir.path, name))
+    guard let status = try step("statx", path, { () throws(Errno) in try dir.fd.statIfPresent(name) }) else { return nil }
+    var xattrs: [OverlayXattr: [UInt8]] = [:]
+    let names: [[UInt8]]
+    do {
+      names = try dir.fd.xattrNames(name)
+    } catch .notSupported {
+      names = []
+    } catch .noSuchFileOrDirectory {
+      return nil
+    } catch {
+      throw .system(call: "listxattr", path: path, errno: error)
+    }
+    for attribute in names where ns.isPrivate(attribute) {
+      let suffix = String(decoding: attribute[ns.prefix.count...], as: UTF8.self)
+      guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
+      if let value = try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr(name, attribute) }) {
+        xattrs[key] = value
+      }
+    }
+    return Entry(name: name, status: status, xattrs: xattrs)
+  }
+
+  /// Opens subdirectory `name` of `dir` (never following a symlink).
+  func open(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> LayerDir {
+    let path = Self.join(dir.path, name)
+    let fd = try step("open", stack.layerPaths[dir.layer] + Self.text(path)) { () throws(Errno) in
+      try FD.open(name, in: dir.fd, .directory)
+    }
+    return LayerDir(layer: dir.layer, fd: fd, path: path)
+  }
+
+  func names(of dir: LayerDir) throws(OvlError) -> [DirectoryEntry] {
+    try step("getdents64", stack.layerPaths[dir.layer] + Self.text(dir.path)) { () throws(Errno) in try dir.fd.entries() }
+  }
+
+  // MARK: Lookup in the layers below
+
+  /// The kernel's lookup of `name` in the regular lower layers below `layer`
+  /// (`ovl_lookup` over the parent's lower stack): relative names are looked up in the
+  /// parent's merged lower dirs `parentBelow`; absolute ones (a redirect) from each layer's
+  /// root. Whiteouts and non-directories stop it, opaque dirs stop it after their layer, and
+  /// redirects met on the way rewrite the name for the layers further down.
+  ///
+  /// Without `mergedDirs` it stops at the first object found (what most checks need) and
+  /// opens nothing for it; with it, it opens every dir that merges, for the walk.
+  func lookupBelow(_ start: LookupName, below layer: Int, parentBelow: [LayerDir], followMetacopy: Bool = false, mergedDirs: Bool = false) -> Below {
+    var result = Below()
+    var name = start
+    var stop = false
+    var k = layer + 1
+    while k <= stack.lowerCount && !stop {
+      defer { k += 1 }
+      var base: LayerDir
+      var components: [[UInt8]]
+      switch name {
+      case .relative(let n):
+        guard let parent = parentBelow.first(where: { $0.layer == k }) else { continue }
+        base = parent
+        components = [n]
+      case .absolute(let c):
+        guard let r = root(k) else { continue }
+        base = r
+        components = c
+      }
+      var nextName = name
+      var stopAfter = false
+      var index = 0
+      while index < components.count {
+        let component = components[index]
+        guard let e = try? entry(component, in: base) else { break }
+        let last = index == components.count - 1
+        if e.isWhiteout || e.isXattrWhiteout {
+          stop = true
+          if result.kind == .absent && last { result.kind = .whiteout }
+          break
+        }
+        if !e.isDirectory {
+          stop = true
+          if last && result.kind == .absent {
+            result.kind = .other(e.status.type)
+            result.firstLayer = k
+            result.firstPath = Self.join(base.path, component)
+            result.firstIsMetacopy = e.xattrs[.metacopy] != nil
+            if followMetacopy && e.status.type == .regular && result.firstIsMetacopy {
+              // Data lives further down: keep looking, possibly at the file's redirect
+              // (`ovl_lookup_single` sets d->stop = !metacopy here, overriding an opaque
+              // ancestor's stop).
+              stop = false
+              stopAfter = false
+              result.kind = .absent
+              result.firstLayer = nil
+              if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) { nextName = nextName.rewritten(by: redirect, post: []) }
+            }
+          }
+          break
+        }
+        // A directory: the last component merges; an intermediate one is walked through.
+        if last && !mergedDirs && result.kind == .absent {
+          result.kind = .directory
+          result.firstLayer = k
+          result.firstPath = Self.join(base.path, component)
+          return result
+        }
+        if e.isOpaque { stopAfter = true }
+        if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) {
+          nextName = nextName.rewritten(by: redirect, post: Array(components[(index + 1)...]))
+        }
+        guard let opened = try? open(component, in: base) else { break }
+        if last {
+          if result.kind == .absent {
+            result.kind = .directory
+            result.firstLayer = k
+            result.firstPath = opened.path
+          }
+          if result.kind == .directory { result.dirs.append(opened) }
+        }
+        base = opened
+        index += 1
+      }
+      if case .other = result.kind { break }
+      if result.kind == .whiteout { break }
+      if stopAfter { stop = true }
+      name = nextName
+    }
+    return result
+  }
+
+  // MARK: Walking
+
+  struct DirContext {
+    let dir: LayerDir
+    /// The merged lower dirs below this dir (empty for an opaque or pure dir).
+    let below: [LayerDir]
+    let isOpaque: Bool
+  }
+
+  /// A subdirectory still to walk: opened (with its lower dirs) only when its turn comes,
+  /// so that open descriptors grow with the depth, not with the size of a directory.
+  struct PendingDir {
+    let parent: DirContext
+    /// The entry as the checks left it (a redirect may be gone).
+    let entry: Entry
+  }
+
+  /// Walks one layer depth-first, with each dir's merged lower dirs.
+  func scan(layer: Int, pass: Pass) {
+    guard let top = root(layer), !nestedOverlays.contains(layer) else { return }
+    let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
+    var pending: [PendingDir] = []
+    var next: DirContext? = DirContext(dir: top, below: topBelow, isOpaque: false)
+    while true {
+      if let context = next {
+        next = nil
+        do {
+          pending.append(contentsOf: try visit(context, layer: layer, pass: pass).reversed())
+        } catch {
+          report.operational(error.description)
+        }
+      }
+      guard let item = pending.popLast() else { break }
+      do {
+        next = try enter(item, layer: layer)
+      } catch {
+        report.operational(error.description)
+      }
+    }
+  }
+
+  /// Opens a pending subdirectory and finds the lower dirs that merge with it.
+  func enter(_ item: PendingDir, layer: Int) throws(OvlError) -> DirContext {
+    let e = item.entry
+    let dir = try open(e.name, in: item.parent.dir)
+    guard !e.isOpaque else { return DirContext(dir: dir, below: [], isOpaque: true) }
+    let redirect = e.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
+    let name = redirect.map(LookupName.init) ?? .relative(e.name)
+    let below = lookupBelow(name, below: layer, parentBelow: item.parent.below, mergedDirs: true).dirs
+    return DirContext(dir: dir, below: below, isOpaque: false)
+  }
+
+  /// Checks the entries of one dir and returns its subdirectories to walk.
+  func visit(_ context: DirContext, layer: Int, pass: Pass) throws(OvlError) -> [PendingDir] {
+    var subdirs: [PendingDir] = []
+    var entries: [Entry] = []
+    for raw in try names(of: context.dir) {
+      guard let e = try entry(raw.name, in: context.dir) else { continue }
+      entries.append(e)
+    }
+    var needsImpure: [String] = []
+    var mergeOnly = false
+    for e in entries {
+      if pass == .contents { countEntry(e) }
+      if e.isDirectory {
+        var current = e
+        if pass == .redirects {
+          current = checkRedirect(e, in: context, layer: layer)
+        } else {
+          checkDirectoryXattrs(e, in: context, layer: layer)
+        }
+        if pass == .contents && layer == 0 {
+          let redirect = current.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
+          if redirect != nil { needsImpure.append("a redirected dir (\(Self.text(e.name)))") }
+          if current.xattrs[.origin] != nil { needsImpure.append("a copied-up dir (\(Self.text(e.name)))") }
+          if redirect == nil && !current.isOpaque && !mergeOnly
+            && lookupBelow(.relative(e.name), below: layer, parentBelow: context.below).kind == .directory
+          {
+            mergeOnly = true
+          }
+        }
+        subdirs.append(PendingDir(parent: context, entry: current))
+        continue
+      }
+      guard pass == .contents else { continue }
+      if e.isWhiteout {
+        checkWhiteout(e, in: context, layer: layer)
+        continue
+      }
+      checkNonDirectory(e, in: context, layer: layer)
+      if layer == 0 && e.xattrs[.origin] != nil { needsImpure.append("a copied-up object (\(Self.text(e.name)))") }
+    }
+    if pass == .contents {
+      report.count("directories")
+      if layer == 0 {
+        checkImpure(context, needsImpure: needsImpure, mergeOnly: mergeOnly)
+        checkDeletedObjectsCovered(context, upperNames: Set(entries.map(\.name)))
+      }
+    }
+    return subdirs
+  }
+
+  func countEntry(_ e: Entry) {
+    report.count("entries")
+    if report.counts["entries", default: 0] % 4096 == 0 { report.onProgress(report.counts["entries", default: 0]) }
+    if e.isWhiteout { report.count("whiteouts") } else if !e.isDirectory { report.count("files") }
+    if e.isDirectory && e.xattrs[.redirect] != nil { report.count("redirect dirs") }
+  }
+}

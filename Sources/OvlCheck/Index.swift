@@ -1,0 +1,241 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// The index dir (`work/index`, index=on): what `ovl_indexdir_cleanup` refuses at mount
+/// (names that are not handles, entries without `origin`, dir entries without `upper`),
+/// what it deletes (stale and orphan entries), and `nlink` values it cannot read.
+extension Checker {
+  func checkIndex() {
+    guard let workRoot = stack.workRoot, let index = try? open(Array("index".utf8), in: workRoot) else { return }
+    let base = (options.workDir ?? "") + "/index/"
+    for raw in (try? names(of: index)) ?? [] where raw.name.first != UInt8(ascii: "#") {
+      report.count("index entries")
+      let shown = "/index/" + Self.text(raw.name)
+      let decoded: FileHandle.Decoded
+      do {
+        decoded = try FileHandle.decode(indexName: raw.name)
+      } catch {
+        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+          problem: "index entry name is not a hex file handle: index=on mounts fail (EINVAL)", severity: .error)
+        continue
+      }
+      guard case .handle = decoded else {
+        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+          problem: "index entry name is a handle of an unknown version or byte order: index=on mounts fail (ENODATA)", severity: .error)
+        continue
+      }
+      guard let e = try? entry(raw.name, in: index) else { continue }
+      if e.isWhiteout {
+        // A whiteout index (nfs_export): a lower object deleted in the overlay.
+        indexWhiteouts.insert(raw.name)
+        continue
+      }
+      if e.isDirectory {
+        // nfs_export: a dir entry points at its upper dir; without `upper` the mount fails.
+        if let upper = e.xattrs[.upper] {
+          checkDirectoryIndexUpper(upper, name: raw.name, in: index, shown: shown, base: base)
+        } else {
+          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+            problem: "directory index entry without an upper xattr: nfs_export=on mounts fail (ENODATA)", severity: .error)
+        }
+        continue
+      }
+      let nameBytes = Hex.decode(raw.name) ?? []
+      guard let origin = e.xattrs[.origin] else {
+        if ns == .user && e.status.type != .regular {
+          // user.* xattrs cannot be set on symlinks and devices: the kernel links such an
+          // object into the index with index=on,userxattr, and then refuses to mount. The
+          // entry can only go (lower hard links of it then show as separate inodes).
+          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+            problem: "index entry of a \(e.status.type.rawValue) without origin (user xattrs cannot be set on it): index=on mounts fail (ENODATA)",
+            severity: .error)
+          continue
+        }
+        // The entry is the upper inode itself; its origin is its name.
+        let attribute = ns.name(.origin)
+        let name = raw.name
+        report.found("index-without-origin", layer: -1, name: workName, path: shown,
+          problem: "index entry without origin: index=on mounts fail (ENODATA)",
+          action: "set origin from the entry's name", policy: .safe, at: RepairTarget(dir: index, name: name, expected: e.status.id)
+        ) { () throws(OvlError) in
+          try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, nameBytes) }
+        }
+        continue
+      }
+      if Array(origin.prefix(nameBytes.count)) != nameBytes {
+        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+          problem: "index entry whose origin is another handle than its name: the kernel deletes it at mount (ESTALE)", severity: .warning)
+        continue
+      }
+      if let value = e.xattrs[.nlink] {
+        guard let nlink = NlinkXattr(value: value) else {
+          report.found("invalid-nlink", layer: -1, name: workName, path: shown,
+            problem: "nlink \"\(String(decoding: value, as: UTF8.self))\" is not U/L, a sign and a number: the kernel counts links without it",
+            action: nil, policy: .none, severity: .warning)
+          continue
+        }
+        // With no upper alias left (st_nlink 1) and an upper-based count that reaches 0,
+        // the entry is an orphan the kernel removes (or whites out with nfs_export).
+        if e.status.links == 1, nlink.base == .upper, nlink.overlayLinks(baseLinks: 1) == nil {
+          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+            problem: "orphan index entry (no upper name left, nlink \(nlink)): the kernel removes it at mount", severity: .warning)
+        } else if e.status.links > 1 {
+          checkIndexNlink(nlink, e, origin: origin, in: index, shown: shown, base: base)
+        }
+      }
+    }
+  }
+
+  func removeIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String, problem: String, severity: Severity) {
+    report.found("index-entry", layer: -1, name: workName, path: shown, problem: problem,
+      action: "remove the entry", policy: .safe, severity: severity, at: RepairTarget(dir: index, name: name, expected: nil)
+    ) { () throws(OvlError) in
+      // Renamed to a `#` temp first: one rename takes the entry out of the index, and a
+      // crash during the removal leaves a temp the kernel's mount cleans.
+      let temp = temporaryName()
+      try step("rename", base + Self.text(name)) { () throws(Errno) in try index.fd.rename(name, to: temp, in: index.fd, flags: .noReplace) }
+      try self.removeTree(temp, in: index, shown: base + Self.text(temp))
+    }
+  }
+}
+
+extension Checker {
+  /// With nfs_export a deleted lower object gets a whiteout index entry; if the upper no
+  /// longer covers it (its whiteout removed), the kernel finds the index whiteout when it
+  /// looks the object up and fails with EIO ("bad index found"). Checked for the lower
+  /// entries that show through one upper dir; repaired by putting the whiteout back.
+  func checkDeletedObjectsCovered(_ context: DirContext, upperNames: Set<[UInt8]>) {
+    guard !indexWhiteouts.isEmpty else { return }
+    var seen = upperNames
+    for lower in context.below {
+      for raw in (try? names(of: lower)) ?? [] where !seen.contains(raw.name) {
+        seen.insert(raw.name)
+        guard let status = try? lower.fd.statIfPresent(raw.name), !status.isWhiteoutDevice,
+          let handle = try? stack.encodeHandle(lower, raw.name, upper: false),
+          indexWhiteouts.contains(handle.indexName)
+        else { continue }
+        let dir = context.dir
+        let name = raw.name
+        let path = Self.join(dir.path, name)
+        report.found("uncovered-deleted", layer: 0, name: layerName(0), path: Self.text(path),
+          problem: "a lower object the overlay deleted (whiteout index \(Self.text(handle.indexName))) shows again: lookup fails with EIO",
+          action: "put the whiteout back", policy: .safe, at: RepairTarget(dir: dir, name: name, expected: nil)
+        ) { () throws(OvlError) in
+          try step("mknod", self.stack.layerPaths[0] + Self.text(path)) { () throws(Errno) in try dir.fd.makeWhiteout(name) }
+        }
+      }
+    }
+  }
+}
+
+extension Checker {
+  /// The overlay link count an index entry's `nlink` gives must lie between the upper names
+  /// (the entry's own links but the index one) and those plus every name of the lower
+  /// inode: outside it `stat` shows a wrong count, and an unlink can make the kernel drop
+  /// the index entry while names remain. Repaired to the count the names give: the upper
+  /// names plus the lower names that still show (no upper entry at their path).
+  func checkIndexNlink(_ nlink: NlinkXattr, _ e: Entry, origin: [UInt8], in index: LayerDir, shown: String, base: String) {
+    guard case .handle(let handle)? = try? FileHandle.decode(origin), case .found(let lower) = resolveOrigin(handle) else { return }
+    let upperNames = Int(e.status.links) - 1
+    let baseLinks = nlink.base == .upper ? Int(e.status.links) : Int(lower.links)
+    let overlay = baseLinks + nlink.delta
+    guard overlay < upperNames || overlay > upperNames + Int(lower.links) else { return }
+    let expected = upperNames + visibleLowerNames(of: lower.id)
+    let fixed = NlinkXattr(base: nlink.base, delta: expected - baseLinks)
+    let attribute = ns.name(.nlink)
+    let name = e.name
+    report.found("index-nlink", layer: -1, name: workName, path: shown,
+      problem: "nlink \(nlink) gives \(overlay) links, but the inode has \(upperNames) upper names and its lower \(lower.links): stat shows a wrong count",
+      action: "set it to \(fixed) (\(expected) names)", policy: .safe, severity: .warning,
+      at: RepairTarget(dir: index, name: name, expected: e.status.id)
+    ) { () throws(OvlError) in
+      try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, fixed.value) }
+    }
+  }
+
+  /// Names of lower inode `id` in the lower layers that the upper layer leaves visible (no
+  /// entry at the same path, no whiteout or opaque dir above it). A walk of the lower
+  /// layers: done only for an `nlink` already found out of range.
+  func visibleLowerNames(of id: FileID) -> Int {
+    var count = 0
+    for layer in 1...max(1, stack.lowerCount) {
+      guard let top = root(layer), (try? top.fd.stat().id.device) == id.device else { continue }
+      var dirs: [LayerDir] = [top]
+      while let dir = dirs.popLast() {
+        for raw in (try? names(of: dir)) ?? [] {
+          guard let status = try? dir.fd.stat(raw.name) else { continue }
+          if status.type == .directory {
+            if let sub = try? open(raw.name, in: dir) { dirs.append(sub) }
+          } else if status.id == id && !coveredInUpper(Self.join(dir.path, raw.name)) {
+            count += 1
+          }
+        }
+      }
+    }
+    return count
+  }
+
+  /// Whether the upper layer has an entry at `path`, or a whiteout, non-dir or opaque dir
+  /// on the way to it.
+  func coveredInUpper(_ path: [UInt8]) -> Bool {
+    guard var dir = stack.upperRoot else { return false }
+    let components = path.split(separator: 0x2F).map { Array($0) }
+    for (i, component) in components.enumerated() {
+      guard let e = try? entry(component, in: dir) else { return false }
+      if i == components.count - 1 || !e.isDirectory || e.isOpaque { return true }
+      guard let next = try? open(component, in: dir) else { return false }
+      dir = next
+    }
+    return false
+  }
+}
+
+extension Checker {
+  /// A directory index entry (nfs_export) names its upper dir by handle; that dir's origin
+  /// must be the entry's name. A handle that no longer decodes is an orphan, one naming a
+  /// dir of another origin is stale: the kernel removes both at mount (an orphan becomes a
+  /// whiteout with nfs_export), and so does fsck.
+  func checkDirectoryIndexUpper(_ value: [UInt8], name: [UInt8], in index: LayerDir, shown: String, base: String) {
+    guard let upperRoot = stack.upperRoot, case .handle(let handle)? = try? FileHandle.decode(value) else { return }
+    let problem: String
+    do {
+      let fd = try upperRoot.fd.openHandle(type: Int32(handle.type), bytes: handle.fid)
+      let origin = try fd.xattr([0x2E], ns.name(.origin))
+      guard let origin, Array(origin.prefix(Hex.decode(name)?.count ?? 0)) != (Hex.decode(name) ?? []) else { return }
+      problem = "directory index entry whose upper dir has another origin: the kernel removes it at mount (ESTALE)"
+    } catch .staleNFSFileHandle {
+      guard options.nfsExport else {
+        removeIndexEntry(name, in: index, shown: shown, base: base,
+          problem: "orphan directory index entry (its upper dir is gone): the kernel removes it at mount", severity: .warning)
+        return
+      }
+      whiteOutIndexEntry(name, in: index, shown: shown, base: base)
+      return
+    } catch {
+      return  // cannot decode here (no CAP_DAC_READ_SEARCH, another filesystem)
+    }
+    removeIndexEntry(name, in: index, shown: shown, base: base, problem: problem, severity: .warning)
+  }
+
+  /// With nfs_export the kernel turns an orphan into a whiteout index entry, so that the
+  /// lower dir's handle keeps decoding to "deleted". Built in the index dir as a `#` temp,
+  /// exchanged with the entry, and the old dir removed from the temp name.
+  func whiteOutIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String) {
+    report.found("index-entry", layer: -1, name: workName, path: shown,
+      problem: "orphan directory index entry (its upper dir is gone): the kernel whites it out at mount",
+      action: "replace it by a whiteout", policy: .safe, severity: .warning, at: RepairTarget(dir: index, name: name, expected: nil)
+    ) { () throws(OvlError) in
+      let temp = temporaryName()
+      let tempPath = base + Self.text(temp)
+      try step("mknod", tempPath) { () throws(Errno) in try index.fd.makeWhiteout(temp) }
+      do throws(Errno) {
+        try index.fd.rename(temp, to: name, in: index.fd, flags: .exchange)
+      } catch {
+        try? index.fd.remove(temp)
+        throw .system(call: "renameat2", path: base + Self.text(name), errno: error)
+      }
+      try self.removeTree(temp, in: index, shown: tempPath)
+    }
+  }
+}

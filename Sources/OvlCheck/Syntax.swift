@@ -1,0 +1,79 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// Values of overlay xattrs that the kernel rejects or ignores.
+extension Checker {
+  /// Non-directories: xattr whiteouts, foreign whiteouts, origin, metacopy, nlink, protattr.
+  func checkNonDirectory(_ e: Entry, in context: DirContext, layer: Int) {
+    if e.isXattrWhiteout {
+      checkXattrWhiteout(e, in: context, layer: layer)
+      return
+    }
+    checkForeignWhiteout(e, in: context, layer: layer)
+    checkOriginValue(e, in: context, layer: layer)
+    checkMetacopy(e, in: context, layer: layer)
+    if let value = e.xattrs[.nlink], NlinkXattr(value: value) == nil {
+      removeValue(e, .nlink, in: context, layer: layer, check: "invalid-nlink",
+        problem: "nlink \"\(String(decoding: value, as: UTF8.self))\" is not U/L, a sign and a number: the kernel ignores it")
+    }
+    if let value = e.xattrs[.protattr], Protattr(value: value) == nil {
+      removeValue(e, .protattr, in: context, layer: layer, check: "invalid-protattr",
+        problem: "protattr \"\(String(decoding: value, as: UTF8.self))\" holds letters other than 'a' and 'i': the kernel ignores it")
+    }
+  }
+
+  /// Directories: opaque and origin values (impure is checked with the dir's contents).
+  func checkDirectoryXattrs(_ e: Entry, in context: DirContext, layer: Int) {
+    if let value = e.xattrs[.opaque], Opaque(value: value) == nil {
+      // Read with a one-byte buffer: "yes", "0" or "" never make a dir opaque.
+      removeValue(e, .opaque, in: context, layer: layer, check: "invalid-opaque",
+        problem: "opaque \"\(String(decoding: value, as: UTF8.self))\" is neither 'y' nor 'x': the kernel ignores it, the dir merges")
+    }
+    checkOriginValue(e, in: context, layer: layer)
+  }
+
+  /// `origin` must be empty or a valid `ovl_fb` (else the kernel warns and ignores it). Distinct upper
+  /// objects with one origin (a `cp -a` of copied-up objects) show the same inode number.
+  func checkOriginValue(_ e: Entry, in context: DirContext, layer: Int) {
+    guard let value = e.xattrs[.origin] else { return }
+    let decoded: FileHandle.Decoded
+    do {
+      decoded = try FileHandle.decode(value)
+    } catch {
+      removeValue(e, .origin, in: context, layer: layer, check: "invalid-origin",
+        problem: "origin is not a valid file handle (\(error == .badMagic ? "bad magic" : "bad length")): the kernel logs 'invalid origin' and cannot use it (inode numbers change, index lookups fail)")
+      return
+    }
+    guard layer == 0, !value.isEmpty else { return }
+    let path = Self.text(Self.join(context.dir.path, e.name))
+    if let first = origins[value] {
+      guard first.id != e.status.id else { return }  // hard links of one inode
+      removeValue(e, .origin, in: context, layer: layer, check: "duplicate-origin",
+        problem: "same origin as \(first.path) (a copy of a copied-up object): both show one inode number",
+        policy: .onlyYes)
+      return
+    } else {
+      origins[value] = (path, e.status.id)
+    }
+    if case .handle(let handle) = decoded { checkOriginTarget(e, handle, in: context, layer: layer) }
+  }
+
+  /// Reports a bad value and removes the xattr where allowed.
+  @discardableResult
+  func removeValue(
+    _ e: Entry, _ key: OverlayXattr, in context: DirContext, layer: Int, check: String, problem: String,
+    policy: RepairPolicy = .safe, severity: Severity = .error
+  ) -> Bool {
+    let dir = context.dir
+    let name = e.name
+    let attribute = ns.name(key)
+    let path = Self.join(dir.path, name)
+    return report.found(check, layer: layer, name: layerName(layer), path: Self.text(path), problem: problem,
+      action: "remove \(String(decoding: attribute, as: UTF8.self))", policy: policy, severity: severity,
+      at: RepairTarget(dir: dir, name: name, expected: e.status.id)
+    ) { () throws(OvlError) in
+      try step("removexattr", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.removeXattr(name, attribute) }
+    }
+  }
+}

@@ -1,0 +1,101 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// Whiteouts: char 0/0 whiteouts that hide nothing, xattr whiteouts in the upper layer, and
+/// other tools' `.wh.` names.
+extension Checker {
+  func checkWhiteout(_ e: Entry, in context: DirContext, layer: Int) {
+    let found = lookupBelow(.relative(e.name), below: layer, parentBelow: context.below)
+    guard found.kind == .absent || found.kind == .whiteout else { return }
+    let problem: String
+    if context.isOpaque {
+      problem = "whiteout inside an opaque dir: it hides nothing"
+    } else if found.kind == .whiteout {
+      problem = "orphan whiteout: it covers only another whiteout"
+    } else {
+      problem = "orphan whiteout: nothing of that name in the layers below"
+    }
+    let dir = context.dir
+    let name = e.name
+    let path = Self.join(dir.path, name)
+    report.found("orphan-whiteout", layer: layer, name: layerName(layer), path: Self.text(path), problem: problem,
+      action: "remove the whiteout", policy: .safe, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
+    ) { () throws(OvlError) in
+      try step("unlink", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.remove(name) }
+    }
+  }
+
+  /// Xattr whiteouts. In the upper layer lookup treats one as a whiteout, but readdir of a
+  /// dir that does not merge lists it (the kernel filters them only while merging, or in
+  /// lower dirs marked `opaque=x`), so `ls` shows a broken entry. One that hides nothing is
+  /// removed; one that hides a lower object is replaced by the kernel's form, a char 0/0
+  /// device built in the work dir and renamed over it.
+  func checkXattrWhiteout(_ e: Entry, in context: DirContext, layer: Int) {
+    let dir = context.dir
+    let name = e.name
+    let path = Self.join(dir.path, name)
+    let found = lookupBelow(.relative(name), below: layer, parentBelow: context.below)
+    if found.kind == .absent || found.kind == .whiteout {
+      report.found("orphan-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
+        problem: layer == 0
+          ? "xattr whiteout that hides nothing: readdir lists it while lookup hides it (a broken entry)"
+          : "orphan xattr whiteout: nothing of that name in the layers below",
+        action: "remove it", policy: .safe, at: RepairTarget(dir: dir, name: name, expected: e.status.id)
+      ) { () throws(OvlError) in
+        try step("unlink", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.remove(name) }
+      }
+      return
+    }
+    if layer != 0 {
+      guard Opaque(value: try? entry([0x2E], in: dir)?.xattrs[.opaque]) != .xwhiteouts else { return }
+      report.found("unmarked-xattr-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
+        problem: "xattr whiteout in a dir without opaque=x: lookup hides it, readdir may list it", action: nil,
+        policy: .none, severity: .warning)
+      return
+    }
+    report.found("upper-xattr-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
+      problem: "xattr whiteout in the upper layer (only image builders write them; the kernel writes char 0/0 whiteouts)",
+      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: .warning,
+      at: RepairTarget(dir: dir, name: name, expected: e.status.id)
+    ) { () throws(OvlError) in
+      let temp = try self.workDirectory()
+      let tempName = temporaryName()
+      let workPath = (self.options.workDir ?? "") + "/work/" + String(decoding: tempName, as: UTF8.self)
+      try step("mknod", workPath) { () throws(Errno) in try temp.fd.makeWhiteout(tempName) }
+      do throws(Errno) {
+        try temp.fd.rename(tempName, to: name, in: dir.fd)
+      } catch {
+        try? temp.fd.remove(tempName)
+        throw .system(call: "rename", path: self.stack.layerPaths[layer] + Self.text(path), errno: error)
+      }
+    }
+  }
+
+  /// `.wh.NAME` and `.wh..wh..opq` are the OCI/AUFS whiteout forms: overlayfs shows them as
+  /// ordinary files. Reported; converting needs to know which tool wrote them.
+  func checkForeignWhiteout(_ e: Entry, in context: DirContext, layer: Int) {
+    guard e.name.starts(with: Array(".wh.".utf8)) else { return }
+    let path = Self.join(context.dir.path, e.name)
+    report.found("aufs-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
+      problem: "a '.wh.' whiteout of another tool (OCI/AUFS): overlayfs shows it as a plain file", action: nil,
+      policy: .none, severity: .warning)
+  }
+
+  /// `work/work`, made as the kernel makes it (mode 0000) if it is missing.
+  func workDirectory() throws(OvlError) -> LayerDir {
+    if let workTemp { return workTemp }
+    guard let workRoot = stack.workRoot else { throw .usage("the stack has no workdir") }
+    let path = (options.workDir ?? "") + "/work"
+    do {
+      try workRoot.fd.makeDirectory(Array("work".utf8), permissions: 0)
+    } catch .fileExists {
+    } catch {
+      throw .system(call: "mkdir", path: path, errno: error)
+    }
+    let fd = try step("open", path) { () throws(Errno) in try FD.open(Array("work".utf8), in: workRoot.fd, .directory) }
+    let dir = LayerDir(layer: 0, fd: fd, path: Array("work".utf8))
+    workTemp = dir
+    return dir
+  }
+}

@@ -1,0 +1,184 @@
+import Foundation
+import Testing
+
+/// fsck against the real kernel: stacks the kernel made itself are clean (exit 0 under -n,
+/// nothing changed under -p), and stacks the kernel refuses or shows wrongly mount and show
+/// correctly after the repair.
+@Suite(.serialized) struct FsckKernelTests {
+  /// Runs `script` in a private mount namespace with `$1` = the test dir and `$2` = fsck.overlay.
+  func sh(_ script: String, _ dir: Harness.TempDir, _ fsck: String = "") -> Harness.Result {
+    Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", "cd \"$1\"\n" + script, "sh", dir.path, fsck])
+  }
+
+  func runFsck(_ fsck: String, _ dir: Harness.TempDir, lower: String = "l1:l2", upper: String = "u", work: String = "w", _ args: [String]) -> Harness.Result {
+    let lowers = lower.split(separator: ":").map { dir.path + "/" + $0 }.joined(separator: ":")
+    return Harness.run([fsck, "-o", "lowerdir=\(lowers)", "-o", "upperdir=\(dir.path)/\(upper)", "-o", "workdir=\(dir.path)/\(work)"] + args)
+  }
+
+  /// Every file's type, mode, link count and xattrs (hex): what -p must leave alone.
+  func dump(_ dir: Harness.TempDir) -> String {
+    Harness.run(["/bin/sh", "-c", """
+      cd "$1" && find . -path ./m -prune -o -printf '%p %y %m %n\\n' | sort
+      find . -path ./m -prune -o -print0 | sort -z | xargs -0 getfattr -h -d -e hex -m - --absolute-names 2>/dev/null
+      """, "sh", dir.path]).out
+  }
+
+  /// Two lowers and a kernel mount doing creates, writes, renames, hard links, chmods,
+  /// deletes and rmdirs, with `$2` extra mount options.
+  static let kernelMade = """
+    set -e
+    mkdir -p l1 l2 u w m
+    mkdir -p l2/a/b l2/d/sub l2/e l1/x l2/x; echo hi > l2/a/b/f; echo f > l2/file; echo g > l2/d/g
+    echo hl > l2/hl1; ln l2/hl1 l2/hl2; echo x > l1/x/y; echo z > l2/x/z; echo mc > l2/mc; echo mc2 > l2/mc2
+    mount -t overlay overlay -o lowerdir=l1:l2,upperdir=u,workdir=w$OPTS m
+    cd m
+    echo more >> file; mkdir newdir; touch newdir/n; rm -f x/z; rm -rf e; mkdir e; touch e/new
+    mv d dd 2>/dev/null || true; mv a/b bb 2>/dev/null || true; mv bb bbb 2>/dev/null || true
+    echo w >> hl1; ln hl1 hl3 2>/dev/null || true; chmod 600 mc; mv mc2 mc3 2>/dev/null || true
+    mkdir -p d2; touch d2/q; mv d2 x/d3 2>/dev/null || true; rm -f x/y; rm -rf newdir; rm -f hl2; ln -s file sym
+    cd ..; umount m
+    """
+
+  static let optionSets = [
+    "", ",redirect_dir=on", ",index=on", ",index=on,redirect_dir=on,metacopy=on", ",index=on,nfs_export=on",
+    ",userxattr", ",uuid=off,index=on", ",xino=on,redirect_dir=on",
+  ]
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: optionSets)
+  func kernelMadeStacksAreClean(_ options: String) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("OPTS='\(options)'\n" + Self.kernelMade, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let extra = options.isEmpty ? [] : ["-o", String(options.dropFirst())]
+    let checked = runFsck(fsck, dir, extra + ["-n"])
+    #expect(checked.status == 0, "\(options): \(checked.out)\(checked.stderr)")
+    let before = dump(dir)
+    let preened = runFsck(fsck, dir, extra + ["-p"])
+    #expect(preened.status == 0, "\(options): \(preened.out)\(preened.stderr)")
+    #expect(dump(dir) == before, "-p changed a kernel-made stack (\(options))")
+  }
+
+  /// fsck.overlay's use-after-free (redirects chaining through two layers) reported a false
+  /// orphan whiteout and -p brought a deleted file back.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"))
+  func redirectChainThroughTwoLayers() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("""
+      set -e; mkdir -p l2/a/b l1 u w w0 m; touch l2/a/b/f
+      mount -t overlay overlay -o lowerdir=l2,upperdir=l1,workdir=w0,redirect_dir=on m; mv m/a/b m/bb; umount m
+      mount -t overlay overlay -o lowerdir=l1:l2,upperdir=u,workdir=w,redirect_dir=on m; mv m/bb m/bbb; rm m/bbb/f; umount m
+      """, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    #expect(runFsck(fsck, dir, ["-n"]).status == 0)
+    #expect(runFsck(fsck, dir, ["-p"]).status == 0)
+    let view = sh("mount -t overlay overlay -o lowerdir=l1:l2,upperdir=u,workdir=w,redirect_dir=on m && ls -A m/bbb; umount m", dir)
+    #expect(view.out.isEmpty, "a deleted file came back: \(view.out)")
+  }
+
+  /// overlay/056's kernel-made case: impure removed from dirs holding copied-up objects.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"))
+  func missingImpureOnKernelCopyUps() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("""
+      set -e; mkdir -p l1/testdir1 l1/testdir2/subdir l2 u w m u/testdir1 u/testdir2; touch l1/testdir1/foo
+      mount -t overlay overlay -o lowerdir=l1,upperdir=u,workdir=w m; touch m/testdir1/foo m/testdir2/subdir; umount m
+      setfattr -x trusted.overlay.impure u/testdir1; setfattr -x trusted.overlay.impure u/testdir2
+      """, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    #expect(runFsck(fsck, dir, lower: "l1", ["-n"]).status == 4)
+    #expect(runFsck(fsck, dir, lower: "l1", ["-p"]).status == 1)
+    let check = sh("getfattr --only-values -n trusted.overlay.impure u/testdir1 u/testdir2", dir)
+    #expect(check.out == "yy", "\(check.out)\(check.stderr)")
+    #expect(runFsck(fsck, dir, lower: "l1", ["-n"]).status == 0)
+  }
+
+  struct Damage: Sendable, CustomTestStringConvertible {
+    var label: String
+    var options: String
+    /// Shell run on the kernel-made stack (cwd = its dir) to break it.
+    var damage: String
+    /// Shell run through a r/w mount at `m` that fails before the repair and works after;
+    /// nil where the kernel copes with the damage (fsck still reports it).
+    var probe: String?
+    var statuses: (check: Int32, preen: Int32, yes: Int32)
+    var testDescription: String { label }
+  }
+
+  static let damages: [Damage] = [
+    Damage(label: "relative redirect with a '/' (readdir EINVAL)", options: ",redirect_dir=on",
+      damage: "mkdir -p l2/s/x; setfattr -n trusted.overlay.redirect -v s/x u/dd",
+      probe: "ls m >/dev/null && ls m/dd >/dev/null", statuses: (4, 1, 0)),
+    Damage(label: "absolute redirect with an empty component", options: ",redirect_dir=on",
+      damage: "setfattr -n trusted.overlay.redirect -v /a//b u/bbb",
+      probe: "ls m >/dev/null && ls m/bbb >/dev/null", statuses: (4, 1, 0)),
+    Damage(label: "volatile marker left behind", options: "",
+      damage: "mount -t overlay overlay -o lowerdir=l1:l2,upperdir=u,workdir=w,volatile m && touch m/v && umount m",
+      probe: "touch m/probe", statuses: (4, 4, 1)),
+    Damage(label: "index name that is not a handle", options: ",index=on",
+      damage: "touch w/index/foo", probe: "ls m >/dev/null", statuses: (4, 1, 0)),
+    Damage(label: "index entry without origin", options: ",index=on",
+      damage: "e=$(ls w/index | grep -v '^#' | head -1); setfattr -x trusted.overlay.origin \"w/index/$e\"",
+      probe: "cat m/hl1 >/dev/null", statuses: (4, 1, 0)),
+    Damage(label: "upper and work copied to new inodes (ESTALE)", options: ",index=on",
+      damage: "cp -a u u.new && cp -a w w.new && rm -rf u w && mv u.new u && mv w.new w",
+      probe: "cat m/hl1 >/dev/null", statuses: (4, 1, 0)),
+    Damage(label: "work dir nested too deep (read-only mount)", options: "",
+      damage: "mkdir -p w/work/a/b/c/d", probe: "touch m/probe", statuses: (4, 1, 0)),
+    Damage(label: "index temp nested too deep (logged at every mount)", options: ",index=on",
+      damage: "mkdir -p 'w/index/#77/b/c'", probe: nil, statuses: (0, 1, 0)),
+    Damage(label: "xattr whiteout in a dir that does not merge (broken ls)", options: "",
+      damage: "mkdir u/pure; : > u/pure/gone; setfattr -n trusted.overlay.whiteout -v '' u/pure/gone",
+      probe: "ls -l m/pure", statuses: (4, 1, 0)),
+    Damage(label: "xattr whiteout hiding a lower file", options: "",
+      damage: "rm u/file; : > u/file; setfattr -n trusted.overlay.whiteout -v '' u/file",
+      probe: nil, statuses: (0, 1, 0)),
+    Damage(label: "malformed origin (logged, ignored)", options: "",
+      damage: "setfattr -n trusted.overlay.origin -v 0x0102 u/file", probe: nil, statuses: (4, 1, 0)),
+    Damage(label: "metacopy file whose lower data is gone (EIO)", options: ",index=on,redirect_dir=on,metacopy=on",
+      damage: "rm l2/mc", probe: "! stat m/mc 2>&1 | grep -q 'Input/output error'", statuses: (4, 4, 1)),
+    Damage(label: "stray whiteouts, impure removed, redirect whiteout removed", options: ",redirect_dir=on",
+      damage: "mknod u/stray c 0 0; mknod u/dd/stray c 0 0; setfattr -x trusted.overlay.impure u; rm u/d",
+      probe: nil, statuses: (4, 1, 0)),
+    Damage(label: "deleted lower file uncovered (nfs_export whiteout index, EIO)", options: ",index=on,nfs_export=on",
+      damage: "rm u/x/z", probe: "ls -l m/x", statuses: (4, 1, 0)),
+    Damage(label: "index nlink out of range (stat shows a wrong count)", options: ",index=on",
+      damage: "setfattr -n trusted.overlay.nlink -v U+9 u/hl1", probe: "[ \"$(stat -c %h m/hl1)\" = 2 ]", statuses: (0, 1, 0)),
+    Damage(label: "copied-up dir deleted offline (orphan dir index, nfs_export)", options: ",index=on,nfs_export=on",
+      damage: "rm -rf u/x && mknod u/x c 0 0", probe: nil, statuses: (0, 1, 0)),
+    Damage(label: "whiteout inside an opaque dir", options: "",
+      damage: "mknod u/e/x c 0 0", probe: nil, statuses: (4, 1, 0)),
+  ]
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: damages)
+  func repairMakesTheKernelMount(_ d: Damage) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("OPTS='\(d.options)'\n" + Self.kernelMade + "\n" + d.damage, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let opts = "lowerdir=l1:l2,upperdir=u,workdir=w\(d.options)"
+    // Without a probe: the kernel mounts and lists the stack before and after.
+    let probe = "mount -t overlay overlay -o '\(opts)' m 2>/dev/null || exit 3\n(\(d.probe ?? "ls -lR m")) >/dev/null 2>&1; rc=$?; umount m; exit $rc"
+    if d.probe != nil {
+      let broken = sh(probe, dir)
+      #expect(broken.status != 0, "the damage did not break the kernel's view")
+    }
+    let extra = d.options.isEmpty ? [] : ["-o", String(d.options.dropFirst())]
+    let checked = runFsck(fsck, dir, extra + ["-n"])
+    #expect(checked.status == d.statuses.check, "-n: \(checked.out)\(checked.stderr)")
+    let preened = runFsck(fsck, dir, extra + ["-p"])
+    #expect(preened.status == d.statuses.preen, "-p: \(preened.out)\(preened.stderr)")
+    let yes = runFsck(fsck, dir, extra + ["-y"])
+    #expect(yes.status == d.statuses.yes, "-y: \(yes.out)\(yes.stderr)")
+    let fixed = sh(probe, dir)
+    #expect(fixed.status == 0, "after repair the kernel still fails (\(fixed.status)): \(fixed.stderr)")
+    let again = runFsck(fsck, dir, extra + ["-n"])
+    #expect(again.status == 0, "second run: \(again.out)\(again.stderr)")
+  }
+}
