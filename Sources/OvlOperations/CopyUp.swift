@@ -201,6 +201,8 @@ extension WriteSession {
     guard let index else { return }
     try sampleTimes(upperParent)
     try setImpure(upperParent)
+    let lock = try InodeLock(indexed, path: workPath + "/index/" + indexed.name.string)
+    defer { withExtendedLifetime(lock) {} }
     // The overlay link count stays what it was: upper links + the stored delta.
     let before = try step("statx", workPath + "/index/" + indexed.name.string) { () throws(Errno) in try index.fd.stat(indexed.name) }
     let stored = try step("getxattr", workPath + "/index/" + indexed.name.string) { () throws(Errno) in

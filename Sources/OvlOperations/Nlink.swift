@@ -2,8 +2,25 @@ import OvlFormat
 import OvlStack
 import OvlSystem
 
+/// The kernel's `ovl_inode_lock` across processes: an flock on the index entry, held while
+/// its link count is read, changed and stored. Taken before any directory lock.
+final class InodeLock {
+  private let fd: FD
+
+  /// Nil for an entry that is not a regular file (opening a fifo blocks, a device opens the
+  /// device); such hard links are rare and keep the directory locks only.
+  init?(_ entry: RealObject, path: String) throws(OvlError) {
+    guard entry.status.type == .regular, let fd = try? FD.open(entry.name, in: entry.parent.fd, .readOnly) else { return nil }
+    try step("flock", path) { () throws(Errno) in try fd.lock() }
+    self.fd = fd
+  }
+
+  deinit { fd.unlock() }
+}
+
 /// An indexed inode whose overlay link count a change is about to move (`ovl_nlink_start`).
 struct NlinkState {
+  let lock: InodeLock?
   /// The index entry (`index/<hex>`), or nil for a directory index of nfs_export.
   let index: RealObject
   let isDirectory: Bool
@@ -70,10 +87,11 @@ extension WriteSession {
       target = try relocate(target)
     }
     guard let entry = target.entry, let indexed = try indexEntry(of: entry) else { return (target, nil) }
-    if entry.isDirectory { return (target, NlinkState(index: indexed, isDirectory: true, links: 0)) }
+    if entry.isDirectory { return (target, NlinkState(lock: nil, index: indexed, isDirectory: true, links: 0)) }
+    let lock = try InodeLock(indexed, path: workPath + "/index/" + indexed.name.string)
     let links = try overlayLinks(indexed, lowerLinks: entry.lowers.first.map { Int($0.status.links) })
     try setNlink(indexed, overlayLinks: links)
-    return (target, NlinkState(index: indexed, isDirectory: false, links: links))
+    return (target, NlinkState(lock: lock, index: indexed, isDirectory: false, links: links))
   }
 
   /// `ovl_nlink_end` after a change that removed a name of the inode: when the overlay
