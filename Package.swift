@@ -1,9 +1,9 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// Layers, bottom to top: COvlSys/CCrypto/CAttr (C) → OvlSystem (typed syscalls) → OvlFormat
+// Layers, bottom to top: COvlSys/CCrypto/CAttr/CArchive (C) → OvlSystem (typed syscalls) → OvlFormat
 // (pure codecs, no I/O) → OvlStack (stack configuration, merged-view lookup) → OvlOperations
-// (copy-up, ...) and OvlCheck (fsck) → the ovltool CLI. Only OvlSystem imports Glibc and the C shims.
+// (copy-up, ...), OvlCheck (fsck) and OvlImage (OCI layers) → the ovltool CLI. Only OvlSystem imports Glibc and the C shims.
 let package = Package(
   name: "ovltool",
   products: [
@@ -11,6 +11,7 @@ let package = Package(
     .library(name: "OvlStack", targets: ["OvlStack"]),
     .library(name: "OvlOperations", targets: ["OvlOperations"]),
     .library(name: "OvlCheck", targets: ["OvlCheck"]),
+    .library(name: "OvlImage", targets: ["OvlImage"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -19,6 +20,7 @@ let package = Package(
   targets: [
     .target(name: "COvlSys"),
     .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+    .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
     .systemLibrary(name: "CAttr", pkgConfig: "libattr", providers: [.apt(["libattr1-dev"])]),
     .target(name: "OvlSystem", dependencies: [
       "COvlSys", "CCrypto", "CAttr", .product(name: "SystemPackage", package: "swift-system"),
@@ -27,12 +29,13 @@ let package = Package(
     .target(name: "OvlStack", dependencies: ["OvlSystem", "OvlFormat"]),
     .target(name: "OvlOperations", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
     .target(name: "OvlCheck", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
+    .target(name: "OvlImage", dependencies: ["OvlStack", "OvlOperations", "OvlSystem", "OvlFormat", "CArchive"]),
     .target(name: "OvlFixtures", dependencies: ["OvlSystem", "OvlFormat"]),
     .executableTarget(name: "ovltool", dependencies: [
-      "OvlStack", "OvlOperations", "OvlCheck", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      "OvlStack", "OvlOperations", "OvlCheck", "OvlImage", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "ovl-fixture", dependencies: ["OvlFixtures"]),
-    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlOperations", "OvlCheck", "OvlFixtures", "ovltool", "ovl-fixture"]),
+    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlOperations", "OvlCheck", "OvlImage", "OvlFixtures", "ovltool", "ovl-fixture"]),
   ],
   swiftLanguageModes: [.v6]
 )

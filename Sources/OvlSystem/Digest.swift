@@ -15,6 +15,15 @@ public struct SHA256Digest: ~Copyable {
     EVP_DigestUpdate(context, buffer.baseAddress, buffer.count)
   }
 
+  /// The digest of what was hashed so far; the context may not be updated afterwards (for
+  /// digests kept in a class, which cannot be consumed).
+  public borrowing func final() -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: 32)
+    var length: UInt32 = 0
+    out.withUnsafeMutableBufferPointer { _ = EVP_DigestFinal_ex(context, $0.baseAddress, &length) }
+    return out
+  }
+
   public consuming func finish() -> [UInt8] {
     var out = [UInt8](repeating: 0, count: 32)
     var length: UInt32 = 0

@@ -122,3 +122,34 @@ extension FD {
     _ = try retrying { Glibc.fsync(fd) }
   }
 }
+
+extension FD {
+  /// Creates (or truncates) a host file the user named as output (a layer tar, a blob).
+  /// The corresponding C function is `open` with O_CREAT | O_TRUNC.
+  public static func createFile(atHostPath path: String, permissions: UInt32 = 0o644) throws(Errno) -> FD {
+    FD(adopting: try retrying { Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(permissions)) })
+  }
+
+  /// A duplicate of standard output.
+  public static func standardOutput() throws(Errno) -> FD {
+    FD(adopting: try retrying { Glibc.fcntl(1, F_DUPFD_CLOEXEC, 0) })
+  }
+
+  /// Writes all of `buffer` to a descriptor the caller owns (an output stream shared by
+  /// C callbacks). The corresponding C function is `write`.
+  public static func write(rawDescriptor fd: Int32, _ buffer: UnsafeRawBufferPointer) throws(Errno) {
+    guard let start = buffer.baseAddress else { return }
+    var offset = 0
+    while offset < buffer.count {
+      let base = start + offset
+      let remaining = buffer.count - offset
+      offset += try retrying { Glibc.write(fd, base, remaining) }
+    }
+  }
+}
+
+/// Removes a host file the user named (a partial output). Errors are ignored: it is
+/// cleanup after another error. The corresponding C function is `unlink`.
+public func removeHostFile(_ path: String) {
+  _ = Glibc.unlink(path)
+}

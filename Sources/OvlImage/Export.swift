@@ -1,0 +1,336 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// How `export` (and the tar side of `diff`/`merge`) writes entries.
+public struct ExportOptions: Sendable {
+  public var compression: LayerCompression = .none
+  /// Export what the merged view shows for redirected directories and metacopy files
+  /// instead of refusing them.
+  public var resolve = false
+  /// `SOURCE_DATE_EPOCH`: no mtime in the layer is later than this.
+  public var mtimeClamp: Int64?
+  public init() {}
+}
+
+/// Where export found something it will not write.
+public struct Unrepresentable: Error, CustomStringConvertible {
+  public let paths: [String]
+  public let reason: String
+  public var description: String { "\(reason): " + paths.joined(separator: ", ") }
+}
+
+/// Whether an xattr name stays out of a layer: the overlay's own names in either namespace
+/// (a layer does not know which one its next mount uses), fuse-overlayfs bookkeeping, and
+/// SELinux labels (host policy, not image content).
+func isLayerPrivate(_ name: [UInt8]) -> Bool {
+  if XattrNamespace.trusted.isPrivate(name) || XattrNamespace.user.isPrivate(name) { return true }
+  if name.starts(with: Array("user.fuseoverlayfs.".utf8)) { return true }
+  return name == Array("security.selinux".utf8)
+}
+
+let whiteoutPrefix: [UInt8] = Array(".wh.".utf8)
+let opaqueMarker: [UInt8] = Array(".wh..wh..opq".utf8)
+
+/// Turns the upper layer of a stack into an OCI layer (§6.1 of the layer study): depth
+/// first; per directory its header, its opaque marker, its whiteouts, then the other
+/// children, all sorted by name bytes.
+public final class Exporter {
+  let stack: Stack
+  /// The stack without its upper: what the upper's opaque dirs and whiteouts hide.
+  let below: Stack?
+  let options: ExportOptions
+  let writer: LayerWriter
+  let warn: (String) -> Void
+  /// First path exported for each multiply-linked inode (the one that carries the data).
+  private var linkTargets: [FileID: [UInt8]] = [:]
+  private var unresolved: [String] = []
+
+  public init(stack: Stack, options: ExportOptions, writer: LayerWriter, warn: @escaping (String) -> Void) throws(OvlError) {
+    guard stack.upperRoot != nil else { throw .usage("export needs a stack with an upperdir") }
+    self.stack = stack
+    self.options = options
+    self.writer = writer
+    self.warn = warn
+    var lowerOptions = stack.options
+    lowerOptions.upperDir = nil
+    lowerOptions.workDir = nil
+    lowerOptions.index = false
+    lowerOptions.nfsExport = false
+    below = lowerOptions.lowerDirs.isEmpty ? nil : try Stack(options: lowerOptions)
+  }
+
+  /// Writes the whole upper; returns the layer's digests.
+  public func run() throws(OvlError) -> LayerDescriptor {
+    guard let upper = stack.upperRoot else { throw .usage("export needs a stack with an upperdir") }
+    try preflight(upper.fd, [])
+    if !unresolved.isEmpty {
+      throw .format(
+        path: unresolved.joined(separator: ", "),
+        reason: "redirected directories or metacopy files: the upper alone does not hold them (use --resolve to export the merged view)",
+        errno: .notSupported)
+    }
+    try exportDirectory(upper.fd, [])
+    return try writer.finish()
+  }
+
+  // MARK: - Classification
+
+  enum Kind {
+    case whiteout, opaqueDirectory, directory, redirectedDirectory, metacopy, socket, other
+  }
+
+  private func hasXattr(_ dir: borrowing FD, _ name: [UInt8], _ key: OverlayXattr) throws(OvlError) -> [UInt8]? {
+    for ns in [stack.namespace, stack.namespace == .trusted ? XattrNamespace.user : .trusted] {
+      if let v = try step("getxattr", describe(name), { () throws(Errno) in try dir.xattr(name, ns.name(key)) }) { return v }
+    }
+    return nil
+  }
+
+  private func describe(_ path: [UInt8]) -> String {
+    (stack.layerPaths.first ?? "upper") + "/" + String(decoding: path, as: UTF8.self)
+  }
+
+  func classify(_ dir: borrowing FD, _ name: [UInt8], _ status: FileStatus) throws(OvlError) -> Kind {
+    if status.isWhiteoutDevice { return .whiteout }
+    switch status.type {
+    case .regular:
+      if status.size == 0, try hasXattr(dir, name, .whiteout) != nil { return .whiteout }
+      if try hasXattr(dir, name, .metacopy) != nil { return .metacopy }
+      return .other
+    case .directory:
+      if try hasXattr(dir, name, .redirect) != nil { return .redirectedDirectory }
+      if Opaque(value: try hasXattr(dir, name, .opaque)) == .opaque { return .opaqueDirectory }
+      return .directory
+    case .socket: return .socket
+    default: return .other
+    }
+  }
+
+  /// Refuses, before writing anything, what the layer cannot represent: `.wh.` names
+  /// (they would turn into whiteouts on apply) and, without --resolve, redirects/metacopy.
+  private func preflight(_ dir: borrowing FD, _ path: [UInt8]) throws(OvlError) {
+    let entries = try step("getdents64", describe(path)) { () throws(Errno) in try dir.entries() }
+    for e in entries {
+      let childPath = path.isEmpty ? e.name : path + [UInt8(ascii: "/")] + e.name
+      let status = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }
+      if e.name.starts(with: whiteoutPrefix) && !status.isWhiteoutDevice {
+        throw .format(path: describe(childPath), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
+      }
+      let kind = try classify(dir, e.name, status)
+      switch kind {
+      case .redirectedDirectory, .metacopy:
+        if !options.resolve { unresolved.append(String(decoding: childPath, as: UTF8.self)) }
+        if kind == .redirectedDirectory { continue }  // resolved from the merged view
+      case .directory, .opaqueDirectory:
+        let child = try step("open", describe(childPath)) { () throws(Errno) in try FD.open(e.name, in: dir, .directory) }
+        try preflight(child, childPath)
+      default: break
+      }
+    }
+  }
+
+  // MARK: - Writing
+
+  private func mtime(_ status: FileStatus) -> Int64 {
+    let seconds = status.mtimeSeconds
+    if let clamp = options.mtimeClamp, seconds > clamp { return clamp }
+    return seconds
+  }
+
+  private func xattrs(_ dir: borrowing FD, _ name: [UInt8], _ path: [UInt8]) throws(OvlError) -> [([UInt8], [UInt8])] {
+    var result: [([UInt8], [UInt8])] = []
+    let names = try step("listxattr", describe(path)) { () throws(Errno) in try dir.xattrNames(name) }
+    for raw in names {
+      // Escaped names are shown unescaped, as the merged view shows them.
+      guard let shown = stack.namespace.viewName(raw), !isLayerPrivate(shown) else { continue }
+      guard let value = try step("getxattr", describe(path), { () throws(Errno) in try dir.xattr(name, raw) }) else { continue }
+      result.append((shown, value))
+    }
+    result.sort { Stack.byteOrder($0.0, $1.0) }
+    return result
+  }
+
+  /// The directory at `path` in the layers below, when it has children an opaque upper
+  /// directory hides.
+  private func hidesSomething(_ path: [UInt8]) throws(OvlError) -> Bool {
+    guard let below else { return false }
+    let resolved: (parent: MergedDir?, entry: MergedEntry?, root: MergedDir)
+    do { resolved = try below.resolve(path) } catch { return false }
+    guard let entry = resolved.entry, entry.isDirectory else { return path.isEmpty }
+    return !(try below.list(try below.open(entry))).isEmpty
+  }
+
+  private func exportDirectory(_ dir: borrowing FD, _ path: [UInt8]) throws(OvlError) {
+    let entries = try step("getdents64", describe(path)) { () throws(Errno) in try dir.entries() }
+    var whiteouts: [[UInt8]] = []
+    var others: [(DirectoryEntry, FileStatus, Kind)] = []
+    for e in entries {
+      let childPath = join(path, e.name)
+      let status = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }
+      let kind = try classify(dir, e.name, status)
+      if kind == .whiteout { whiteouts.append(e.name) } else { others.append((e, status, kind)) }
+    }
+    whiteouts.sort(by: Stack.byteOrder)
+    others.sort { Stack.byteOrder($0.0.name, $1.0.name) }
+    for name in whiteouts {
+      try writer.write(.marker(join(path, whiteoutPrefix + name)))
+    }
+    for (e, status, kind) in others {
+      try exportEntry(dir, e.name, join(path, e.name), status, kind)
+    }
+  }
+
+  private func exportEntry(_ dir: borrowing FD, _ name: [UInt8], _ path: [UInt8], _ status: FileStatus, _ kind: Kind) throws(OvlError) {
+    switch kind {
+    case .socket:
+      warn("\(describe(path)): socket skipped (OCI layers do not carry sockets)")
+      return
+    case .redirectedDirectory:
+      try exportMerged(path)
+      return
+    default: break
+    }
+    let attributes = try xattrs(dir, name, path)
+    var entry = TarEntry(path: path, kind: .fifo, permissions: status.permissions, uid: status.uid, gid: status.gid, mtime: mtime(status), xattrs: attributes)
+    switch status.type {
+    case .directory:
+      entry.kind = .directory
+      entry.path = path + [UInt8(ascii: "/")]
+      try writer.write(entry)
+      let child = try step("open", describe(path)) { () throws(Errno) in try FD.open(name, in: dir, .directory) }
+      if kind == .opaqueDirectory, try hidesSomething(path) {
+        try writer.write(.marker(join(path, opaqueMarker)))
+        // Whiteouts under an opaque directory hide nothing more.
+        try exportDirectoryChildren(child, path, skipWhiteouts: true)
+      } else {
+        try exportDirectory(child, path)
+      }
+      return
+    case .symlink:
+      entry.kind = .symlink(target: try step("readlink", describe(path)) { () throws(Errno) in try dir.readLink(name) })
+    case .character: entry.kind = .character(major: status.rdevMajor, minor: status.rdevMinor)
+    case .block: entry.kind = .block(major: status.rdevMajor, minor: status.rdevMinor)
+    case .fifo: entry.kind = .fifo
+    case .regular:
+      if status.links > 1 {
+        if let first = linkTargets[status.id] {
+          entry.kind = .hardlink(target: first)
+          try writer.write(entry)
+          return
+        }
+        linkTargets[status.id] = path
+      }
+      entry.kind = .regular(size: status.size)
+      if kind == .metacopy {
+        let data = try mergedData(path)
+        try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, sink) }
+      } else {
+        let file = try step("open", describe(path)) { () throws(Errno) in try FD.open(name, in: dir, .readOnly) }
+        try writer.write(entry) { (sink) throws(OvlError) in try stream(file, path, sink) }
+      }
+      return
+    default:
+      return
+    }
+    if status.links > 1 {
+      if let first = linkTargets[status.id] {
+        entry.kind = .hardlink(target: first)
+      } else {
+        linkTargets[status.id] = path
+      }
+    }
+    try writer.write(entry)
+  }
+
+  private func exportDirectoryChildren(_ dir: borrowing FD, _ path: [UInt8], skipWhiteouts: Bool) throws(OvlError) {
+    let entries = try step("getdents64", describe(path)) { () throws(Errno) in try dir.entries() }
+    var others: [(DirectoryEntry, FileStatus, Kind)] = []
+    for e in entries {
+      let childPath = join(path, e.name)
+      let status = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }
+      let kind = try classify(dir, e.name, status)
+      if kind != .whiteout { others.append((e, status, kind)) }
+    }
+    others.sort { Stack.byteOrder($0.0.name, $1.0.name) }
+    for (e, status, kind) in others { try exportEntry(dir, e.name, join(path, e.name), status, kind) }
+  }
+
+  private func mergedData(_ path: [UInt8]) throws(OvlError) -> FD {
+    guard let entry = try stack.resolve(path).entry else {
+      throw .format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
+    }
+    return try stack.openData(entry)
+  }
+
+  private func stream(_ file: borrowing FD, _ path: [UInt8], _ sink: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
+    let capacity = 1 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
+    defer { buffer.deallocate() }
+    while true {
+      let n = try step("read", describe(path)) { () throws(Errno) in try file.read(into: buffer) }
+      if n == 0 { break }
+      try sink(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+    }
+  }
+
+  /// A redirected directory (--resolve): written as what the merged view shows — a new
+  /// directory, opaque over whatever the layers below have at its name, with every entry of
+  /// the merged subtree.
+  private func exportMerged(_ path: [UInt8]) throws(OvlError) {
+    guard let top = try stack.resolve(path).entry else {
+      throw .format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
+    }
+    var failure: OvlError?
+    stack.walk(top, dir: nil, hash: false) { result, shownPath in
+      guard failure == nil else { return }
+      do throws(OvlError) {
+        let record = try result.get()
+        try writeRecord(record, isTop: record.path == top.path, path: path)
+      } catch {
+        failure = error
+      }
+    }
+    if let failure { throw failure }
+  }
+
+  private func writeRecord(_ record: ViewRecord, isTop: Bool, path top: [UInt8]) throws(OvlError) {
+    let path = Array(record.path.drop(while: { $0 == UInt8(ascii: "/") }))
+    let status = record.status
+    let xattrs = record.xattrs.filter { !isLayerPrivate($0.0) }
+    var entry = TarEntry(path: path, kind: .fifo, permissions: status.permissions, uid: status.uid, gid: status.gid, mtime: mtime(status), xattrs: xattrs)
+    switch status.type {
+    case .directory:
+      entry.kind = .directory
+      entry.path = path + [UInt8(ascii: "/")]
+      try writer.write(entry)
+      if isTop, try hidesSomething(path) { try writer.write(.marker(join(path, opaqueMarker))) }
+      return
+    case .symlink: entry.kind = .symlink(target: record.target ?? [])
+    case .character: entry.kind = .character(major: status.rdevMajor, minor: status.rdevMinor)
+    case .block: entry.kind = .block(major: status.rdevMajor, minor: status.rdevMinor)
+    case .fifo: entry.kind = .fifo
+    case .socket:
+      warn("\(String(decoding: path, as: UTF8.self)): socket skipped (OCI layers do not carry sockets)")
+      return
+    case .regular:
+      if status.links > 1 {
+        if let first = linkTargets[status.id] {
+          entry.kind = .hardlink(target: first)
+          try writer.write(entry)
+          return
+        }
+        linkTargets[status.id] = path
+      }
+      entry.kind = .regular(size: status.size)
+      let data = try mergedData(path)
+      try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, sink) }
+      return
+    }
+    try writer.write(entry)
+  }
+}
+
+func join(_ path: [UInt8], _ name: [UInt8]) -> [UInt8] {
+  path.isEmpty ? name : path + [UInt8(ascii: "/")] + name
+}

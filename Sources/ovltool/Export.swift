@@ -1,0 +1,77 @@
+import ArgumentParser
+import OvlImage
+import OvlStack
+import OvlSystem
+
+struct Export: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Write the upper layer of the stack as an OCI image layer (tar).",
+    discussion: """
+      Whiteouts become .wh.NAME entries, opaque directories a .wh..wh..opq marker (only where \
+      the layers below have something to hide), hardlinks are kept, xattrs are PAX records \
+      without the overlay's private names; sockets are skipped with a warning. Redirected \
+      directories and metacopy files are refused (exit 2) unless --resolve. The output is \
+      reproducible: entries sorted by name bytes, empty uname/gname, no atime/ctime, mtimes in \
+      whole seconds clamped to SOURCE_DATE_EPOCH, fixed compressor settings. Prints the \
+      DiffID (digest of the tar) and the blob digest.
+      """)
+
+  @OptionGroup var stack: StackArguments
+  @Option(help: ArgumentHelp("Where the layer goes ('-' for standard output).", valueName: "FILE")) var output: String?
+  @Option(help: "Compression: none, gzip or zstd.") var compress: String = "none"
+  @Flag(help: "Export what the merged view shows for redirected directories and metacopy files.") var resolve = false
+  @Option(help: ArgumentHelp("Also add the layer to this OCI image layout.", valueName: "DIR")) var ociLayout: String?
+  @Option(help: "The tag of the new image in --oci-layout.") var tag: String?
+  @Option(help: "The tag of the image the layer goes on top of (default: a new image).") var base: String?
+  @Option(help: ArgumentHelp("Write the OCI descriptor (mediaType, digest, size, diffID) as JSON.", valueName: "FILE")) var descriptor: String?
+
+  func validate() throws {
+    guard LayerCompression(rawValue: compress) != nil else { throw ValidationError("--compress must be none, gzip or zstd") }
+    if ociLayout != nil && tag == nil { throw ValidationError("--oci-layout needs --tag") }
+    if ociLayout == nil && (tag != nil || base != nil) { throw ValidationError("--tag and --base need --oci-layout") }
+    if ociLayout == nil && output == nil { throw ValidationError("give --output FILE|- or --oci-layout DIR") }
+  }
+
+  func run() throws {
+    let stack = try self.stack.open()
+    var options = ExportOptions()
+    options.compression = LayerCompression(rawValue: compress) ?? .none
+    options.resolve = resolve
+    if let text = getEnvironment("SOURCE_DATE_EPOCH") {
+      guard let epoch = Int64(text), epoch >= 0 else { throw OvlError.usage("SOURCE_DATE_EPOCH must be whole seconds since 1970, got '\(text)'") }
+      options.mtimeClamp = epoch
+    }
+    let layout = ociLayout.map { ImageLayout(path: $0) }
+    let path: String
+    if let layout { path = try layout.temporaryBlobPath() } else { path = output ?? "-" }
+    let fd = try step("open", path) { () throws(Errno) in path == "-" ? try FD.standardOutput() : try FD.createFile(atHostPath: path) }
+    let writer = try LayerWriter(output: fd.rawValue, compression: options.compression)
+    let exporter = try Exporter(stack: stack, options: options, writer: writer) { printError("ovltool: warning: \($0)") }
+    let layer: LayerDescriptor
+    do {
+      layer = try exporter.run()
+    } catch {
+      if path != "-" { removeHostFile(path) }
+      // Not representable without --resolve (or a .wh. name): the input, not an I/O error.
+      if case .format(_, _, let errno) = error, errno == .notSupported || errno == .invalidArgument {
+        printError("ovltool: \(error)")
+        throw ExitCode(2)
+      }
+      throw error
+    }
+    try step("fsync", path) { () throws(Errno) in if path != "-" { try fd.sync() } }
+    if let layout, let tag {
+      try layout.publishBlob(temporary: path, digest: layer.digest)
+      if let output, output != "-" { printError("ovltool: warning: --output ignored with --oci-layout") }
+      let manifest = try layout.addLayer(layer, tag: tag, base: base, created: options.mtimeClamp ?? 0)
+      printError("manifest \(manifest)")
+    }
+    if let descriptor {
+      let out = try step("open", descriptor) { () throws(Errno) in try FD.createFile(atHostPath: descriptor) }
+      try step("write", descriptor) { () throws(Errno) in try out.write(Array((layer.json + "\n").utf8)) }
+    }
+    // The digests go to stderr when the layer itself goes to stdout.
+    let summary = "diffid \(layer.diffID)\ndigest \(layer.digest)\nsize \(layer.size)"
+    if path == "-" { printError(summary) } else { print(summary) }
+  }
+}
