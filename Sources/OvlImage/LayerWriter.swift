@@ -109,6 +109,7 @@ public final class LayerWriter {
 
   /// `output` is a raw descriptor the caller keeps open until `finish`.
   public init(output: Int32, compression: LayerCompression) throws(OvlError) {
+    useUTF8Locale()
     self.output = output
     self.compression = compression
     guard let tar = archive_write_new(), let entry = archive_entry_new() else {

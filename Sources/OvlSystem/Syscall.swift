@@ -153,3 +153,11 @@ extension Array where Element == UInt8 {
   /// The bytes as text for messages (invalid UTF-8 replaced).
   public var string: String { String(decoding: self, as: UTF8.self) }
 }
+
+/// Switches the character type to UTF-8 (C.UTF-8): libarchive converts tar names between
+/// the PAX header's UTF-8 and the locale, and in the "C" locale it cannot represent
+/// non-ASCII names at all. Names that are not UTF-8 still pass as raw bytes
+/// (hdrcharset=BINARY). The corresponding C function is `setlocale`.
+public func useUTF8Locale() {
+  _ = setlocale(LC_CTYPE, "C.UTF-8")
+}

@@ -1,0 +1,311 @@
+import OvlFormat
+import OvlOperations
+import OvlStack
+import OvlSystem
+
+/// How `apply` treats what a layer may carry.
+public struct ApplyOptions: Sendable {
+  /// The DiffID the layer must have (`sha256:…`); checked over the uncompressed stream.
+  public var diffID: String?
+  /// Device nodes in the layer: made (default, as root) or refused.
+  public var allowDevices = true
+  /// Whiteouts as xattr whiteouts (a zero-size file with `overlay.whiteout` in a directory
+  /// marked `overlay.opaque=x`) instead of char 0:0 devices.
+  public var xattrWhiteouts = false
+  public init() {}
+}
+
+/// A layer entry refused as hostile or invalid; names the entry.
+public func refused(_ path: [UInt8], _ reason: String, _ errno: Errno = .invalidArgument) -> OvlError {
+  .format(path: "layer entry '\(String(decoding: path, as: UTF8.self))'", reason: reason, errno: errno)
+}
+
+/// Applies an OCI layer to the stack's upper through the namespace operations, so every
+/// whiteout, opaque directory and copy-up is exactly what the kernel would write for the
+/// same changes made through a mount (§6.2 of the layer study). Every path is resolved
+/// in the merged view without following symlinks; nothing is written outside the upper
+/// and work directories.
+public final class Applier {
+  let session: WriteSession
+  let options: ApplyOptions
+  let warn: (String) -> Void
+  /// Paths (merged, `/a/b`) made or replaced by this layer: a whiteout or opaque marker of
+  /// the same layer does not remove them (whiteouts act on the layers below only).
+  private var created: Set<[UInt8]> = []
+  /// Directories' mtimes, set after the whole stream (entries below change them).
+  private var directoryTimes: [([UInt8], Int64)] = []
+  private var warnedPrivate = false
+
+  public init(session: WriteSession, options: ApplyOptions, warn: @escaping (String) -> Void) {
+    self.session = session
+    self.options = options
+    self.warn = warn
+  }
+
+  var stack: Stack { session.stack }
+
+  /// Applies every entry; returns the layer's DiffID.
+  public func run(_ reader: LayerReader) throws(OvlError) -> String {
+    while let entry = try reader.next() {
+      try apply(entry, reader)
+    }
+    let diffID = try reader.finishDiffID()
+    for (path, mtime) in directoryTimes.sorted(by: { $0.0.count > $1.0.count }) {
+      try session.setAttribute(path, .times(mtime))
+    }
+    try session.finish()
+    if let expected = options.diffID, expected != diffID {
+      throw .format(path: "layer", reason: "DiffID mismatch: expected \(expected), got \(diffID) (the upper has been changed)", errno: .badMessage)
+    }
+    return diffID
+  }
+
+  /// `a/./b/` → [a, b]; refuses absolute paths, `..`, empty or over-long names.
+  static func components(_ raw: [UInt8]) throws(OvlError) -> [[UInt8]] {
+    if raw.first == UInt8(ascii: "/") { throw refused(raw, "absolute path", .notPermitted) }
+    var result: [[UInt8]] = []
+    for part in raw.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+      if part.elementsEqual([0x2E]) { continue }
+      if part.elementsEqual([0x2E, 0x2E]) { throw refused(raw, "'..' in the path", .notPermitted) }
+      if part.count > 255 { throw refused(raw, "a name is longer than 255 bytes", .fileNameTooLong) }
+      if part.contains(0) { throw refused(raw, "NUL in the name") }
+      result.append(Array(part))
+    }
+    return result
+  }
+
+  static func merged(_ components: some Collection<[UInt8]>) -> [UInt8] {
+    var out: [UInt8] = []
+    for c in components { out += [UInt8(ascii: "/")] + c }
+    return out.isEmpty ? [UInt8(ascii: "/")] : out
+  }
+
+  /// The merged entry at `path`, nil when it (or a parent) does not exist.
+  private func lookup(_ path: [UInt8]) throws(OvlError) -> MergedEntry? {
+    do {
+      return try stack.resolve(path).entry
+    } catch .format(_, _, .noSuchFileOrDirectory) {
+      return nil
+    }
+  }
+
+  private func apply(_ entry: LayerEntry, _ reader: LayerReader) throws(OvlError) {
+    let components = try Self.components(entry.path)
+    guard let name = components.last else {
+      // The root entry (`.`/`./`): the upper root's attributes are the stack's, not a layer's.
+      return
+    }
+    let parent = Array(components.dropLast())
+    if name.starts(with: whiteoutPrefix) && entry.kind != .directory {
+      try applyMarker(entry, parent: parent, name: name)
+      return
+    }
+    if name.starts(with: whiteoutPrefix) {
+      throw refused(entry.path, "a directory named .wh.*", .invalidArgument)
+    }
+    let path = Self.merged(components)
+    if created.contains(path) && entry.kind != .directory {
+      throw refused(entry.path, "duplicate entry", .fileExists)
+    }
+    if entry.kind == .character && entry.rdevMajor == 0 && entry.rdevMinor == 0 {
+      // A raw upper tarred as is (GNU tar): its 0:0 devices are whiteouts.
+      warn("layer entry '\(String(decoding: entry.path, as: UTF8.self))': char 0:0 device taken as a whiteout")
+      try whiteout(parent: parent, victim: name)
+      return
+    }
+    try makeParents(parent, entry.path)
+    let existing = try lookup(path)
+    switch entry.kind {
+    case .directory:
+      if let existing, existing.isDirectory {
+        // Dir over dir merges: only the attributes change.
+      } else {
+        if existing != nil { try session.remove(path, mode: .recursive, force: true) }
+        try session.create(path, .directory, permissions: entry.permissions)
+      }
+      created.insert(path)
+      try setMetadata(path, entry, isSymlink: false)
+      directoryTimes.append((path, entry.mtime))
+      return
+    case .hardlink:
+      let targetComponents = try Self.components(entry.linkTarget ?? [])
+      let target = Self.merged(targetComponents)
+      guard let source = try lookup(target) else {
+        throw refused(entry.path, "hardlink target '\(String(decoding: entry.linkTarget ?? [], as: UTF8.self))' is neither in the layer nor in the stack", .noSuchFileOrDirectory)
+      }
+      if source.isDirectory { throw refused(entry.path, "hardlink to a directory", .notPermitted) }
+      if target == path { return }
+      if existing != nil { try session.remove(path, mode: .recursive, force: true) }
+      try session.link(target, to: path)
+      created.insert(path)
+      return
+    case .socket:
+      warn("layer entry '\(String(decoding: entry.path, as: UTF8.self))': socket skipped")
+      return
+    case .unknown:
+      throw refused(entry.path, "unsupported entry type")
+    case .character, .block:
+      if !options.allowDevices { throw refused(entry.path, "device nodes are not permitted (--no-devices)", .notPermitted) }
+    default: break
+    }
+    if existing != nil { try session.remove(path, mode: .recursive, force: true) }
+    switch entry.kind {
+    case .regular:
+      guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
+      var data: [UInt8] = []
+      data.reserveCapacity(Int(min(entry.size, 1 << 26)))
+      try reader.readData(String(decoding: entry.path, as: UTF8.self)) { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
+      try session.put(path, contents: .bytes(data), attributes: PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid)))
+      created.insert(path)
+      try setXattrs(path, entry)
+      try session.setAttribute(path, .times(entry.mtime))
+    case .symlink:
+      try session.create(path, .symlink(target: entry.linkTarget ?? []))
+      created.insert(path)
+      try setMetadata(path, entry, isSymlink: true)
+      try session.setAttribute(path, .times(entry.mtime))
+    case .character, .block, .fifo:
+      let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
+      try session.create(path, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), permissions: entry.permissions)
+      created.insert(path)
+      try setMetadata(path, entry, isSymlink: false)
+      try session.setAttribute(path, .times(entry.mtime))
+    default: break
+    }
+  }
+
+  private func setMetadata(_ path: [UInt8], _ entry: LayerEntry, isSymlink: Bool) throws(OvlError) {
+    try session.setAttribute(path, .owner(uid: entry.uid, gid: entry.gid))
+    // After chown: it clears setuid/setgid.
+    if !isSymlink { try session.setAttribute(path, .mode(entry.permissions)) }
+    try setXattrs(path, entry)
+  }
+
+  private func setXattrs(_ path: [UInt8], _ entry: LayerEntry) throws(OvlError) {
+    for (name, value) in entry.xattrs {
+      if isLayerPrivate(name) {
+        // A layer cannot make a directory opaque or redirect it by an xattr.
+        if !warnedPrivate {
+          warn("layer entry '\(String(decoding: entry.path, as: UTF8.self))': overlay-private xattr \(String(decoding: name, as: UTF8.self)) ignored")
+          warnedPrivate = true
+        }
+        continue
+      }
+      try session.setAttribute(path, .setXattr(name: name, value: value))
+    }
+  }
+
+  /// Missing parent directories of an entry (a layer need not list them): 0755, 0:0, as
+  /// containerd and c/storage make them. A parent that is not a directory — a symlink in
+  /// the layer or in the stack included — is refused: paths never go through symlinks.
+  private func makeParents(_ parent: [[UInt8]], _ raw: [UInt8]) throws(OvlError) {
+    for depth in 0..<parent.count {
+      let path = Self.merged(parent[...depth])
+      if let existing = try lookup(path) {
+        if existing.status.type == .symlink {
+          throw refused(raw, "the path goes through the symlink '\(String(decoding: path, as: UTF8.self))'", .tooManySymbolicLinkLevels)
+        }
+        if !existing.isDirectory { throw refused(raw, "'\(String(decoding: path, as: UTF8.self))' is not a directory", .notDirectory) }
+        continue
+      }
+      try session.create(path, .directory, permissions: 0o755)
+      try session.setAttribute(path, .owner(uid: 0, gid: 0))
+      try session.setAttribute(path, .mode(0o755))
+      created.insert(path)
+    }
+  }
+
+  private func applyMarker(_ entry: LayerEntry, parent: [[UInt8]], name: [UInt8]) throws(OvlError) {
+    if name == opaqueMarker {
+      try makeParents(parent, entry.path)
+      try makeOpaque(parent, entry.path)
+      return
+    }
+    let victim = Array(name.dropFirst(whiteoutPrefix.count))
+    if victim.starts(with: whiteoutPrefix) {
+      warn("layer entry '\(String(decoding: entry.path, as: UTF8.self))': AUFS metadata skipped")
+      return
+    }
+    if victim.isEmpty || victim == [0x2E] || victim == [0x2E, 0x2E] {
+      throw refused(entry.path, "invalid whiteout (it would remove '\(String(decoding: victim, as: UTF8.self))')")
+    }
+    try whiteout(parent: parent, victim: victim)
+  }
+
+  /// `.wh.NAME`: removes NAME as unlink/rmdir -r through a mount would (a whiteout where a
+  /// lower layer has it), unless this layer made NAME itself.
+  private func whiteout(parent: [[UInt8]], victim: [UInt8]) throws(OvlError) {
+    let path = Self.merged(parent + [victim])
+    if created.contains(path) { return }
+    // A whited-out or missing parent: nothing below it is visible anyway.
+    for depth in 0..<parent.count {
+      guard let p = try lookup(Self.merged(parent[...depth])), p.isDirectory else { return }
+    }
+    guard try lookup(path) != nil else { return }
+    try session.remove(path, mode: .recursive, force: true)
+    if options.xattrWhiteouts { try convertToXattrWhiteout(parent: parent, victim: victim) }
+  }
+
+  /// `.wh..wh..opq` in D: D hides everything below. When the layer made nothing in D yet,
+  /// D is removed and made again, which the kernel marks opaque (a directory created over a
+  /// whiteout); otherwise each child not made by this layer is removed (explicit whiteouts,
+  /// the same merged view).
+  private func makeOpaque(_ dirComponents: [[UInt8]], _ raw: [UInt8]) throws(OvlError) {
+    let path = Self.merged(dirComponents)
+    guard let entry = try lookup(path), entry.isDirectory else {
+      throw refused(raw, "opaque marker in something that is not a directory", .notDirectory)
+    }
+    guard !dirComponents.isEmpty else {
+      throw refused(raw, "opaque marker for the root: the upper root cannot be opaque", .notPermitted)
+    }
+    let children = try stack.list(try stack.open(entry))
+    let prefix = path + [UInt8(ascii: "/")]
+    // The upper's own children count too: to this layer the upper is a layer below.
+    let hidden = children.filter { !created.contains(prefix + $0) }
+    if hidden.isEmpty { return }
+    let madeHere = created.contains { $0.starts(with: prefix) }
+    if !madeHere {
+      let record = try stack.record(entry, hash: false)
+      try session.remove(path, mode: .recursive, force: true)
+      try session.create(path, .directory, permissions: record.status.permissions)
+      try session.setAttribute(path, .owner(uid: record.status.uid, gid: record.status.gid))
+      try session.setAttribute(path, .mode(record.status.permissions))
+      for (name, value) in record.xattrs { try session.setAttribute(path, .setXattr(name: name, value: value)) }
+      created.insert(path)
+      return
+    }
+    for child in hidden {
+      try session.remove(prefix + child, mode: .recursive, force: true)
+    }
+  }
+
+  /// Replaces the char 0:0 whiteout just written at `victim` by an xattr whiteout (for
+  /// layers stored on an overlay, kernel ≥ 6.7), and marks its directory `opaque=x` unless
+  /// it is opaque already.
+  private func convertToXattrWhiteout(parent: [[UInt8]], victim: [UInt8]) throws(OvlError) {
+    let dirPath = Self.merged(parent)
+    let upperDir: LayerDir
+    if parent.isEmpty {
+      guard let root = stack.upperRoot else { return }
+      upperDir = root
+    } else {
+      guard let entry = try lookup(dirPath), let upper = entry.upper else { return }
+      upperDir = try LayerDir(layer: 0, fd: step("open", dirPath.string) { () throws(Errno) in try upper.open(.directory) }, path: Array(dirPath.dropFirst()))
+    }
+    let ns = stack.namespace
+    let shown = dirPath.string + "/" + victim.string
+    guard let status = try step("fstatat", shown, { () throws(Errno) in try upperDir.fd.statIfPresent(victim) }), status.isWhiteoutDevice else { return }
+    let file = try step("open", shown) { () throws(Errno) in try upperDir.fd.openTemporaryFile(permissions: 0) }
+    try step("setxattr", shown) { () throws(Errno) in try file.setXattr(ns.name(.whiteout), []) }
+    try step("unlinkat", shown) { () throws(Errno) in try upperDir.fd.remove(victim) }
+    try step("linkat", shown) { () throws(Errno) in try file.link(as: victim, in: upperDir.fd) }
+    let opaque = try step("getxattr", dirPath.string) { () throws(Errno) in try upperDir.fd.xattr([0x2E], ns.name(.opaque)) }
+    if Opaque(value: opaque) != .opaque {
+      try step("setxattr", dirPath.string) { () throws(Errno) in try upperDir.fd.setXattr([0x2E], ns.name(.opaque), Opaque.xwhiteouts.value) }
+    }
+  }
+}
+
+extension Array where Element == UInt8 {
+  var string: String { String(decoding: self, as: UTF8.self) }
+}

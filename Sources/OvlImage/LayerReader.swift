@@ -1,0 +1,188 @@
+import CArchive
+import OvlSystem
+
+/// Reads a layer (tar, pax, GNU tar; plain, gzip or zstd — detected from the bytes) and
+/// computes its DiffID over the *uncompressed* stream while the entries are read: an outer
+/// libarchive reader in raw format decompresses, an inner one parses the tar from those
+/// bytes, so the hash sees exactly the tar.
+public final class LayerReader {
+  private let outer: OpaquePointer
+  private let inner: OpaquePointer
+  private let source: Source
+  private var entry: OpaquePointer?
+  public private(set) var entriesRead = 0
+
+  /// Pulls decompressed bytes from `outer` for the tar parser, hashing them.
+  final class Source {
+    let outer: OpaquePointer
+    let digest = SHA256Digest()
+    var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+    var size: UInt64 = 0
+    var error: OvlError?
+    var ended = false
+
+    init(outer: OpaquePointer) { self.outer = outer }
+    deinit { buffer.deallocate() }
+
+    func next() -> Int {
+      guard let base = buffer.baseAddress, !ended else { return 0 }
+      let n = archive_read_data(outer, base, buffer.count)
+      if n < 0 {
+        error = LayerWriter.failure(outer, "layer (decompressing)")
+        return -1
+      }
+      if n == 0 { ended = true }
+      digest.update(UnsafeRawBufferPointer(start: base, count: n))
+      size += UInt64(n)
+      return n
+    }
+
+    /// Hashes what the tar parser did not need (padding after the end-of-archive blocks):
+    /// the DiffID is the digest of the whole uncompressed blob.
+    func drain() throws(OvlError) {
+      while true {
+        let n = next()
+        if n < 0 { throw error ?? .format(path: "layer", reason: "read error", errno: .ioError) }
+        if n == 0 { return }
+      }
+    }
+  }
+
+  /// `fd` is a raw descriptor the caller keeps open.
+  public init(fd: Int32) throws(OvlError) {
+    useUTF8Locale()
+    guard let outer = archive_read_new(), let inner = archive_read_new() else {
+      throw .system(call: "archive_read_new", path: "layer", errno: .noMemory)
+    }
+    self.outer = outer
+    self.inner = inner
+    source = Source(outer: outer)
+    archive_read_support_filter_gzip(outer)
+    archive_read_support_filter_zstd(outer)
+    archive_read_support_format_raw(outer)
+    if archive_read_open_fd(outer, fd, 1 << 16) != ARCHIVE_OK { throw LayerWriter.failure(outer, "layer") }
+    guard let header = archive_entry_new() else { throw .system(call: "archive_entry_new", path: "layer", errno: .noMemory) }
+    defer { archive_entry_free(header) }
+    if archive_read_next_header2(outer, header) != ARCHIVE_OK {
+      // An empty input has no raw entry: treat it as an empty (truncated) layer.
+      throw .format(path: "layer", reason: "empty or unreadable input", errno: .invalidArgument)
+    }
+    archive_read_support_format_tar(inner)
+    archive_read_support_format_gnutar(inner)
+    let status = archive_read_open(inner, Unmanaged.passUnretained(source).toOpaque(), nil, sourceRead, nil)
+    if status != ARCHIVE_OK { throw source.error ?? LayerWriter.failure(inner, "layer") }
+  }
+
+  deinit {
+    archive_read_free(inner)
+    archive_read_free(outer)
+  }
+
+  /// The next entry, or nil at the end of the archive. A truncated or corrupt archive is an
+  /// error naming the last entry read.
+  public func next() throws(OvlError) -> LayerEntry? {
+    var pointer: OpaquePointer?
+    let status = archive_read_next_header(inner, &pointer)
+    if status == ARCHIVE_EOF { return nil }
+    if status < ARCHIVE_WARN || pointer == nil {
+      throw source.error ?? .format(path: "layer entry \(entriesRead + 1)", reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, "tar"))", errno: .invalidArgument)
+    }
+    guard let pointer else { return nil }
+    entriesRead += 1
+    return LayerEntry(pointer)
+  }
+
+  /// Streams the current entry's data to `body`.
+  public func readData(_ path: String, _ body: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
+    let capacity = 1 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
+    defer { buffer.deallocate() }
+    guard let base = buffer.baseAddress else { return }
+    while true {
+      let n = archive_read_data(inner, base, capacity)
+      if n < 0 {
+        throw source.error ?? .format(path: path, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, path))", errno: .invalidArgument)
+      }
+      if n == 0 { return }
+      try body(UnsafeRawBufferPointer(start: base, count: n))
+    }
+  }
+
+  /// After the last entry: the DiffID of the whole uncompressed stream.
+  public func finishDiffID() throws(OvlError) -> String {
+    try source.drain()
+    return "sha256:" + hex(source.digest.final())
+  }
+}
+
+private func sourceRead(_: OpaquePointer?, _ client: UnsafeMutableRawPointer?, _ out: UnsafeMutablePointer<UnsafeRawPointer?>?) -> Int {
+  guard let client, let out else { return -1 }
+  let source = Unmanaged<LayerReader.Source>.fromOpaque(client).takeUnretainedValue()
+  let n = source.next()
+  out.pointee = UnsafeRawPointer(source.buffer.baseAddress)
+  return n
+}
+
+/// One header of a layer, copied out of libarchive (valid after the next header is read).
+public struct LayerEntry {
+  public enum Kind: Equatable {
+    case directory, regular, symlink, hardlink, character, block, fifo, socket, unknown
+  }
+  public let path: [UInt8]
+  public let kind: Kind
+  public let permissions: UInt32
+  public let uid: UInt32
+  public let gid: UInt32
+  public let mtime: Int64
+  public let size: Int64
+  public let linkTarget: [UInt8]?
+  public let rdevMajor: UInt32
+  public let rdevMinor: UInt32
+  public let xattrs: [([UInt8], [UInt8])]
+
+  init(_ e: OpaquePointer) {
+    path = archive_entry_pathname(e).map { bytes($0) } ?? []
+    let hardlink = archive_entry_hardlink(e).map { bytes($0) }
+    let mode = UInt32(archive_entry_mode(e))
+    permissions = mode & 0o7777
+    switch mode & 0o170000 {
+    case _ where hardlink != nil: kind = .hardlink
+    case fileTypeDirectory: kind = .directory
+    case fileTypeRegular: kind = .regular
+    case fileTypeSymlink: kind = .symlink
+    case fileTypeCharacter: kind = .character
+    case fileTypeBlock: kind = .block
+    case fileTypeFifo: kind = .fifo
+    case fileTypeSocket: kind = .socket
+    default: kind = .unknown
+    }
+    linkTarget = hardlink ?? archive_entry_symlink(e).map { bytes($0) }
+    uid = UInt32(truncatingIfNeeded: archive_entry_uid(e))
+    gid = UInt32(truncatingIfNeeded: archive_entry_gid(e))
+    mtime = Int64(archive_entry_mtime(e)) * 1_000_000_000 + Int64(archive_entry_mtime_nsec(e))
+    size = Int64(archive_entry_size(e))
+    rdevMajor = UInt32(truncatingIfNeeded: archive_entry_rdevmajor(e))
+    rdevMinor = UInt32(truncatingIfNeeded: archive_entry_rdevminor(e))
+    var list: [([UInt8], [UInt8])] = []
+    archive_entry_xattr_reset(e)
+    var name: UnsafePointer<CChar>?
+    var value: UnsafeRawPointer?
+    var length = 0
+    while archive_entry_xattr_next(e, &name, &value, &length) == ARCHIVE_OK {
+      guard let name else { continue }
+      let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
+      list.append((bytes(name), v))
+    }
+    xattrs = list
+  }
+}
+
+private func bytes(_ c: UnsafePointer<CChar>) -> [UInt8] {
+  Array(UnsafeRawBufferPointer(start: c, count: strlenBytes(c)))
+}
+
+private func strlenBytes(_ c: UnsafePointer<CChar>) -> Int {
+  var n = 0
+  while c[n] != 0 { n += 1 }
+  return n
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import OvlImage
+import OvlStack
+import OvlSystem
+
+struct ApplyLayer: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "apply",
+    abstract: "Apply an OCI image layer (tar, tar.gz, tar.zst or '-') to the upper layer of the stack.",
+    discussion: """
+      .wh.NAME entries remove NAME as rm -r through a mount would (a whiteout where a lower \
+      layer has it), .wh..wh..opq makes its directory opaque, hardlinks to lower files copy \
+      them up first, PAX xattrs are set except the overlay's private ones. Compression is \
+      detected from the bytes. A layer is untrusted input: absolute paths, '..', paths \
+      through symlinks, hardlinks to files outside the layer and the stack, names over 255 \
+      bytes, duplicate entries and truncated or corrupt archives are refused (exit 2) naming \
+      the entry; nothing is written outside the upper and work directories. A --diffid \
+      mismatch exits 3.
+      """)
+
+  @OptionGroup var stack: StackArguments
+  @Option(help: ArgumentHelp("Whiteouts as 'char' (0:0 devices, default) or 'xattr' (overlay.whiteout files, kernel >= 6.7).", valueName: "KIND"))
+  var whiteouts: String = "char"
+  @Option(help: ArgumentHelp("The layer's expected DiffID, verified over the uncompressed stream.", valueName: "sha256:HEX")) var diffid: String?
+  @Flag(help: "Refuse device nodes in the layer.") var noDevices = false
+  @Argument(help: "The layer file, or '-' for standard input.") var layer: String
+
+  func validate() throws {
+    guard whiteouts == "char" || whiteouts == "xattr" else { throw ValidationError("--whiteouts must be char or xattr") }
+    if let diffid, !diffid.hasPrefix("sha256:") || diffid.count != 71 { throw ValidationError("--diffid must be sha256:<64 hex digits>") }
+  }
+
+  func run() throws {
+    let session = try openSession(stack)
+    var options = ApplyOptions()
+    options.diffID = diffid
+    options.allowDevices = !noDevices
+    options.xattrWhiteouts = whiteouts == "xattr"
+    let fd = try step("open", layer) { () throws(Errno) in layer == "-" ? try FD.standardInput() : try FD.openFile(atHostPath: layer) }
+    let applier = Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
+    do {
+      let reader = try LayerReader(fd: fd.rawValue)
+      let diffID = try applier.run(reader)
+      print("diffid \(diffID)")
+    } catch {
+      printError("ovltool: \(error)")
+      if error.errno == .badMessage { throw ExitCode(3) }
+      if case .format(let path, _, _) = error, path.hasPrefix("layer") { throw ExitCode(2) }
+      throw ExitCode(1)
+    }
+  }
+}
