@@ -153,3 +153,35 @@ extension FD {
 public func removeHostFile(_ path: String) {
   _ = Glibc.unlink(path)
 }
+
+/// Makes a host directory the user named (an output upper, a scratch work dir); an
+/// existing directory is fine. The corresponding C function is `mkdir`.
+public func makeHostDirectory(_ path: String, permissions: UInt32 = 0o755) throws(Errno) {
+  do {
+    _ = try retrying { Glibc.mkdir(path, mode_t(permissions)) }
+  } catch .fileExists {
+    let fd = try FD.openDirectory(atHostPath: path, pathOnly: true)
+    _ = fd
+  }
+}
+
+/// Removes a scratch directory tree this process made (its work dir), without following
+/// symlinks. The corresponding C functions are `unlinkat` and `rmdir`.
+public func removeHostTree(_ path: String) throws(Errno) {
+  let dir = try FD.openDirectory(atHostPath: path)
+  try removeContents(dir)
+  _ = try retrying { Glibc.rmdir(path) }
+}
+
+private func removeContents(_ dir: borrowing FD) throws(Errno) {
+  for entry in try dir.entries() {
+    let status = try dir.stat(entry.name)
+    if status.type == .directory {
+      let child = try FD.open(entry.name, in: dir, .directory)
+      try removeContents(child)
+      try dir.remove(entry.name, directory: true)
+    } else {
+      try dir.remove(entry.name)
+    }
+  }
+}

@@ -16,7 +16,7 @@ struct OvlTool: ParsableCommand {
     subcommands: [
       Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self, Remove.self, MakeDirectory.self, Put.self, Symlink.self,
       MakeNode.self, Move.self, Link.self, ChangeMode.self, ChangeOwner.self, Touch.self, SetXattr.self, RemoveXattr.self,
-      ApplyScript.self, Fsck.self, Export.self, ApplyLayer.self,
+      ApplyScript.self, Fsck.self, Export.self, ApplyLayer.self, ImageDiff.self, Merge.self,
     ])
 
   static func main() {

@@ -1,0 +1,151 @@
+import OvlOperations
+import OvlStack
+import OvlSystem
+
+/// Writes into an upper the changes that turn the view `old` into the view `new` (§6.3 of
+/// the layer study), by the namespace operations on a session whose lower is `old`'s tree:
+/// removed names become whiteouts, replaced or new entries are written, directories whose
+/// attributes changed are copied up. `diff` runs it on two plain trees, `merge` on the
+/// stack's base and its merged view.
+public final class TreeDiff {
+  let old: Stack
+  let new: Stack
+  let session: WriteSession
+  let warn: (String) -> Void
+  /// First path written for each multiply-linked inode of `new`.
+  private var links: [FileID: [UInt8]] = [:]
+  public private(set) var changed = 0
+
+  public init(old: Stack, new: Stack, session: WriteSession, warn: @escaping (String) -> Void) {
+    self.old = old
+    self.new = new
+    self.session = session
+    self.warn = warn
+  }
+
+  public func run() throws(OvlError) {
+    let newRoot = try new.root()
+    let oldRoot = try old.root()
+    try walk(oldRoot, newRoot, [])
+    try session.finish()
+  }
+
+  private static func path(_ components: [[UInt8]]) -> [UInt8] { Applier.merged(components) }
+
+  private func walk(_ oldDir: MergedDir?, _ newDir: MergedDir, _ components: [[UInt8]]) throws(OvlError) {
+    let newNames = try new.list(newDir)
+    let oldNames = try oldDir.map { (dir) throws(OvlError) in try old.list(dir) } ?? []
+    var names = Set(newNames)
+    names.formUnion(oldNames)
+    for name in names.sorted(by: Stack.byteOrder) {
+      let childComponents = components + [name]
+      let path = Self.path(childComponents)
+      let newEntry = try new.lookup(name, in: newDir)
+      let oldEntry = try oldDir.flatMap { (dir) throws(OvlError) in try old.lookup(name, in: dir) }
+      guard let newEntry else {
+        if oldEntry != nil {
+          try session.remove(path, mode: .recursive, force: true)
+          changed += 1
+        }
+        continue
+      }
+      guard let oldEntry else {
+        try copyIn(newEntry, childComponents)
+        continue
+      }
+      let newRecord = try new.record(newEntry, hash: false)
+      let oldRecord = try old.record(oldEntry, hash: false)
+      if newEntry.isDirectory && oldEntry.isDirectory {
+        if !sameAttributes(oldRecord, newRecord) {
+          try setAttributes(path, newRecord, isSymlink: false, replacingXattrs: oldRecord.xattrs)
+          changed += 1
+        }
+        try walk(try old.open(oldEntry), try new.open(newEntry), childComponents)
+        continue
+      }
+      if newEntry.status.type == oldEntry.status.type, try same(oldEntry, oldRecord, newEntry, newRecord) {
+        // Unchanged, but a hard link group must survive if another member changes.
+        if newEntry.status.links > 1 && newEntry.status.type != .directory && links[newEntry.status.id] == nil {
+          links[newEntry.status.id] = path
+        }
+        continue
+      }
+      try session.remove(path, mode: .recursive, force: true)
+      try copyIn(newEntry, childComponents)
+    }
+  }
+
+  private func sameAttributes(_ a: ViewRecord, _ b: ViewRecord) -> Bool {
+    a.status.permissions == b.status.permissions && a.status.uid == b.status.uid && a.status.gid == b.status.gid
+      && a.xattrs.count == b.xattrs.count && zip(a.xattrs, b.xattrs).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+  }
+
+  /// D5: same type, attributes, size, target, rdev; contents compared unless the mtimes
+  /// agree to the nanosecond.
+  private func same(_ oldEntry: MergedEntry, _ a: ViewRecord, _ newEntry: MergedEntry, _ b: ViewRecord) throws(OvlError) -> Bool {
+    guard sameAttributes(a, b), a.status.size == b.status.size || a.status.type == .directory,
+      a.target == b.target, a.status.rdevMajor == b.status.rdevMajor, a.status.rdevMinor == b.status.rdevMinor
+    else { return false }
+    guard a.status.type == .regular, a.status.mtime != b.status.mtime else { return true }
+    let x = try old.openData(oldEntry)
+    let y = try new.openData(newEntry)
+    let hx = try step("read", String(decoding: a.path, as: UTF8.self)) { () throws(Errno) in try x.sha256() }
+    let hy = try step("read", String(decoding: b.path, as: UTF8.self)) { () throws(Errno) in try y.sha256() }
+    return hx == hy
+  }
+
+  private func setAttributes(_ path: [UInt8], _ record: ViewRecord, isSymlink: Bool, replacingXattrs previous: [([UInt8], [UInt8])] = []) throws(OvlError) {
+    try session.setAttribute(path, .owner(uid: record.status.uid, gid: record.status.gid))
+    if !isSymlink { try session.setAttribute(path, .mode(record.status.permissions)) }
+    for (name, _) in previous where !record.xattrs.contains(where: { $0.0 == name }) {
+      try session.setAttribute(path, .removeXattr(name: name))
+    }
+    for (name, value) in record.xattrs where !isLayerPrivate(name) {
+      try session.setAttribute(path, .setXattr(name: name, value: value))
+    }
+  }
+
+  /// Writes `entry` of `new` (a whole subtree for a directory) at a free name.
+  private func copyIn(_ entry: MergedEntry, _ components: [[UInt8]]) throws(OvlError) {
+    let path = Self.path(components)
+    let record = try new.record(entry, hash: false)
+    let status = record.status
+    changed += 1
+    if status.type != .directory && status.links > 1 {
+      if let first = links[status.id] {
+        try session.link(first, to: path)
+        return
+      }
+      links[status.id] = path
+    }
+    switch status.type {
+    case .directory:
+      try session.create(path, .directory, permissions: status.permissions)
+      try setAttributes(path, record, isSymlink: false)
+      let dir = try new.open(entry)
+      for name in try new.list(dir) {
+        guard let child = try new.lookup(name, in: dir) else { continue }
+        try copyIn(child, components + [name])
+      }
+      try session.setAttribute(path, .times(status.mtime))
+    case .regular:
+      let data = try new.openData(entry)
+      let bytes = try step("read", path.string) { () throws(Errno) in try data.readAll() }
+      try session.put(path, contents: .bytes(bytes), attributes: PutAttributes(permissions: status.permissions, owner: (status.uid, status.gid)))
+      for (name, value) in record.xattrs where !isLayerPrivate(name) {
+        try session.setAttribute(path, .setXattr(name: name, value: value))
+      }
+      try session.setAttribute(path, .times(status.mtime))
+    case .symlink:
+      try session.create(path, .symlink(target: record.target ?? []))
+      try setAttributes(path, record, isSymlink: true)
+      try session.setAttribute(path, .times(status.mtime))
+    case .character, .block, .fifo:
+      try session.create(path, .node(status.type, major: status.rdevMajor, minor: status.rdevMinor), permissions: status.permissions)
+      try setAttributes(path, record, isSymlink: false)
+      try session.setAttribute(path, .times(status.mtime))
+    case .socket:
+      warn("\(path.string): socket skipped")
+    }
+  }
+}
