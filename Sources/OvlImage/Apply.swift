@@ -154,7 +154,7 @@ public final class Applier {
       guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
       var data: [UInt8] = []
       data.reserveCapacity(Int(min(entry.size, 1 << 26)))
-      try reader.readData(String(decoding: entry.path, as: UTF8.self)) { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
+      try reader.readData("layer entry '\(String(decoding: entry.path, as: UTF8.self))'") { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
       try session.put(path, contents: .bytes(data), attributes: PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid)))
       created.insert(path)
       try setXattrs(path, entry)

@@ -1,0 +1,319 @@
+import Foundation
+import Testing
+
+/// OCI layers: `export`, `apply`, `diff`, `merge` against the kernel and the peers (umoci,
+/// GNU tar). Each case is a bash script run in a private mount namespace; the script prints
+/// the two views it compares into files, and the test compares them. Views are the oracle
+/// walker's lines (type, mode, owner, size, content hash, target, rdev, xattrs; mtimes and
+/// the root entry dropped) plus the hardlink groups.
+@Suite(.serialized, .enabled(if: Harness.kernelTestsEnabled)) struct ImageTests {
+  static let peersAvailable: Bool = Harness.run(["/bin/sh", "-c", "command -v umoci && command -v tar && command -v python3"]).status == 0
+
+  /// Shell functions every case uses.
+  static let prelude = #"""
+    set -eu
+    T="$OVLTOOL"; WALK="$WALKER"
+    # The view of a tree: walker lines without mtimes and without the root entry, then the
+    # hardlink groups (paths of each multiply-linked inode, sorted).
+    view() {
+      python3 "$WALK" "$1" --hash | sed -E 's/,"mtime":[0-9]+//' | grep -v '^{"path":"/",' || true
+      python3 - "$1" <<'PY'
+    import os, sys
+    root = os.fsencode(sys.argv[1]); groups = {}
+    for d, dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f); st = os.lstat(p)
+            if st.st_nlink > 1 and not os.path.islink(p):
+                groups.setdefault((st.st_dev, st.st_ino), []).append(os.path.relpath(p, root))
+    for g in sorted(sorted(x) for x in groups.values() if len(x) > 1):
+        print("links", b" ".join(g).decode("utf-8", "backslashreplace"))
+    PY
+    }
+    # The kernel's view of a stack: `kview OPTS OUT`.
+    kview() { mkdir -p "$W/mnt"; mount -t overlay overlay -o "$1" "$W/mnt"; view "$W/mnt" > "$2"; umount "$W/mnt"; }
+    # A lower tree with every kind of entry, xattrs, a hardlink pair, a non-UTF-8 name.
+    mklower() {
+      mkdir -p "$1"/{a,b,c/d,keep,op/sub,mv/inner}
+      echo hi > "$1/a/f"; echo x > "$1/b/g"; echo y > "$1/c/d/h"; echo k > "$1/keep/k"
+      setfattr -n user.foo -v bar "$1/keep/k"; ln "$1/keep/k" "$1/keep/k.link"
+      mkfifo "$1/fifo"; ln -s a/f "$1/sym"; mknod "$1/null" c 1 3
+      echo o > "$1/op/sub/o"; echo m > "$1/mv/inner/m"; echo meta > "$1/metafile"
+      printf 'n' > "$1/$(printf 'latin\xe9')"
+    }
+    # Changes through a kernel mount: `mutate MOUNTPOINT`.
+    mutate() {
+      ( cd "$1"
+        rm a/f; rm -rf c; mkdir c; echo new > c/n; rm -rf b; mkdir b; echo z > b/z
+        ln keep/k keep/k2; echo data > newf; ln newf newf2; mknod dev c 1 5
+        chmod 700 keep; setfattr -n user.bar -v 1 newf; mkdir -p deep/er/est; touch deep/er/est/f
+        mv mv mvd 2>/dev/null || cp -a mv mvd && rm -rf mv
+        chmod 600 metafile; chown 7:8 metafile
+        printf 'x' > "$(printf 'new\xff')"; rm -rf op/sub; mkdir op/sub; echo again > op/sub/again )
+    }
+    """#
+
+  static func run(_ script: String, in dir: Harness.TempDir) -> Harness.Result {
+    let full = prelude + "\nW=\"$1\"; cd \"$W\"\n" + script
+    return Harness.run(
+      ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/bash", "-c", full, "bash", dir.path],
+      environment: ["OVLTOOL": Harness.ovltool, "WALKER": Harness.walker, "LC_ALL": "C"])
+  }
+
+  static func expectSameFiles(_ dir: Harness.TempDir, _ a: String, _ b: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    let x = (try? String(contentsOfFile: dir.path + "/" + a, encoding: .utf8)) ?? "<missing \(a)>"
+    let y = (try? String(contentsOfFile: dir.path + "/" + b, encoding: .utf8)) ?? "<missing \(b)>"
+    #expect(!x.isEmpty && x.split(separator: "\n").count > 5, "\(a) is (nearly) empty", sourceLocation: sourceLocation)
+    let difference = Harness.diff(x.split(separator: "\n").map(String.init), y.split(separator: "\n").map(String.init))
+    #expect(x == y, "\(a) != \(b):\n\(difference)", sourceLocation: sourceLocation)
+  }
+
+  // MARK: - export → umoci unpack == kernel view
+
+  struct ExportCase: Sendable, CustomTestStringConvertible {
+    var label: String
+    var options: String
+    var resolve: Bool
+    var testDescription: String { label }
+  }
+
+  static let exportCases = [
+    ExportCase(label: "default", options: "", resolve: false),
+    ExportCase(label: "redirect_dir+metacopy --resolve", options: ",redirect_dir=on,metacopy=on", resolve: true),
+    ExportCase(label: "userxattr", options: ",userxattr", resolve: false),
+  ]
+
+  @Test(arguments: exportCases) func exportUnpackedByUmociEqualsKernelView(_ c: ExportCase) throws {
+    guard Self.peersAvailable else { Issue.record("umoci missing: run make deps"); return }
+    let dir = Harness.TempDir("img-export")
+    let r = Self.run("""
+      O='\(c.options)'
+      mkdir -p l0 l1 up wk w1 base
+      mklower l0
+      # A first layer made by the kernel: opaque dir and whiteouts below the tested upper.
+      mkdir -p mnt; mount -t overlay overlay -o lowerdir=l0,upperdir=l1,workdir=w1$O mnt
+      ( cd mnt; rm -rf op; mkdir op; echo first > op/first; rm b/g; mkdir b/inb; echo q > b/inb/q ); umount mnt
+      mount -t overlay overlay -o lowerdir=l1:l0,upperdir=up,workdir=wk$O mnt; mutate mnt; umount mnt
+      # The base image: the merged view of the lowers.
+      mount -t overlay overlay -o ro,lowerdir=l1:l0$O mnt; cp -a mnt/. base/; umount mnt
+      kview "ro,lowerdir=up:l1:l0$O" kernel.txt
+      $T export -o "lowerdir=l1:l0,upperdir=up,workdir=wk$O" \(c.resolve ? "--resolve" : "") --output layer.tar > digests.txt
+      umoci init --layout oci >/dev/null; umoci new --image oci:base >/dev/null
+      umoci unpack --image oci:base b >/dev/null; cp -a base/. b/rootfs/; umoci repack --image oci:base b >/dev/null
+      umoci raw add-layer --image oci:base --tag t layer.tar >/dev/null
+      umoci raw unpack --image oci:t ru >/dev/null 2>&1
+      view ru > umoci.txt
+      """, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    Self.expectSameFiles(dir, "kernel.txt", "umoci.txt")
+  }
+
+  @Test func exportRefusesRedirectAndMetacopyWithoutResolve() throws {
+    let dir = Harness.TempDir("img-refuse")
+    let r = Self.run("""
+      mkdir -p l0 up wk mnt; mklower l0
+      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on mnt; mutate mnt; umount mnt
+      set +e; $T export -o lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on --output layer.tar; echo "status $?" > status.txt
+      """, in: dir)
+    let status = (try? String(contentsOfFile: dir.path + "/status.txt", encoding: .utf8)) ?? ""
+    #expect(status == "status 2\n", "\(r.stderr)")
+    #expect(r.stderr.contains("mvd") && r.stderr.contains("metafile"), "\(r.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: dir.path + "/layer.tar"))
+  }
+
+  // MARK: - Reproducibility
+
+  @Test func exportIsReproducible() throws {
+    let dir = Harness.TempDir("img-repro")
+    let r = Self.run("""
+      mkdir -p l0 up wk mnt; mklower l0
+      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk mnt; mutate mnt; umount mnt
+      for z in none gzip zstd; do
+        $T export -o lowerdir=l0,upperdir=up,workdir=wk --compress $z --output a.$z | grep digest >> one.txt
+        $T export -o lowerdir=l0,upperdir=up,workdir=wk --compress $z --output b.$z | grep digest >> two.txt
+      done
+      # A copy: other inode numbers, other readdir order, other whiteout inodes.
+      cp -a l0 l0c; cp -a up upc; mkdir wkc
+      for z in none gzip zstd; do
+        $T export -o lowerdir=l0c,upperdir=upc,workdir=wkc --compress $z --output c.$z | grep digest >> three.txt
+      done
+      cmp a.none b.none
+      # SOURCE_DATE_EPOCH clamps every mtime.
+      SOURCE_DATE_EPOCH=1000 $T export -o lowerdir=l0,upperdir=up,workdir=wk --output e.tar >/dev/null
+      tar --list -v --full-time -f e.tar | awk '{print $4}' | sort -u > dates.txt
+      zstd -dc a.zstd | cmp - a.none; gzip -dc a.gzip | cmp - a.none
+      tar --list -f a.none > list.txt
+      """, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    let one = try String(contentsOfFile: dir.path + "/one.txt", encoding: .utf8)
+    #expect(one.split(separator: "\n").count == 3)
+    #expect(one == (try String(contentsOfFile: dir.path + "/two.txt", encoding: .utf8)))
+    #expect(one == (try String(contentsOfFile: dir.path + "/three.txt", encoding: .utf8)))
+    let dates = try String(contentsOfFile: dir.path + "/dates.txt", encoding: .utf8)
+    #expect(dates.split(separator: "\n").allSatisfy { $0 <= "1970-01-01" }, "\(dates)")
+    // Whiteouts never become hardlinks; opaque markers only where the lower has content.
+    let list = try String(contentsOfFile: dir.path + "/list.txt", encoding: .utf8)
+    #expect(list.contains("a/.wh.f") && list.contains("b/.wh..wh..opq") && list.contains("op/sub/.wh..wh..opq"))
+    #expect(!list.contains("deep/.wh..wh..opq"))
+  }
+
+  // MARK: - apply: a GNU tar / umoci layer applied by ovltool == umoci's unpack
+
+  @Test func applyGnuTarLayerEqualsUmociUnpack() throws {
+    guard Self.peersAvailable else { Issue.record("umoci missing: run make deps"); return }
+    let dir = Harness.TempDir("img-apply")
+    let r = Self.run(#"""
+      mkdir -p l0 up wk src; mklower l0
+      # A layer by hand with GNU tar: whiteouts, an opaque marker after its siblings, a
+      # hardlink to a base file, a new dir over a deleted file, xattrs, a same-layer re-add.
+      cd src; mkdir -p a c op deep/x keep
+      touch a/.wh.f; echo n > c/n; touch c/.wh..wh..opq; touch op/.wh.sub; echo new > deep/x/y
+      cp -a ../l0/keep/k keep/k; ln keep/k keep/k3; echo again > sym; setfattr -n user.t -v 1 sym
+      mkdir metafile; echo in > metafile/in; touch .wh.fifo; echo readd > readd; touch .wh.readd
+      cd ..
+      tar --xattrs --format=pax --sort=name --numeric-owner -cf layer.tar -C src .
+      $T apply -o lowerdir=l0,upperdir=up,workdir=wk layer.tar > applied.txt
+      kview "ro,lowerdir=up:l0" ovltool.txt
+      umoci init --layout oci >/dev/null; umoci new --image oci:base >/dev/null
+      umoci unpack --image oci:base b >/dev/null; cp -a l0/. b/rootfs/; umoci repack --image oci:base b >/dev/null
+      umoci raw add-layer --image oci:base --tag t layer.tar >/dev/null
+      umoci raw unpack --image oci:t ru >/dev/null 2>&1
+      view ru > umoci.txt
+      # --diffid: the right one passes, a wrong one exits 3.
+      d=$(awk '{print $2}' applied.txt); mkdir up2 wk2
+      $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 --diffid "$d" layer.tar >/dev/null
+      mkdir up3 wk3; set +e
+      $T apply -o lowerdir=l0,upperdir=up3,workdir=wk3 --diffid sha256:0000000000000000000000000000000000000000000000000000000000000000 layer.tar 2>/dev/null
+      echo "status $?" > wrong.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    Self.expectSameFiles(dir, "umoci.txt", "ovltool.txt")
+    #expect((try? String(contentsOfFile: dir.path + "/wrong.txt", encoding: .utf8)) == "status 3\n")
+  }
+
+  @Test func exportApplyRoundTripIsByteIdentical() throws {
+    let dir = Harness.TempDir("img-round")
+    let r = Self.run("""
+      mkdir -p l0 up wk mnt up2 wk2; mklower l0
+      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk mnt; mutate mnt; umount mnt
+      $T export -o lowerdir=l0,upperdir=up,workdir=wk --compress zstd --output l.tar.zst >/dev/null
+      $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 l.tar.zst >/dev/null
+      $T export -o lowerdir=l0,upperdir=up2,workdir=wk2 --compress zstd --output l2.tar.zst >/dev/null
+      cmp l.tar.zst l2.tar.zst
+      kview ro,lowerdir=up:l0 one.txt; kview ro,lowerdir=up2:l0 two.txt
+      # xattr whiteouts (kernel >= 6.7) give the same view.
+      mkdir up3 wk3; $T apply -o lowerdir=l0,upperdir=up3,workdir=wk3 --whiteouts xattr l.tar.zst >/dev/null
+      kview ro,lowerdir=up3:l0 three.txt
+      """, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    Self.expectSameFiles(dir, "one.txt", "two.txt")
+    Self.expectSameFiles(dir, "one.txt", "three.txt")
+  }
+
+  // MARK: - Hostile layers
+
+  struct Hostile: Sendable, CustomTestStringConvertible {
+    var label: String
+    /// Python building `evil.tar` with `tarfile` (t = the open TarFile, add(name, **kw)).
+    var python: String
+    var message: String
+    var options = ""
+    var testDescription: String { label }
+  }
+
+  static let hostile = [
+    Hostile(label: "absolute path", python: "add('/outside/x')", message: "absolute path"),
+    Hostile(label: "dot-dot", python: "add('a/../../outside/x')", message: "'..'"),
+    Hostile(label: "symlink in the layer", python: "add('s', type=tarfile.SYMTYPE, linkname='../outside'); add('s/x')", message: "symlink"),
+    Hostile(label: "symlink in the stack", python: "add('lowlink/x')", message: "symlink"),
+    Hostile(label: "hardlink outside", python: "add('h', type=tarfile.LNKTYPE, linkname='../outside/secret')", message: "'..'"),
+    Hostile(label: "hardlink absolute", python: "add('h', type=tarfile.LNKTYPE, linkname='/etc/passwd')", message: "absolute"),
+    Hostile(label: "hardlink missing", python: "add('h', type=tarfile.LNKTYPE, linkname='nothere')", message: "neither in the layer nor in the stack"),
+    Hostile(label: "long name", python: "add('d/' + 'n' * 256)", message: "255"),
+    Hostile(label: "duplicate", python: "add('dup'); add('dup')", message: "duplicate"),
+    Hostile(label: "whiteout of ..", python: "add('a/.wh..')", message: "invalid whiteout"),
+    Hostile(label: "device refused", python: "add('dev', type=tarfile.CHRTYPE, devmajor=8, devminor=0)", message: "not permitted", options: "--no-devices"),
+    Hostile(label: "truncated", python: "add('big', data=b'x' * 100000); TRUNCATE", message: "truncated"),
+    Hostile(label: "garbage", python: "GARBAGE", message: "layer"),
+  ]
+
+  @Test(arguments: hostile) func hostileLayerIsRefusedAndNothingOutsideChanges(_ c: Hostile) throws {
+    let dir = Harness.TempDir("img-hostile")
+    let r = Self.run(#"""
+      mkdir -p l0/a outside up wk; echo secret > outside/secret; ln -s ../outside l0/lowlink
+      python3 - <<'PY'
+      import io, tarfile
+      buf = io.BytesIO(); t = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT)
+      def add(name, data=b'x', **kw):
+          i = tarfile.TarInfo(name); i.mode = 0o644
+          for k, v in kw.items(): setattr(i, k, v)
+          if i.type == tarfile.REGTYPE: i.size = len(data); t.addfile(i, io.BytesIO(data))
+          else: t.addfile(i)
+      TRUNCATE = GARBAGE = None
+      \#(c.python.replacingOccurrences(of: "TRUNCATE", with: "TRUNCATE = 1").replacingOccurrences(of: "GARBAGE", with: "GARBAGE = 1"))
+      t.close(); data = buf.getvalue()
+      if TRUNCATE: data = data[:3000]
+      if GARBAGE: data = b'\x1f\x8b' + bytes(range(256)) * 4
+      open('evil.tar', 'wb').write(data)
+      PY
+      find outside l0 -printf '%p %s %m %T@\n' | sort > before.txt
+      set +e; $T apply -o lowerdir=l0,upperdir=up,workdir=wk \#(c.options) evil.tar 2> err.txt; echo "status $?" > status.txt; set -e
+      find outside l0 -printf '%p %s %m %T@\n' | sort > after.txt
+      cmp before.txt after.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    let status = (try? String(contentsOfFile: dir.path + "/status.txt", encoding: .utf8)) ?? ""
+    let err = (try? String(contentsOfFile: dir.path + "/err.txt", encoding: .utf8)) ?? ""
+    #expect(status == "status 2\n", "\(err)")
+    #expect(err.contains(c.message), "\(err)")
+  }
+
+  @Test func smuggledOverlayXattrIsNotApplied() throws {
+    let dir = Harness.TempDir("img-smuggle")
+    let r = Self.run(#"""
+      mkdir -p l0/d up wk; echo below > l0/d/below
+      python3 - <<'PY'
+      import tarfile, io
+      t = tarfile.open('evil.tar', 'w', format=tarfile.PAX_FORMAT)
+      i = tarfile.TarInfo('d'); i.type = tarfile.DIRTYPE; i.mode = 0o755
+      i.pax_headers = {'SCHILY.xattr.trusted.overlay.opaque': 'y', 'SCHILY.xattr.trusted.overlay.redirect': '/etc', 'SCHILY.xattr.user.ok': '1'}
+      t.addfile(i); t.close()
+      PY
+      $T apply -o lowerdir=l0,upperdir=up,workdir=wk evil.tar > /dev/null 2> err.txt
+      getfattr -d -m- --absolute-names up/d > xattrs.txt
+      kview ro,lowerdir=up:l0 view.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    let xattrs = (try? String(contentsOfFile: dir.path + "/xattrs.txt", encoding: .utf8)) ?? ""
+    #expect(xattrs.contains("user.ok") && !xattrs.contains("opaque") && !xattrs.contains("redirect"), "\(xattrs)")
+    let view = (try? String(contentsOfFile: dir.path + "/view.txt", encoding: .utf8)) ?? ""
+    #expect(view.contains("/d/below"))
+  }
+
+  // MARK: - diff and merge
+
+  @Test func mergeAndDiffEqualTheStackedView() throws {
+    let dir = Harness.TempDir("img-merge")
+    let r = Self.run("""
+      mkdir -p l0 l1 w1 up wk mnt; mklower l0
+      mount -t overlay overlay -o lowerdir=l0,upperdir=l1,workdir=w1 mnt; mutate mnt; umount mnt
+      mount -t overlay overlay -o lowerdir=l1:l0,upperdir=up,workdir=wk mnt
+      ( cd mnt; rm -rf keep c; mkdir c; echo 3 > c/three; echo more > b/more; rm newf; mkdir -p op/sub/deeper ); umount mnt
+      kview ro,lowerdir=up:l1:l0 stacked.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --to-upper merged >/dev/null
+      kview ro,lowerdir=merged:l0 merged.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --to-tar flat.tar --flatten >/dev/null
+      mkdir flat; tar --xattrs --xattrs-include='*' -xpf flat.tar -C flat; view flat > flat.txt
+      grep -v '^{"path":"/",' stacked.txt > stacked-noroot.txt || true
+      $T diff l0 flat --to-upper d >/dev/null
+      kview ro,lowerdir=d:l0 diffed.txt
+      $T diff l0 flat --to-tar d.tar >/dev/null
+      mkdir up4 wk4; $T apply -o lowerdir=l0,upperdir=up4,workdir=wk4 d.tar >/dev/null
+      kview ro,lowerdir=up4:l0 diffed-tar.txt
+      """, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    Self.expectSameFiles(dir, "stacked.txt", "merged.txt")
+    Self.expectSameFiles(dir, "stacked.txt", "flat.txt")
+    Self.expectSameFiles(dir, "stacked.txt", "diffed.txt")
+    Self.expectSameFiles(dir, "stacked.txt", "diffed-tar.txt")
+  }
+}
