@@ -11,7 +11,12 @@ NEEDS := /usr/include/openssl/evp.h:libssl-dev \
          /usr/sbin/mkfs.xfs:xfsprogs \
          /usr/sbin/mkfs.btrfs:btrfs-progs \
          /usr/bin/python3:python3 \
-         /usr/bin/unshare:util-linux
+         /usr/bin/unshare:util-linux \
+         /usr/include/archive.h:libarchive-dev \
+         /usr/bin/umoci:umoci \
+         /usr/bin/skopeo:skopeo \
+         /usr/bin/zstd:zstd \
+         /usr/bin/getfattr:attr
 
 .PHONY: all build deps test demo bench man install clean
 

@@ -129,10 +129,11 @@ public struct ImageLayout {
       let indexData = try Self.encoder().encode(index)
       let temporary = root.appendingPathComponent("index.json.ovltool-tmp")
       try indexData.write(to: temporary)
-      if fm.fileExists(atPath: root.appendingPathComponent("index.json").path) {
-        _ = try fm.replaceItemAt(root.appendingPathComponent("index.json"), withItemAt: temporary)
-      } else {
-        try fm.moveItem(at: temporary, to: root.appendingPathComponent("index.json"))
+      // rename(2): readers see the old index or the new one, never a partial file.
+      let rootPath = root.path
+      try step("rename", rootPath + "/index.json") { () throws(Errno) in
+        let dir = try FD.openDirectory(atHostPath: rootPath)
+        try dir.rename(Array("index.json.ovltool-tmp".utf8), to: Array("index.json".utf8), in: dir)
       }
       return manifestDescriptor.digest
     } catch let error as OvlError {

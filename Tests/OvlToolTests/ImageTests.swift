@@ -107,6 +107,33 @@ import Testing
     Self.expectSameFiles(dir, "kernel.txt", "umoci.txt")
   }
 
+  /// `--oci-layout` on top of a umoci-made base: skopeo reads and copies it (verifying
+  /// every digest), umoci unpacks it to the kernel's view.
+  @Test func ociLayoutIsReadBySkopeoAndUmoci() throws {
+    guard Self.peersAvailable, Harness.run(["/bin/sh", "-c", "command -v skopeo"]).status == 0 else {
+      Issue.record("umoci/skopeo missing: run make deps"); return
+    }
+    let dir = Harness.TempDir("img-layout")
+    let r = Self.run("""
+      mkdir -p l0 up wk mnt; mklower l0
+      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk mnt; mutate mnt; umount mnt
+      kview ro,lowerdir=up:l0 kernel.txt
+      umoci init --layout oci >/dev/null; umoci new --image oci:base >/dev/null
+      umoci unpack --image oci:base b >/dev/null; cp -a l0/. b/rootfs/; umoci repack --image oci:base b >/dev/null
+      $T export -o lowerdir=l0,upperdir=up,workdir=wk --oci-layout oci --tag v2 --base base --compress gzip --descriptor d.json >/dev/null 2>&1
+      skopeo inspect oci:oci:v2 > inspect.json
+      skopeo copy oci:oci:v2 dir:"$W/copy" >/dev/null
+      # zstd (umoci 0.4.7 has no zstd): skopeo reads it.
+      $T export -o lowerdir=l0,upperdir=up,workdir=wk --oci-layout oci --tag v3 --base base --compress zstd >/dev/null 2>&1
+      skopeo copy oci:oci:v3 dir:"$W/copy3" >/dev/null
+      umoci raw unpack --image oci:v2 ru >/dev/null 2>&1
+      view ru > umoci.txt
+      grep -q "$(python3 -c "import json; print(json.load(open('d.json'))['digest'])")" inspect.json
+      """, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    Self.expectSameFiles(dir, "kernel.txt", "umoci.txt")
+  }
+
   @Test func exportRefusesRedirectAndMetacopyWithoutResolve() throws {
     let dir = Harness.TempDir("img-refuse")
     let r = Self.run("""
