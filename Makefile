@@ -49,6 +49,8 @@ bench: build
 	bash bench/copyup.sh
 	bash bench/namespace.sh
 	bash bench/fsck.sh
+	bash bench/image.sh
+	BENCH_IMAGE_ENTRIES=100000 bash bench/image.sh
 
 # The man page is generated from the argument parser with a fixed date, then the
 # hand-written sections in man/sections.mdoc replace its empty EXIT STATUS section.

@@ -35,6 +35,8 @@ public final class Applier {
   /// Directories' mtimes, set after the whole stream (entries below change them).
   private var directoryTimes: [([UInt8], Int64)] = []
   private var warnedPrivate = false
+  /// Regular files up to this size are applied from memory.
+  static let inMemoryLimit: Int64 = 8 << 20
 
   public init(session: WriteSession, options: ApplyOptions, warn: @escaping (String) -> Void) {
     self.session = session
@@ -152,10 +154,24 @@ public final class Applier {
     switch entry.kind {
     case .regular:
       guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
-      var data: [UInt8] = []
-      data.reserveCapacity(Int(min(entry.size, 1 << 26)))
-      try reader.readData("layer entry '\(String(decoding: entry.path, as: UTF8.self))'") { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
-      try session.put(path, contents: .bytes(data), attributes: PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid)))
+      let shown = "layer entry '\(String(decoding: entry.path, as: UTF8.self))'"
+      let attributes = PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid))
+      if entry.size <= Self.inMemoryLimit {
+        var data: [UInt8] = []
+        data.reserveCapacity(Int(entry.size))
+        try reader.readData(shown) { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
+        try session.put(path, contents: .bytes(data), attributes: attributes)
+      } else {
+        // Big files are staged in the work dir (same filesystem: put clones or copies them
+        // with copy_file_range) so memory stays bounded.
+        let staging = (stack.options.workDir ?? ".") + "/ovltool-apply-data"
+        let file = try step("open", staging) { () throws(Errno) in try FD.createFile(atHostPath: staging, permissions: 0o600) }
+        defer { removeHostFile(staging) }
+        try reader.readData(shown) { (chunk) throws(OvlError) in
+          try step("write", staging) { () throws(Errno) in try FD.write(rawDescriptor: file.rawValue, chunk) }
+        }
+        try session.put(path, contents: .hostFile(staging), attributes: attributes)
+      }
       created.insert(path)
       try setXattrs(path, entry)
       try session.setAttribute(path, .times(entry.mtime))
