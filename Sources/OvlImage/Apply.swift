@@ -120,7 +120,12 @@ public final class Applier {
     switch entry.kind {
     case .directory:
       if let existing, existing.isDirectory {
-        // Dir over dir merges: only the attributes change.
+        // Dir over dir merges the contents but replaces the attributes: xattrs the entry
+        // does not carry go (the layer's directory is what the view must show).
+        let current = try stack.record(existing, hash: false)
+        for (name, _) in current.xattrs where !isLayerPrivate(name) && !entry.xattrs.contains(where: { $0.0 == name }) {
+          try session.setAttribute(path, .removeXattr(name: name))
+        }
       } else {
         if existing != nil { try session.remove(path, mode: .recursive, force: true) }
         try session.create(path, .directory, permissions: entry.permissions)

@@ -343,4 +343,88 @@ import Testing
     Self.expectSameFiles(dir, "stacked.txt", "diffed.txt")
     Self.expectSameFiles(dir, "stacked.txt", "diffed-tar.txt")
   }
+
+  /// Random changes through kernel mounts (two layers over a random base), then `merge` over
+  /// the base and `--flatten` must equal the stacked view. OVLTOOL_RANDOM_SEED picks the
+  /// first seed.
+  @Test(arguments: [1, 2, 3]) func mergeOfRandomKernelStacksEqualsTheStackedView(_ round: Int) throws {
+    let seed = (Int(ProcessInfo.processInfo.environment["OVLTOOL_RANDOM_SEED"] ?? "") ?? 7) + round
+    let dir = Harness.TempDir("img-random")
+    let r = Self.run(#"""
+      mkdir -p l0 l1 w1 up wk mnt
+      # Random operations in a tree: `rnd SEED DIR COUNT`.
+      rnd() { python3 - "$@" <<'PY'
+      import os, random, sys, shutil
+      rng = random.Random(int(sys.argv[1])); root = sys.argv[2]; n = int(sys.argv[3])
+      def entries():
+          out = []
+          for d, dirs, files in os.walk(root):
+              out += [os.path.join(d, x) for x in dirs + files]
+          return out
+      for i in range(n):
+          e = entries(); dirs = [root] + [x for x in e if os.path.isdir(x) and not os.path.islink(x)]
+          op = rng.choice(["file", "file", "dir", "rm", "rmdir", "chmod", "xattr", "link", "symlink", "append"])
+          d = rng.choice(dirs); name = os.path.join(d, "n%d" % rng.randrange(40))
+          try:
+              if op == "file": open(name, "w").write("f%d" % rng.randrange(1000))
+              elif op == "dir": os.mkdir(name)
+              elif op == "rm" and e:
+                  x = rng.choice(e)
+                  if os.path.isdir(x) and not os.path.islink(x): shutil.rmtree(x)
+                  else: os.unlink(x)
+              elif op == "rmdir":
+                  x = rng.choice(dirs)
+                  if x != root: shutil.rmtree(x); os.mkdir(x)
+              elif op == "chmod" and e:
+                  x = rng.choice(e)
+                  if not os.path.islink(x): os.chmod(x, 0o700 | rng.randrange(0o100))
+              elif op == "xattr" and e:
+                  x = rng.choice(e)
+                  if not os.path.islink(x): os.setxattr(x, "user.r", b"%d" % rng.randrange(9))
+              elif op == "link":
+                  files = [x for x in e if os.path.isfile(x) and not os.path.islink(x)]
+                  if files: os.link(rng.choice(files), name)
+              elif op == "symlink": os.symlink("t%d" % rng.randrange(9), name)
+              elif op == "append":
+                  files = [x for x in e if os.path.isfile(x) and not os.path.islink(x)]
+                  if files: open(rng.choice(files), "a").write("+")
+          except OSError:
+              pass
+      PY
+      }
+      rnd \#(seed) l0 200
+      mount -t overlay overlay -o lowerdir=l0,upperdir=l1,workdir=w1 mnt; rnd \#(seed + 100) mnt 150; umount mnt
+      mount -t overlay overlay -o lowerdir=l1:l0,upperdir=up,workdir=wk mnt; rnd \#(seed + 200) mnt 150; umount mnt
+      kview ro,lowerdir=up:l1:l0 stacked.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --to-upper merged >/dev/null
+      kview ro,lowerdir=merged:l0 merged.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --to-tar m.tar >/dev/null
+      mkdir up2 wk2; $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 m.tar >/dev/null
+      kview ro,lowerdir=up2:l0 merged-tar.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --flatten --to-upper flat >/dev/null
+      view flat > flat.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    Self.expectSameFiles(dir, "stacked.txt", "merged.txt")
+    Self.expectSameFiles(dir, "stacked.txt", "merged-tar.txt")
+    Self.expectSameFiles(dir, "stacked.txt", "flat.txt")
+  }
+
+  @Test func hardlinkToALowerFileCopiesItUpFirst() throws {
+    let dir = Harness.TempDir("img-lowerlink")
+    let r = Self.run(#"""
+      mkdir -p l0/d up wk; echo lowerdata > l0/d/f; setfattr -n user.x -v 1 l0/d/f
+      python3 -c "
+      import tarfile
+      t = tarfile.open('h.tar', 'w', format=tarfile.PAX_FORMAT)
+      i = tarfile.TarInfo('d/h'); i.type = tarfile.LNKTYPE; i.linkname = 'd/f'; t.addfile(i); t.close()"
+      $T apply -o lowerdir=l0,upperdir=up,workdir=wk h.tar >/dev/null
+      stat -c '%i %h' up/d/f up/d/h > links.txt
+      getfattr -n user.x --only-values up/d/f > x.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    let links = ((try? String(contentsOfFile: dir.path + "/links.txt", encoding: .utf8)) ?? "").split(separator: "\n")
+    #expect(links.count == 2 && links[0] == links[1] && links[0].hasSuffix(" 2"), "\(links)")
+    #expect((try? String(contentsOfFile: dir.path + "/x.txt", encoding: .utf8)) == "1")
+  }
 }
