@@ -119,6 +119,7 @@ public final class Applier {
     let existing = try lookup(path)
     switch entry.kind {
     case .directory:
+      let isNew = !(existing?.isDirectory ?? false)
       if let existing, existing.isDirectory {
         // Dir over dir merges the contents but replaces the attributes: xattrs the entry
         // does not carry go (the layer's directory is what the view must show).
@@ -131,7 +132,7 @@ public final class Applier {
         try session.create(path, .directory, permissions: entry.permissions)
       }
       created.insert(path)
-      try setMetadata(path, entry, isSymlink: false)
+      try setMetadata(path, entry, isSymlink: false, isNew: isNew)
       directoryTimes.append((path, entry.mtime))
       return
     case .hardlink:
@@ -160,7 +161,8 @@ public final class Applier {
     case .regular:
       guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
       let shown = "layer entry '\(String(decoding: entry.path, as: UTF8.self))'"
-      let attributes = PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid))
+      // setxattr does not change the mtime: put sets it with the rest, one change fewer.
+      let attributes = PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid), mtime: entry.mtime)
       if entry.size <= Self.inMemoryLimit {
         var data: [UInt8] = []
         data.reserveCapacity(Int(entry.size))
@@ -179,7 +181,6 @@ public final class Applier {
       }
       created.insert(path)
       try setXattrs(path, entry)
-      try session.setAttribute(path, .times(entry.mtime))
     case .symlink:
       try session.create(path, .symlink(target: entry.linkTarget ?? []))
       created.insert(path)
@@ -189,16 +190,16 @@ public final class Applier {
       let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
       try session.create(path, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), permissions: entry.permissions)
       created.insert(path)
-      try setMetadata(path, entry, isSymlink: false)
+      try setMetadata(path, entry, isSymlink: false, isNew: true)
       try session.setAttribute(path, .times(entry.mtime))
     default: break
     }
   }
 
-  private func setMetadata(_ path: [UInt8], _ entry: LayerEntry, isSymlink: Bool) throws(OvlError) {
+  private func setMetadata(_ path: [UInt8], _ entry: LayerEntry, isSymlink: Bool, isNew: Bool = false) throws(OvlError) {
     try session.setAttribute(path, .owner(uid: entry.uid, gid: entry.gid))
-    // After chown: it clears setuid/setgid.
-    if !isSymlink { try session.setAttribute(path, .mode(entry.permissions)) }
+    // After chown, which clears setuid/setgid; a new object already has the mode.
+    if !isSymlink && (!isNew || entry.permissions & 0o6000 != 0) { try session.setAttribute(path, .mode(entry.permissions)) }
     try setXattrs(path, entry)
   }
 
