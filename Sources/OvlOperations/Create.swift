@@ -66,6 +66,9 @@ extension WriteSession {
   public func put(_ path: [UInt8], contents: FileContents, attributes: PutAttributes = PutAttributes()) throws(OvlError) {
     let components = try components(path)
     try change { () throws(OvlError) in
+      // The source is checked before anything is created or truncated: a bad source must
+      // not cost the old contents.
+      try checkSource(contents)
       let target = try locate(components)
       guard let entry = target.entry else {
         try createRegular(target, contents: contents, attributes: attributes)
@@ -241,14 +244,35 @@ extension WriteSession {
     touched(upperParent)
   }
 
+  private func checkSource(_ contents: FileContents) throws(OvlError) {
+    switch contents {
+    case .bytes: return
+    case .hostFile(let source):
+      let input = try step("open", source) { () throws(Errno) in try FD.openFile(atHostPath: source) }
+      let type = try step("fstat", source) { () throws(Errno) in try input.stat().type }
+      if type == .directory { throw .format(path: source, reason: "the source is a directory", errno: .isDirectory) }
+    case .merged(let source):
+      guard let entry = try locate(try components(source)).entry else {
+        throw .format(path: source.string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
+      }
+      if entry.status.type != .regular { throw .format(path: source.string, reason: "the source is not a regular file", errno: .invalidArgument) }
+    }
+  }
+
   private func write(_ contents: FileContents, to file: borrowing FD, _ path: String) throws(OvlError) {
     switch contents {
     case .bytes(let bytes):
       try step("write", path) { () throws(Errno) in try file.write(bytes) }
     case .hostFile(let source):
       let input = try step("open", source) { () throws(Errno) in try FD.openFile(atHostPath: source) }
-      let size = try step("fstat", source) { () throws(Errno) in try input.stat().size }
-      _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: input, size: size) }
+      let status = try step("fstat", source) { () throws(Errno) in try input.stat() }
+      if status.type == .regular {
+        _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: input, size: status.size) }
+      } else {
+        // A pipe or a device (`<(command)`, /dev/null): read to the end.
+        let bytes = try step("read", source) { () throws(Errno) in try input.readAll() }
+        try step("write", path) { () throws(Errno) in try file.write(bytes) }
+      }
     case .merged(let source):
       guard let entry = try locate(try components(source)).entry else {
         throw .format(path: source.string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)

@@ -172,6 +172,10 @@ import Testing
     // '..' never leaves the merged root.
     #expect(ovltool("mkdir", "/../escape").status != 0)
     #expect(!FileManager.default.fileExists(atPath: dir.path + "/escape"))
+    // A bad source costs nothing: the old contents stay.
+    let badSource = ovltool("put", "/", "/a/b/f")
+    #expect(badSource.status == 1 && badSource.stderr.contains("source is a directory"), "\(badSource.stderr)")
+    #expect(Harness.run([Self.binary, "cat", "-o", options, "/a/b/f"]).out == "hello")
     // put from standard input.
     let r = Harness.run([Self.binary, "put", "-o", options, "-m", "0600", "-", "/from-stdin"], stdin: Data("piped\n".utf8))
     #expect(r.status == 0, "\(r.stderr)")
