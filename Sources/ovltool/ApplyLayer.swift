@@ -15,7 +15,8 @@ struct ApplyLayer: ParsableCommand {
       through symlinks, hardlinks to files outside the layer and the stack, names over 255 \
       bytes, duplicate entries and truncated or corrupt archives are refused (exit 2) naming \
       the entry; nothing is written outside the upper and work directories. A --diffid \
-      mismatch exits 3.
+      mismatch exits 3; a layer file is verified before anything changes (standard input \
+      only while it is applied).
       """)
 
   @OptionGroup var stack: StackArguments
@@ -31,11 +32,28 @@ struct ApplyLayer: ParsableCommand {
   }
 
   func run() throws {
-    let session = try openSession(stack)
     var options = ApplyOptions()
     options.diffID = diffid
     options.allowDevices = !noDevices
     options.xattrWhiteouts = whiteouts == "xattr"
+    // A layer file with --diffid is verified before anything changes (one reading pass more);
+    // from standard input it can only be verified as it is applied.
+    if let diffid, layer != "-" {
+      do {
+        let check = try step("open", layer) { () throws(Errno) in try FD.openFile(atHostPath: layer) }
+        let reader = try LayerReader(fd: check.rawValue)
+        while try reader.next() != nil {}
+        let actual = try reader.finishDiffID()
+        if actual != diffid {
+          printError("ovltool: \(layer): DiffID mismatch: expected \(diffid), got \(actual); nothing was changed")
+          throw ExitCode(3)
+        }
+      } catch let error as OvlError {
+        printError("ovltool: \(error)")
+        throw ExitCode(2)
+      }
+    }
+    let session = try openSession(stack)
     let fd = try step("open", layer) { () throws(Errno) in layer == "-" ? try FD.standardInput() : try FD.openFile(atHostPath: layer) }
     let applier = Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
     do {
