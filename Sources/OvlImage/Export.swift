@@ -96,6 +96,15 @@ public final class Exporter {
 
   /// One entry's kind and xattr names, from one listxattr (a getxattr only for an opaque
   /// candidate): the walk's cost per entry stays close to tar's.
+  /// The path this inode was first exported under (this entry is then a hard link to it);
+  /// remembers `path` for the later names of a multiply linked file.
+  private func exportedEarlier(_ status: FileStatus, _ path: [UInt8]) -> [UInt8]? {
+    guard status.links > 1 else { return nil }
+    if let first = linkTargets[status.id] { return first }
+    linkTargets[status.id] = path
+    return nil
+  }
+
   func classify(_ dir: borrowing FD, _ name: [UInt8], _ path: [UInt8], _ status: FileStatus) throws(OvlError) -> (Kind, [[UInt8]]) {
     if status.isWhiteoutDevice { return (.whiteout, []) }
     let names = try step("listxattr", describe(path)) { () throws(Errno) in try dir.xattrNames(name) }
@@ -216,13 +225,10 @@ public final class Exporter {
     case .block: entry.kind = .block(major: status.rdevMajor, minor: status.rdevMinor)
     case .fifo: entry.kind = .fifo
     case .regular:
-      if status.links > 1 {
-        if let first = linkTargets[status.id] {
-          entry.kind = .hardlink(target: first)
-          try writer.write(entry)
-          return
-        }
-        linkTargets[status.id] = path
+      if let first = exportedEarlier(status, path) {
+        entry.kind = .hardlink(target: first)
+        try writer.write(entry)
+        return
       }
       entry.kind = .regular(size: status.size)
       if kind == .metacopy {
@@ -322,13 +328,10 @@ public final class Exporter {
       warn("\(String(decoding: path, as: UTF8.self)): socket skipped (OCI layers do not carry sockets)")
       return
     case .regular:
-      if status.links > 1 {
-        if let first = linkTargets[status.id] {
-          entry.kind = .hardlink(target: first)
-          try writer.write(entry)
-          return
-        }
-        linkTargets[status.id] = path
+      if let first = exportedEarlier(status, path) {
+        entry.kind = .hardlink(target: first)
+        try writer.write(entry)
+        return
       }
       entry.kind = .regular(size: status.size)
       let data = try mergedData(path)
