@@ -116,7 +116,7 @@ extension WriteSession {
     var isDirectory = false
     if case .directory = object { isDirectory = true }
     let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: permissions, exact: exact)
-    if whiteout == nil {
+    guard let whiteout else {
       try createDirectly(current, object, in: upperParent, owner: owner, path: path)
       return
     }
@@ -142,26 +142,9 @@ extension WriteSession {
       try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(temp, namespace.name(.opaque), Opaque.opaque.value) }
     }
     Fault.point("temp")
-    let flags: RenameFlags = isDirectory ? .exchange : []
-    try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
-      try withLockedParent(upperParent, child: current.name, expected: whiteout?.id, path: path) { () throws(OvlError) in
-        do throws(Errno) {
-          try tempDir.fd.rename(temp, to: current.name, in: upperParent.fd, flags: flags)
-        } catch .fileExists {
-          throw .format(path: target.shown, reason: "file exists", errno: .fileExists)
-        } catch {
-          throw .system(call: "renameat2", path: path, errno: error)
-        }
-      }
-    }
-    entry.commit()
+    try publishOverWhiteout(entry, as: current.name, in: upperParent, whiteout: whiteout, path: path)
     forgetDirectories(under: current.path)
-    if whiteout != nil && isDirectory {
-      // The whiteout is now under the temp name.
-      try step("unlink", tempPath) { () throws(Errno) in try tempDir.fd.remove(temp) }
-    }
     touched(upperParent)
-    markDirty(tempDir)
   }
 
   /// `ovl_create_upper`: on a free name the object is made in place, as the kernel makes
@@ -229,17 +212,10 @@ extension WriteSession {
       try withLockedParent(upperParent, child: current.name, expected: nil, path: path) { () throws(OvlError) in
         try step("linkat", path) { () throws(Errno) in try file.link(as: current.name, in: upperParent.fd) }
       }
-    } else {
+    } else if let whiteout {
       let temp = temporaryName()
       try step("linkat", workPath + "/" + temp.string) { () throws(Errno) in try file.link(as: temp, in: tempDir.fd) }
-      let entry = TempEntry(dir: tempDir, name: temp, isDirectory: false)
-      try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
-        try withLockedParent(upperParent, child: current.name, expected: whiteout?.id, path: path) { () throws(OvlError) in
-          try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(temp, to: current.name, in: upperParent.fd) }
-        }
-      }
-      entry.commit()
-      markDirty(tempDir)
+      try publishOverWhiteout(TempEntry(dir: tempDir, name: temp, isDirectory: false), as: current.name, in: upperParent, whiteout: whiteout, path: path)
     }
     touched(upperParent)
   }

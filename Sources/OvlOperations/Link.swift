@@ -37,14 +37,7 @@ extension WriteSession {
         try step("linkat", workPath + "/" + temp.string) { () throws(Errno) in
           try upperObject.parent.fd.link(upperObject.name, as: temp, in: tempDir.fd)
         }
-        let owner = TempEntry(dir: tempDir, name: temp, isDirectory: false)
-        try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
-          try withLockedParent(newParent, child: target.name, expected: whiteout.id, path: path) { () throws(OvlError) in
-            try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(temp, to: target.name, in: newParent.fd) }
-          }
-        }
-        owner.commit()
-        markDirty(tempDir)
+        try publishOverWhiteout(TempEntry(dir: tempDir, name: temp, isDirectory: false), as: target.name, in: newParent, whiteout: whiteout, path: path)
       } else {
         try withLockedParent(newParent, child: target.name, expected: nil, path: path) { () throws(OvlError) in
           do throws(Errno) {

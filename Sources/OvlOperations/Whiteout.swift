@@ -43,6 +43,32 @@ extension WriteSession {
     return TempEntry(dir: tempDir, name: name, isDirectory: false)
   }
 
+  /// The temp dir's lock, then `dir`'s with `child` verified to be `expected`: the global
+  /// lock order of every change that moves a name between the two.
+  func withTempDirAndParentLocked(
+    _ dir: LayerDir, child: [UInt8], expected: FileID?, path: String, _ body: () throws(OvlError) -> Void
+  ) throws(OvlError) {
+    try withLockedParent(tempDir, child: [], expected: nil, path: workPath) { () throws(OvlError) in
+      try withLockedParent(dir, child: child, expected: expected, path: path, body)
+    }
+  }
+
+  /// `ovl_create_over_whiteout`'s last step: the complete temp is renamed over the whiteout
+  /// at `name` — a directory by exchange, after which the whiteout, now under the temp name,
+  /// is removed.
+  func publishOverWhiteout(_ temp: consuming TempEntry, as name: [UInt8], in dir: LayerDir, whiteout: FileStatus, path: String) throws(OvlError) {
+    let tempName = temp.name
+    let exchange = temp.isDirectory
+    try withTempDirAndParentLocked(dir, child: name, expected: whiteout.id, path: path) { () throws(OvlError) in
+      try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(tempName, to: name, in: dir.fd, flags: exchange ? .exchange : []) }
+    }
+    temp.commit()
+    if exchange {
+      try step("unlink", workPath + "/" + tempName.string) { () throws(Errno) in try tempDir.fd.remove(tempName) }
+    }
+    markDirty(tempDir)
+  }
+
   /// `ovl_cleanup_and_whiteout`: a whiteout replaces `name` in `dir` in one rename — an
   /// exchange for a directory, whose old tree (empty or whiteouts only) is then removed
   /// from the temp dir. `expected` is the object at `name` (nil: the name must be free).
@@ -50,11 +76,9 @@ extension WriteSession {
     let whiteout = try makeWhiteoutTemp()
     let isDirectory = expected?.type == .directory
     let flags: RenameFlags = expected == nil ? .noReplace : isDirectory ? .exchange : []
-    try withLockedParent(tempDir, child: whiteout.name, expected: nil, path: workPath) { () throws(OvlError) in
-      try withLockedParent(dir, child: name, expected: expected?.id, path: path) { () throws(OvlError) in
-        Fault.point("whiteout")
-        try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(whiteout.name, to: name, in: dir.fd, flags: flags) }
-      }
+    try withTempDirAndParentLocked(dir, child: name, expected: expected?.id, path: path) { () throws(OvlError) in
+      Fault.point("whiteout")
+      try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(whiteout.name, to: name, in: dir.fd, flags: flags) }
     }
     let leftover = whiteout.name
     whiteout.commit()
@@ -72,10 +96,8 @@ extension WriteSession {
   func removeUpper(_ name: [UInt8], in dir: LayerDir, expected: FileStatus, mayHoldWhiteouts: Bool, path: String) throws(OvlError) {
     if expected.type == .directory && mayHoldWhiteouts {
       let temp = temporaryName()
-      try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
-        try withLockedParent(dir, child: name, expected: expected.id, path: path) { () throws(OvlError) in
-          try step("renameat2", path) { () throws(Errno) in try dir.fd.rename(name, to: temp, in: tempDir.fd, flags: .noReplace) }
-        }
+      try withTempDirAndParentLocked(dir, child: name, expected: expected.id, path: path) { () throws(OvlError) in
+        try step("renameat2", path) { () throws(Errno) in try dir.fd.rename(name, to: temp, in: tempDir.fd, flags: .noReplace) }
       }
       Fault.point("cleanup")
       try step("remove", workPath + "/" + temp.string) { () throws(Errno) in try tempDir.fd.removeTree(temp) }
@@ -106,10 +128,8 @@ extension WriteSession {
     try step("fchownat", tempPath) { () throws(Errno) in try tempDir.fd.changeOwner(temp, uid: expected.uid, gid: expected.gid) }
     try step("fchmodat", tempPath) { () throws(Errno) in try tempDir.fd.changeMode(temp, permissions: expected.permissions) }
     try step("utimensat", tempPath) { () throws(Errno) in try tempDir.fd.setTimes(temp, atime: expected.atime, mtime: expected.mtime) }
-    try withLockedParent(tempDir, child: temp, expected: nil, path: workPath) { () throws(OvlError) in
-      try withLockedParent(dir, child: name, expected: expected.id, path: path) { () throws(OvlError) in
-        try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(temp, to: name, in: dir.fd, flags: .exchange) }
-      }
+    try withTempDirAndParentLocked(dir, child: name, expected: expected.id, path: path) { () throws(OvlError) in
+      try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(temp, to: name, in: dir.fd, flags: .exchange) }
     }
     owner.commit()
     forgetDirectories(under: dir.path + [UInt8(ascii: "/")] + name)

@@ -4,8 +4,6 @@ import OvlSystem
 extension MergedDir {
   /// The kernel's `OVL_TYPE_MERGE` for a directory: an upper directory merged with lower ones.
   public var isMerge: Bool { upper != nil && !lowers.isEmpty }
-  /// The directory has lower directories (a new name in it may need a whiteout).
-  public var hasLowers: Bool { !lowers.isEmpty }
 
   /// Forgets what a listing learnt about the real directories (the names present), before
   /// the directory is changed and looked up again.
