@@ -442,18 +442,7 @@ import Testing
   static let caseScript = #"""
     set -eu
     d=$1; o=$d/out
-    date +%s%N > "$o/start"
-    R=$d/fs; mkdir -p "$R"
-    case "$FS" in
-      tmpfs) mount -t tmpfs -o mode=0755,size=512m tmpfs "$R" ;;
-      xfs) truncate -s 512m "$d/xfs.img"; mkfs.xfs -q "$d/xfs.img"; mount -o loop "$d/xfs.img" "$R" ;;
-      btrfs) truncate -s 512m "$d/btrfs.img"; mkfs.btrfs -q "$d/btrfs.img" >/dev/null; mount -o loop "$d/btrfs.img" "$R" ;;
-    esac
-    KOPTS=$(printf %s "$KOPTS" | sed "s|@R@|$R|g"); TOPTS=$(printf %s "$TOPTS" | sed "s|@R@|$R|g")
-    mkdir -p "$R/k" "$R/t" "$d/mk" "$d/mt"
-    "$FIXTURE" "$d/spec" "$R/k" >/dev/null
-    "$FIXTURE" "$d/spec" "$R/t" >/dev/null
-    for x in "$R"/t/*; do case "${x##*/}" in upper|work) ;; *) rm -rf "$x" ;; esac; done
+    \#(RawTree.twinStacks)
     # chattr +a files cannot be deleted by the temp dir's cleanup.
     trap 'chattr -R -a "$R/k" >/dev/null 2>&1 || true' EXIT
     (cd "$R/k" && sh -e "$d/prep")

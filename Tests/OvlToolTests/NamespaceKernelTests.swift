@@ -342,17 +342,7 @@ import Testing
   static let caseScript = #"""
     set -eu
     d=$1; n=$2; o=$d/out
-    date +%s%N > "$o/start"
-    R=$d/fs; mkdir -p "$R"
-    case "$FS" in
-      tmpfs) mount -t tmpfs -o mode=0755,size=256m tmpfs "$R" ;;
-      xfs) truncate -s 512m "$d/xfs.img"; mkfs.xfs -q "$d/xfs.img"; mount -o loop "$d/xfs.img" "$R" ;;
-    esac
-    KOPTS=$(printf %s "$KOPTS" | sed "s|@R@|$R|g"); TOPTS=$(printf %s "$TOPTS" | sed "s|@R@|$R|g")
-    mkdir -p "$R/k" "$R/t" "$d/mk" "$d/mt"
-    "$FIXTURE" "$d/spec" "$R/k" >/dev/null
-    "$FIXTURE" "$d/spec" "$R/t" >/dev/null
-    for x in "$R"/t/*; do case "${x##*/}" in upper|work) ;; *) rm -rf "$x" ;; esac; done
+    \#(RawTree.twinStacks)
     umask 022
     # Kernel-made lower layers b1 (plain) .. bN (each the upper of a mount of those below).
     j=1; below=

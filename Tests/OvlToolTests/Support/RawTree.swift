@@ -37,6 +37,26 @@ enum RawTree {
     var type: String { fields["type"] ?? "?" }
   }
 
+  /// Shell shared by the kernel-differential scripts (`$d` = the case dir, `$o` = its out
+  /// dir; env FS, KOPTS, TOPTS with `@R@`, FIXTURE): notes the start time, mounts the case's
+  /// filesystem on `$R` (host: the temp dir itself; tmpfs, xfs or btrfs: inside the private
+  /// mount namespace), and materialises the fixture twice, `$R/k` (kernel) and `$R/t`
+  /// (ovltool), `t` keeping only its upper and work dir: both sides use `k`'s lowers.
+  static let twinStacks = #"""
+    date +%s%N > "$o/start"
+    R=$d/fs; mkdir -p "$R"
+    case "$FS" in
+      tmpfs) mount -t tmpfs -o mode=0755,size=512m tmpfs "$R" ;;
+      xfs) truncate -s 512m "$d/xfs.img"; mkfs.xfs -q "$d/xfs.img"; mount -o loop "$d/xfs.img" "$R" ;;
+      btrfs) truncate -s 512m "$d/btrfs.img"; mkfs.btrfs -q "$d/btrfs.img" >/dev/null; mount -o loop "$d/btrfs.img" "$R" ;;
+    esac
+    KOPTS=$(printf %s "$KOPTS" | sed "s|@R@|$R|g"); TOPTS=$(printf %s "$TOPTS" | sed "s|@R@|$R|g")
+    mkdir -p "$R/k" "$R/t" "$d/mk" "$d/mt"
+    "$FIXTURE" "$d/spec" "$R/k" >/dev/null
+    "$FIXTURE" "$d/spec" "$R/t" >/dev/null
+    for x in "$R"/t/*; do case "${x##*/}" in upper|work) ;; *) rm -rf "$x" ;; esac; done
+    """#
+
   /// Writes the dumper into `dir` and returns its path.
   static func installDumper(in dir: String) throws -> String {
     let path = dir + "/rawtree.py"
