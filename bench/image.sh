@@ -28,11 +28,15 @@ for d in range(dirs):
         with open(p, "wb") as h: h.write(os.urandom(1024 + (f * 37 % 3072)))
         if f % 25 == 0: os.setxattr(p, "user.bench", b"1")
 PY
-best() { local b=999; for i in 1 2 3; do local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local e=$(date +%s.%N); b=$(echo "x=$e-$s; if (x<$b) x else $b" | bc); done; echo $b; }
+# best PREP CMD: the fastest of 3 runs of CMD, each after PREP (untimed: emptying the target).
+best() { local b=999; for i in 1 2 3; do "$1"; local s=$(date +%s.%N); "$2" >/dev/null 2>&1; local e=$(date +%s.%N); b=$(echo "x=$e-$s; if (x<$b) x else $b" | bc); done; echo $b; }
+none() { :; }
 tar_c() { tar --xattrs --format=pax --sort=name -cf "$T/t.tar" -C "$T/upper" .; }
 ovl_c() { "$OVLTOOL" export -o "lowerdir=$T/lower,upperdir=$T/upper,workdir=$T/work" --output "$T/o.tar"; }
-tar_x() { rm -rf "$T/x"; mkdir "$T/x"; tar --xattrs -xf "$T/t.tar" -C "$T/x"; }
-ovl_x() { rm -rf "$T/u2" "$T/w2"; mkdir "$T/u2" "$T/w2"; "$OVLTOOL" apply -o "lowerdir=$T/lower,upperdir=$T/u2,workdir=$T/w2" "$T/o.tar"; }
-tc=$(best tar_c); oc=$(best ovl_c); tx=$(best tar_x); ox=$(best ovl_x)
+tar_prep() { rm -rf "$T/x"; mkdir "$T/x"; }
+tar_x() { tar --xattrs -xf "$T/t.tar" -C "$T/x"; }
+ovl_prep() { rm -rf "$T/u2" "$T/w2"; mkdir "$T/u2" "$T/w2"; }
+ovl_x() { "$OVLTOOL" apply -o "lowerdir=$T/lower,upperdir=$T/u2,workdir=$T/w2" "$T/o.tar"; }
+tc=$(best none tar_c); oc=$(best none ovl_c); tx=$(best tar_prep tar_x); ox=$(best ovl_prep ovl_x)
 printf 'image: %d entries  export %.3fs vs tar -c %.3fs = %.2fx   apply %.3fs vs tar -x %.3fs = %.2fx\n' \
   "$(find upper | wc -l)" "$oc" "$tc" "$(echo "$oc/$tc" | bc -l)" "$ox" "$tx" "$(echo "$ox/$tx" | bc -l)"

@@ -27,6 +27,9 @@ public func refused(_ path: [UInt8], _ reason: String, _ errno: Errno = .invalid
 /// and work directories.
 public final class Applier {
   let session: WriteSession
+  /// New names on free names, made in bulk (most of a layer); everything else goes through
+  /// the namespace operations one entry at a time, after the batch settled.
+  let batch: CreateBatch
   let options: ApplyOptions
   let warn: (String) -> Void
   /// Paths (merged, `/a/b`) made or replaced by this layer: a whiteout or opaque marker of
@@ -38,8 +41,9 @@ public final class Applier {
   /// Regular files up to this size are applied from memory.
   static let inMemoryLimit: Int64 = 8 << 20
 
-  public init(session: WriteSession, options: ApplyOptions, warn: @escaping (String) -> Void) {
+  public init(session: WriteSession, options: ApplyOptions, warn: @escaping (String) -> Void) throws(OvlError) {
     self.session = session
+    batch = try CreateBatch(session: session)
     self.options = options
     self.warn = warn
   }
@@ -48,10 +52,13 @@ public final class Applier {
 
   /// Applies every entry; returns the layer's DiffID.
   public func run(_ reader: LayerReader) throws(OvlError) -> String {
+    // After a failure the files not yet published are dropped, not left half-made.
+    defer { batch.close() }
     while let entry = try reader.next() {
       try apply(entry, reader)
     }
     let diffID = try reader.finishDiffID()
+    try batch.settle()
     for (path, mtime) in directoryTimes.sorted(by: { $0.0.count > $1.0.count }) {
       try session.setAttribute(path, .times(mtime))
     }
@@ -98,6 +105,8 @@ public final class Applier {
       return
     }
     let parent = Array(components.dropLast())
+    if try applyNew(entry, parent: parent, name: name, reader) { return }
+    try batch.settle(affecting: try affected(entry, parent: parent, name: name))
     if name.starts(with: whiteoutPrefix) && entry.kind != .directory {
       try applyMarker(entry, parent: parent, name: name)
       return
@@ -196,6 +205,71 @@ public final class Applier {
     }
   }
 
+  /// The common case in bulk: an entry that makes a new name in an upper directory whose
+  /// layers do not have it (or a whiteout of such a name, which removes nothing). False:
+  /// the entry needs the general path (a lookup, a replacement, a copy-up, a refusal).
+  private func applyNew(_ entry: LayerEntry, parent: [[UInt8]], name: [UInt8], _ reader: LayerReader) throws(OvlError) -> Bool {
+    if name.starts(with: whiteoutPrefix) {
+      guard entry.kind != .directory, name != opaqueMarker else { return false }
+      let victim = Array(name.dropFirst(whiteoutPrefix.count))
+      if victim.isEmpty || victim == [0x2E] || victim == [0x2E, 0x2E] || victim.starts(with: whiteoutPrefix) { return false }
+      if created.contains(Self.merged(parent + [victim])) { return true }
+      // Only a directory listed already: listing one for a whiteout alone costs more than the lookups.
+      guard let dir = try batch.knownDirectory(parent) else { return false }
+      return dir.isFree(victim)
+    }
+    let path = Self.merged(parent + [name])
+    if created.contains(path) { return false }
+    switch entry.kind {
+    case .directory, .regular, .symlink, .fifo, .hardlink: break
+    case .character, .block:
+      if !options.allowDevices || (entry.kind == .character && entry.rdevMajor == 0 && entry.rdevMinor == 0) { return false }
+    default: return false
+    }
+    guard let dir = try batch.directory(parent), dir.isFree(name) else { return false }
+    let attributes = NewAttributes(uid: entry.uid, gid: entry.gid, permissions: entry.permissions, mtime: entry.mtime, xattrs: publicXattrs(entry))
+    switch entry.kind {
+    case .directory:
+      _ = try batch.createDirectory(name, in: dir, attributes)
+      directoryTimes.append((path, entry.mtime))
+    case .regular:
+      guard entry.size >= 0 else { return false }
+      if entry.size <= CreateBatch.queuedSizeLimit {
+        var data: [UInt8] = []
+        data.reserveCapacity(Int(entry.size))
+        try reader.readData("layer entry '\(entry.path.string)'") { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
+        try batch.createFile(name, in: dir, attributes, data: data)
+      } else {
+        try batch.createFile(name, in: dir, attributes) { (file) throws(OvlError) in
+          try reader.readData("layer entry '\(entry.path.string)'") { (chunk) throws(OvlError) in
+            try step("write", "layer entry '\(entry.path.string)'") { () throws(Errno) in try FD.write(rawDescriptor: file.rawValue, chunk) }
+          }
+        }
+      }
+    case .hardlink:
+      let target = Self.merged(try Self.components(entry.linkTarget ?? []))
+      guard try batch.link(to: target, as: name, in: dir) else { return false }
+    case .symlink:
+      try batch.createNode(name, in: dir, .symlink(target: entry.linkTarget ?? []), attributes)
+    default:
+      let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
+      try batch.createNode(name, in: dir, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), attributes)
+    }
+    created.insert(path)
+    return true
+  }
+
+  /// The merged paths (as components) whose pending names a general change for this entry
+  /// may see: the entry's own, a whited-out name, a directory made opaque, a link target.
+  private func affected(_ entry: LayerEntry, parent: [[UInt8]], name: [UInt8]) throws(OvlError) -> [[[UInt8]]] {
+    if name == opaqueMarker { return [parent] }
+    if name.starts(with: whiteoutPrefix) && entry.kind != .directory {
+      return [parent + [Array(name.dropFirst(whiteoutPrefix.count))]]
+    }
+    if entry.kind == .hardlink { return [parent + [name], try Self.components(entry.linkTarget ?? [])] }
+    return [parent + [name]]
+  }
+
   private func setMetadata(_ path: [UInt8], _ entry: LayerEntry, isSymlink: Bool, isNew: Bool = false) throws(OvlError) {
     try session.setAttribute(path, .owner(uid: entry.uid, gid: entry.gid))
     // After chown, which clears setuid/setgid; a new object already has the mode.
@@ -204,16 +278,22 @@ public final class Applier {
   }
 
   private func setXattrs(_ path: [UInt8], _ entry: LayerEntry) throws(OvlError) {
-    for (name, value) in entry.xattrs {
-      if isLayerPrivate(name) {
-        // A layer cannot make a directory opaque or redirect it by an xattr.
-        if !warnedPrivate {
-          warn("layer entry '\(String(decoding: entry.path, as: UTF8.self))': overlay-private xattr \(String(decoding: name, as: UTF8.self)) ignored")
-          warnedPrivate = true
-        }
-        continue
-      }
+    for (name, value) in publicXattrs(entry) {
       try session.setAttribute(path, .setXattr(name: name, value: value))
+    }
+  }
+
+  /// The entry's xattrs less the overlay-private ones: a layer cannot make a directory
+  /// opaque or redirect it by an xattr (warned once per layer).
+  private func publicXattrs(_ entry: LayerEntry) -> [([UInt8], [UInt8])] {
+    if entry.xattrs.isEmpty { return [] }
+    return entry.xattrs.filter { (name, _) in
+      guard isLayerPrivate(name) else { return true }
+      if !warnedPrivate {
+        warn("layer entry '\(entry.path.string)': overlay-private xattr \(name.string) ignored")
+        warnedPrivate = true
+      }
+      return false
     }
   }
 

@@ -11,6 +11,8 @@ public final class LayerReader {
   private let source: Source
   private var entry: OpaquePointer?
   public private(set) var entriesRead = 0
+  /// Where entries' data is read to, one buffer for the whole layer.
+  private let dataBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
 
   /// Pulls decompressed bytes from `outer` for the tar parser, hashing them.
   final class Source {
@@ -76,6 +78,7 @@ public final class LayerReader {
   deinit {
     archive_read_free(inner)
     archive_read_free(outer)
+    dataBuffer.deallocate()
   }
 
   /// The next entry, or nil at the end of the archive. A truncated or corrupt archive is an
@@ -93,15 +96,13 @@ public final class LayerReader {
   }
 
   /// Streams the current entry's data to `body`.
-  public func readData(_ path: String, _ body: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
-    let capacity = 1 << 20
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
-    defer { buffer.deallocate() }
-    guard let base = buffer.baseAddress else { return }
+  public func readData(_ path: @autoclosure () -> String, _ body: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
+    guard let base = dataBuffer.baseAddress else { return }
     while true {
-      let n = archive_read_data(inner, base, capacity)
+      let n = archive_read_data(inner, base, dataBuffer.count)
       if n < 0 {
-        throw source.error ?? .format(path: path, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, path))", errno: .invalidArgument)
+        let shown = path()
+        throw source.error ?? .format(path: shown, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, shown))", errno: .invalidArgument)
       }
       if n == 0 { return }
       try body(UnsafeRawBufferPointer(start: base, count: n))

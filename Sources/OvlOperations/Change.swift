@@ -39,7 +39,7 @@ extension WriteSession {
 
   /// The merged directory at `components`, from the cache where its deepest known ancestor
   /// is; directories in the upper layer are cached.
-  private func directory(_ components: [[UInt8]]) throws(OvlError) -> MergedDir {
+  func directory(_ components: [[UInt8]]) throws(OvlError) -> MergedDir {
     var depth = components.count
     var dir: MergedDir?
     while depth > 0 {

@@ -22,6 +22,18 @@ extension Stack {
     return try mergedListing(layers, dir, impure: impure).sorted(by: Self.byteOrder)
   }
 
+  /// Every name any layer of `dir` has, raw: whiteouts, and names hidden by whiteouts or
+  /// opaque directories, included. A name not in the set is absent from every layer, so a
+  /// lookup of it is negative and leaves nothing to replace: the kernel creates it in place.
+  public func namesInAnyLayer(_ dir: MergedDir) throws(OvlError) -> Set<[UInt8]> {
+    var names = Set<[UInt8]>()
+    for layerDir in (dir.upper.map { [$0] } ?? []) + dir.lowers {
+      let list = try step("getdents64", describe(layerDir.layer, dir.path)) { () throws(Errno) in try layerDir.fd.entries() }
+      for entry in list { names.insert(entry.name) }
+    }
+    return names
+  }
+
   /// One name of a merged directory in the kernel's readdir cache.
   private struct CacheEntry {
     let name: [UInt8]

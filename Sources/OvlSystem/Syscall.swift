@@ -109,12 +109,18 @@ public final class OutputBuffer {
 public func exitProcess(_ status: Int32) -> Never { Glibc.exit(status) }
 
 /// Raises the soft limit on open descriptors to the hard limit: a walk holds one descriptor
-/// per layer per level of depth. The corresponding C functions are `getrlimit`/`setrlimit`.
-public func raiseOpenFileLimit() {
+/// per layer per level of depth, a layer's apply one per file not yet published. Returns
+/// the limit now in force. The corresponding C functions are `getrlimit`/`setrlimit`.
+@discardableResult
+public func raiseOpenFileLimit() -> Int {
   var limit = rlimit()
-  guard getrlimit(RLIMIT_NOFILE_ID, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-  limit.rlim_cur = limit.rlim_max
-  _ = setrlimit(RLIMIT_NOFILE_ID, &limit)
+  guard getrlimit(RLIMIT_NOFILE_ID, &limit) == 0 else { return 1024 }
+  if limit.rlim_cur < limit.rlim_max {
+    let raised = rlimit(rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max)
+    var wanted = raised
+    if setrlimit(RLIMIT_NOFILE_ID, &wanted) == 0 { limit = raised }
+  }
+  return Int(clamping: limit.rlim_cur)
 }
 
 private let RLIMIT_NOFILE_ID = __rlimit_resource_t(UInt32(RLIMIT_NOFILE.rawValue))

@@ -55,7 +55,7 @@ struct ApplyLayer: ParsableCommand {
     }
     let session = try openSession(stack)
     let fd = try step("open", layer) { () throws(Errno) in layer == "-" ? try FD.standardInput() : try FD.openFile(atHostPath: layer) }
-    let applier = Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
+    let applier = try Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
     do {
       let reader = try LayerReader(fd: fd.rawValue)
       let diffID = try applier.run(reader)

@@ -1,0 +1,458 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// The attributes a batch gives a new object (a layer entry's): owner before mode (a chown
+/// clears setuid bits), xattrs after the chown (it clears file capabilities), times last.
+public struct NewAttributes: Sendable {
+  public var uid: UInt32
+  public var gid: UInt32
+  public var permissions: UInt32
+  public var mtime: Int64
+  public var xattrs: [([UInt8], [UInt8])]
+  public init(uid: UInt32, gid: UInt32, permissions: UInt32, mtime: Int64, xattrs: [([UInt8], [UInt8])]) {
+    self.uid = uid
+    self.gid = gid
+    self.permissions = permissions
+    self.mtime = mtime
+    self.xattrs = xattrs
+  }
+}
+
+/// A merged directory that is in the upper layer, with every name any of its layers has:
+/// a name outside that set is free, and the kernel would create it in place.
+public final class BatchDirectory {
+  let upper: LayerDir
+  /// The merged path, `/a/b` (the root: empty).
+  let path: [UInt8]
+  let isMerge: Bool
+  var taken: Set<[UInt8]>
+
+  init(upper: LayerDir, path: [UInt8], isMerge: Bool, taken: Set<[UInt8]>) {
+    self.upper = upper
+    self.path = path
+    self.isMerge = isMerge
+    self.taken = taken
+  }
+
+  /// No layer has `name` here: creating it replaces nothing and hides nothing.
+  public func isFree(_ name: [UInt8]) -> Bool { !taken.contains(name) }
+}
+
+/// An unnamed file (O_TMPFILE in the temp dir) waiting for its names. Built on the batch's
+/// background thread, which sets `opened` or `failure`; read only after the queue's `wait`.
+final class TempFile: @unchecked Sendable {
+  var opened: OpenFile?
+  var failure: FailedCall?
+}
+
+/// A descriptor shared by the names of one new file; closed when the last goes.
+final class OpenFile {
+  let fd: FD
+  init(_ fd: consuming FD) { self.fd = fd }
+}
+
+/// A system call that failed, to be reported with the path of what it worked on.
+struct FailedCall: Error {
+  let call: String
+  let errno: Errno
+}
+
+/// What a file-building job needs from the session, handed to the background thread (the
+/// directory's descriptor is only read there).
+private struct FileJobContext: @unchecked Sendable {
+  let tempDir: LayerDir
+  let owner: (uid: UInt32, gid: UInt32)
+  let umask: UInt32
+}
+
+/// Many new names made at once (a layer applied to the upper). Each object is what the
+/// kernel's `ovl_create_upper` makes on a free name, with the same attributes; only the
+/// order of the writes differs. A regular file is built complete as an unnamed file in the
+/// temp dir (O_TMPFILE, as the kernel's `ovl_copy_up_tmpfile`), mostly on a background
+/// thread while the caller reads the next entries; every `chunkSize` names, one syncfs makes
+/// the chunk's files durable and then each is linked to its name. A crash leaves only whole
+/// files; unnamed ones vanish. Directories, symlinks and special files carry no data and
+/// are made in place, as the kernel makes them.
+///
+/// A batch knows only the names it listed: a change by any other path must come after
+/// `settle(affecting:)`, which publishes what the change could see and forgets what it
+/// could make wrong.
+public final class CreateBatch {
+  let session: WriteSession
+  private var directories: [[UInt8]: BatchDirectory] = [:]
+  /// Where a pending name's inode comes from: a file built in the temp dir, or (a hard
+  /// link to a file whose first name went out in an earlier chunk) that name.
+  private enum Source {
+    case file(TempFile)
+    case name(LayerDir, [UInt8])
+  }
+  private struct Pending {
+    let source: Source
+    let dir: BatchDirectory
+    let name: [UInt8]
+  }
+  /// Names not yet handed to the background thread.
+  private var pending: [Pending] = []
+  /// Chunks handed over, with what their linking reported, until the next full publish.
+  private var inFlight: [ChunkResult] = []
+  /// Files not yet published by merged path: a hard link to one is linked after it.
+  private var pendingFiles: [[UInt8]: Source] = [:]
+  /// The directories (merged paths) that names not yet published go to.
+  private var pendingDirectories: Set<[UInt8]> = []
+  /// Files waiting for the thread beyond which the caller builds the next one itself.
+  static let backlogLimit = 32
+  /// Names per chunk: one syncfs makes a chunk's files durable before they are linked.
+  static let chunkSize = 1024
+  /// Files pending before a publish, and directories listed before they are forgotten, at
+  /// most: each holds a descriptor (a pending file's directory too), and together they
+  /// stay within the process's limit.
+  let pendingLimit: Int
+  let directoryLimit: Int
+  private let context: FileJobContext
+  /// Builds files whose data is in memory while the caller reads the next entries (nil: no
+  /// thread, files are built in line).
+  private let queue: BackgroundQueue?
+  /// Files at most this big are handed to the queue with their data.
+  public static let queuedSizeLimit = 1 << 20
+
+  public init(session: WriteSession) throws(OvlError) {
+    self.session = session
+    let budget = max(192, min(49152, raiseOpenFileLimit() - 64))
+    pendingLimit = budget / 3
+    directoryLimit = budget / 3
+    let tempDir = session.tempDir
+    let status = try step("fstat", session.workPath) { () throws(Errno) in try tempDir.fd.stat() }
+    let owner = (effectiveUserID(), status.permissions & 0o2000 != 0 ? status.gid : effectiveGroupID())
+    context = FileJobContext(tempDir: tempDir, owner: owner, umask: session.umask)
+    queue = BackgroundQueue(limit: 256)
+  }
+
+  /// Drops what is not published and stops the background thread.
+  public func close() {
+    discard()
+    queue?.close()
+  }
+
+  /// The directory at `components` of the merged view when it is an upper directory (nil
+  /// when it is missing, not a directory, reached through a symlink or still only in lower
+  /// layers: the general path copies it up or refuses it).
+  public func directory(_ components: [[UInt8]]) throws(OvlError) -> BatchDirectory? {
+    let key = WriteSession.mergedPath(components)
+    if let known = directories[key] { return known }
+    let merged: MergedDir
+    do {
+      merged = try session.directory(components)
+    } catch .format {
+      return nil
+    }
+    guard let upper = merged.upper else { return nil }
+    // Names are about to be added behind the lookups' back.
+    merged.forgetListing()
+    let dir = BatchDirectory(upper: upper, path: key, isMerge: merged.isMerge, taken: try session.stack.namesInAnyLayer(merged))
+    try remember(dir)
+    return dir
+  }
+
+  /// The directory at `components` if it was listed already (nil otherwise).
+  public func knownDirectory(_ components: [[UInt8]]) -> BatchDirectory? {
+    directories[WriteSession.mergedPath(components)]
+  }
+
+  private func remember(_ dir: BatchDirectory) throws(OvlError) {
+    if directories.count >= directoryLimit { try settle() }
+    directories[dir.path] = dir
+  }
+
+  private func shown(_ name: [UInt8], in dir: BatchDirectory) -> String {
+    session.describe(dir.path + [UInt8(ascii: "/")] + name)
+  }
+
+  /// A new regular file `name` in `dir` holding `data`, built on the background thread.
+  public func createFile(_ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes, data: [UInt8]) throws(OvlError) {
+    let file = TempFile()
+    let context = context
+    let build: @Sendable () -> Void = {
+      do throws(FailedCall) {
+        let fd = try Self.open(attributes, context)
+        try Self.call("write") { () throws(Errno) in try fd.write(data) }
+        try Self.finish(fd, attributes, context)
+        file.opened = OpenFile(fd)
+      } catch {
+        file.failure = error
+      }
+    }
+    // Built by the thread, or here when the thread is behind (the two share the work).
+    if let queue, queue.backlog < Self.backlogLimit { queue.submit(build) } else { build() }
+    try add(file, name, in: dir)
+  }
+
+  /// A new regular file `name` in `dir`: `contents` writes its data (in line: for data too
+  /// big to hold in memory).
+  public func createFile(
+    _ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes,
+    contents: (borrowing FD) throws(OvlError) -> Void
+  ) throws(OvlError) {
+    let file = TempFile()
+    let fd = try reported(name, in: dir) { () throws(FailedCall) in try Self.open(attributes, context) }
+    try contents(fd)
+    try reported(name, in: dir) { () throws(FailedCall) in try Self.finish(fd, attributes, context) }
+    file.opened = OpenFile(fd)
+    try add(file, name, in: dir)
+  }
+
+  private func reported<R: ~Copyable>(_ name: [UInt8], in dir: BatchDirectory, _ body: () throws(FailedCall) -> R) throws(OvlError) -> R {
+    do { return try body() } catch { throw .system(call: error.call, path: shown(name, in: dir), errno: error.errno) }
+  }
+
+  private static func call<R: ~Copyable>(_ name: String, _ body: () throws(Errno) -> R) throws(FailedCall) -> R {
+    do { return try body() } catch { throw FailedCall(call: name, errno: error) }
+  }
+
+  /// The file is created with its permission bits: where the umask cuts none (and no
+  /// setuid, setgid or sticky bit is asked for) no fchmod follows.
+  private static func open(_ attributes: NewAttributes, _ context: FileJobContext) throws(FailedCall) -> FD {
+    try call("open(O_TMPFILE)") { () throws(Errno) in try context.tempDir.fd.openTemporaryFile(permissions: attributes.permissions & 0o777) }
+  }
+
+  /// Owner before mode (a chown clears setuid bits), xattrs after the chown (it clears file
+  /// capabilities), times last; a file created as the caller with the mode needs no more.
+  private static func finish(_ fd: borrowing FD, _ attributes: NewAttributes, _ context: FileJobContext) throws(FailedCall) {
+    if attributes.uid != context.owner.uid || attributes.gid != context.owner.gid {
+      try call("fchown") { () throws(Errno) in try fd.changeOwner(uid: attributes.uid, gid: attributes.gid) }
+    }
+    if attributes.permissions != attributes.permissions & 0o777 & ~context.umask {
+      try call("fchmod") { () throws(Errno) in try fd.changeMode(permissions: attributes.permissions) }
+    }
+    for (attribute, value) in attributes.xattrs {
+      try call("fsetxattr") { () throws(Errno) in try fd.setXattr(attribute, value) }
+    }
+    try call("futimens") { () throws(Errno) in try fd.setTimes(atime: attributes.mtime, mtime: attributes.mtime) }
+  }
+
+  private func add(_ file: TempFile, _ name: [UInt8], in dir: BatchDirectory) throws(OvlError) {
+    pending.append(Pending(source: .file(file), dir: dir, name: name))
+    pendingFiles[dir.path + [UInt8(ascii: "/")] + name] = .file(file)
+    pendingDirectories.insert(dir.path)
+    dir.taken.insert(name)
+    try submitIfFull()
+  }
+
+  /// A hard link `name` in `dir` to the file at merged path `target` when that file is
+  /// still pending (a second name it gets when published); false otherwise.
+  public func link(to target: [UInt8], as name: [UInt8], in dir: BatchDirectory) throws(OvlError) -> Bool {
+    guard let source = pendingFiles[target] else { return false }
+    pending.append(Pending(source: source, dir: dir, name: name))
+    pendingDirectories.insert(dir.path)
+    dir.taken.insert(name)
+    try submitIfFull()
+    return true
+  }
+
+  /// A new directory `name` in `dir`, made in place (`ovl_create_upper`: opaque in a merged
+  /// parent where the stack records lower identities); returns it, empty.
+  public func createDirectory(_ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes) throws(OvlError) -> BatchDirectory {
+    let path = shown(name, in: dir)
+    let parent = dir.upper
+    try createInPlace(name, in: dir, path) { () throws(Errno) in try parent.fd.makeDirectory(name, permissions: 0) }
+    let fd = try step("open", path) { () throws(Errno) in try FD.open(name, in: parent.fd, .directory) }
+    try step("fchown", path) { () throws(Errno) in try fd.changeOwner(uid: attributes.uid, gid: attributes.gid) }
+    try step("fchmod", path) { () throws(Errno) in try fd.changeMode(permissions: attributes.permissions) }
+    if dir.isMerge && !session.allowsOfflineChanges {
+      try step("setxattr", path) { () throws(Errno) in try fd.setXattr(session.namespace.name(.opaque), Opaque.opaque.value) }
+    }
+    for (attribute, value) in attributes.xattrs {
+      try step("fsetxattr", path) { () throws(Errno) in try fd.setXattr(attribute, value) }
+    }
+    let upperPath = parent.path.isEmpty ? name : parent.path + [UInt8(ascii: "/")] + name
+    let child = BatchDirectory(upper: LayerDir(layer: 0, fd: fd, path: upperPath), path: dir.path + [UInt8(ascii: "/")] + name, isMerge: false, taken: [])
+    try remember(child)
+    // Its own entries make it dirty; the parent's new name makes the parent dirty.
+    session.markDirty(child.upper)
+    return child
+  }
+
+  /// A new symlink or special file `name` in `dir`, made in place. The directory's times
+  /// are the caller's to set (they change with every entry made in it).
+  public func createNode(_ name: [UInt8], in dir: BatchDirectory, _ object: NewObject, _ attributes: NewAttributes) throws(OvlError) {
+    let path = shown(name, in: dir)
+    let parent = dir.upper
+    var isSymlink = false
+    try createInPlace(name, in: dir, path) { () throws(Errno) in
+      switch object {
+      case .directory: throw .invalidArgument
+      case .symlink(let target):
+        isSymlink = true
+        try parent.fd.makeSymlink(name, target: target)
+      case .node(let type, let major, let minor): try parent.fd.makeNode(name, type: type, permissions: 0, major: major, minor: minor)
+      }
+    }
+    try step("fchownat", path) { () throws(Errno) in try parent.fd.changeOwner(name, uid: attributes.uid, gid: attributes.gid) }
+    if !isSymlink {
+      try step("fchmodat", path) { () throws(Errno) in try parent.fd.changeMode(name, permissions: attributes.permissions) }
+    }
+    for (attribute, value) in attributes.xattrs {
+      try step("lsetxattr", path) { () throws(Errno) in try parent.fd.setXattr(name, attribute, value) }
+    }
+    try step("utimensat", path) { () throws(Errno) in try parent.fd.setTimes(name, mtime: attributes.mtime) }
+  }
+
+  /// Makes `name` with `make` under the parent's lock (a name taken meanwhile: EEXIST).
+  private func createInPlace(_ name: [UInt8], in dir: BatchDirectory, _ path: String, _ make: () throws(Errno) -> Void) throws(OvlError) {
+    try withLockedParent(dir.upper, child: name, expected: nil, path: path) { () throws(OvlError) in
+      try step("create", path) { () throws(Errno) in try make() }
+    }
+    dir.taken.insert(name)
+    session.touched(dir.upper)
+  }
+
+  /// Hands a full chunk to the background thread; publishes everything when the files
+  /// remembered for hard links (each holds a descriptor) reach the limit.
+  private func submitIfFull() throws(OvlError) {
+    if pendingFiles.count >= pendingLimit {
+      try publish()
+    } else if pending.count >= Self.chunkSize {
+      submitChunk()
+    }
+  }
+
+  /// The names not yet handed over go to the background thread as one chunk: after the
+  /// files built before (the jobs run in order), one syncfs, then each name is linked,
+  /// each directory locked once for its names (`publishChunk`).
+  private func submitChunk() {
+    guard !pending.isEmpty else { return }
+    let chunk = pending
+    pending = []
+    let result = ChunkResult()
+    inFlight.append(result)
+    for item in chunk {
+      session.touched(item.dir.upper)
+      // A later hard link to this file is made from its first name.
+      if case .file = item.source { pendingFiles[item.dir.path + [UInt8(ascii: "/")] + item.name] = .name(item.dir.upper, item.name) }
+    }
+    let job = ChunkJob(tempDir: session.tempDir, upperPath: session.upperPath, links: chunk.map { item in
+      switch item.source {
+      case .file(let file): ChunkJob.Link(file: file, from: nil, dir: item.dir.upper, name: item.name)
+      case .name(let dir, let name): ChunkJob.Link(file: nil, from: (dir, name), dir: item.dir.upper, name: item.name)
+      }
+    }, result: result)
+    if let queue { queue.submit { job.run() } } else { job.run() }
+  }
+
+  /// Makes every name made so far durable and visible: hands over the last chunk, waits for
+  /// the background thread, and reports the first failure (with the name's path).
+  public func publish() throws(OvlError) {
+    submitChunk()
+    queue?.wait()
+    let chunks = inFlight
+    inFlight = []
+    pendingFiles.removeAll()
+    pendingDirectories.removeAll()
+    for result in chunks {
+      if let failure = result.failure { throw failure }
+    }
+  }
+
+  /// Whether a name is pending at `path` (merged, `/a/b`) or below it.
+  private func hasPending(at path: [UInt8]) -> Bool {
+    if pendingFiles[path] != nil { return true }
+    return pendingDirectories.contains { Self.isAt($0, orBelow: path) }
+  }
+
+  /// Before a change by the general path that acts on the merged paths `affected` (as
+  /// components: the entry's own path, a whited-out name, a directory made opaque, a link
+  /// target). The names pending at or below them are published (the change may look them
+  /// up, list them or remove what holds them), and what the change can make wrong is
+  /// forgotten: a change replaces, removes or copies up what is at those paths and below,
+  /// and makes or copies up names only along them, so the directories at and below them
+  /// are forgotten, and each name on them is taken in the directories above (a name that
+  /// may exist is never made in bulk).
+  public func settle(affecting affected: [[[UInt8]]]) throws(OvlError) {
+    let paths = affected.map { WriteSession.mergedPath($0) }
+    if paths.contains(where: { hasPending(at: $0) }) { try publish() }
+    for path in paths where directories.keys.contains(where: { Self.isAt($0, orBelow: path) }) {
+      directories = directories.filter { !Self.isAt($0.key, orBelow: path) }
+    }
+    for components in affected {
+      for depth in 0..<components.count {
+        directories[WriteSession.mergedPath(components[..<depth])]?.taken.insert(components[depth])
+      }
+    }
+  }
+
+  /// `path` is `root` or below it (merged paths; the root is empty).
+  static func isAt(_ path: [UInt8], orBelow root: [UInt8]) -> Bool {
+    path.count >= root.count && path.starts(with: root) && (path.count == root.count || path[root.count] == UInt8(ascii: "/"))
+  }
+
+  /// Publishes everything and forgets every directory listed.
+  public func settle() throws(OvlError) {
+    try publish()
+    directories.removeAll()
+  }
+
+  /// Drops the files not published (after a failure: unnamed, they vanish when closed).
+  public func discard() {
+    queue?.wait()
+    pending.removeAll()
+    inFlight.removeAll()
+    pendingFiles.removeAll()
+    pendingDirectories.removeAll()
+  }
+}
+
+/// What linking a chunk reported: the first failure.
+final class ChunkResult: @unchecked Sendable {
+  var failure: OvlError?
+}
+
+/// Links one chunk of built files on the background thread (the descriptors are only read
+/// there; the session is not touched).
+private struct ChunkJob: @unchecked Sendable {
+  struct Link {
+    let file: TempFile?
+    let from: (LayerDir, [UInt8])?
+    let dir: LayerDir
+    let name: [UInt8]
+  }
+  let tempDir: LayerDir
+  /// The upper dir's path, for messages.
+  let upperPath: String
+  let links: [Link]
+  let result: ChunkResult
+
+  private func shown(_ link: Link) -> String {
+    upperPath + "/" + String(decoding: link.dir.path.isEmpty ? link.name : link.dir.path + [UInt8(ascii: "/")] + link.name, as: UTF8.self)
+  }
+
+  func run() {
+    do throws(OvlError) {
+      for link in links {
+        if let failure = link.file?.failure { throw .system(call: failure.call, path: shown(link), errno: failure.errno) }
+      }
+      try step("syncfs", upperPath) { () throws(Errno) in try syncFilesystem(tempDir.fd) }
+      Fault.point("chunk")
+      var start = 0
+      while start < links.count {
+        let dir = links[start].dir
+        var end = start
+        while end < links.count && links[end].dir === dir { end += 1 }
+        let group = links[start..<end]
+        try withLockedParent(dir, child: group[start].name, expected: nil, path: shown(group[start])) { () throws(OvlError) in
+          for link in group {
+            try step("linkat", shown(link)) { () throws(Errno) in
+              if let opened = link.file?.opened {
+                try opened.fd.link(as: link.name, in: dir.fd)
+              } else if let (fromDir, fromName) = link.from {
+                try fromDir.fd.link(fromName, as: link.name, in: dir.fd)
+              }
+            }
+          }
+        }
+        start = end
+      }
+    } catch {
+      result.failure = error
+    }
+  }
+}
