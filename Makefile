@@ -51,6 +51,7 @@ bench: build
 	bash bench/fsck.sh
 	bash bench/image.sh
 	BENCH_IMAGE_ENTRIES=100000 bash bench/image.sh
+	bash bench/diff.sh
 
 # The man page is generated from the argument parser with a fixed date, then the
 # hand-written sections in man/sections.mdoc replace its empty EXIT STATUS section.
