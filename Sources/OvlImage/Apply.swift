@@ -34,7 +34,7 @@ public final class Applier {
   let warn: (String) -> Void
   /// Paths (merged, `/a/b`) made or replaced by this layer: a whiteout or opaque marker of
   /// the same layer does not remove them (whiteouts act on the layers below only).
-  private var created: Set<[UInt8]> = []
+  private var created: Set<ByteKey> = []
   /// Directories' mtimes, set after the whole stream (entries below change them).
   private var directoryTimes: [([UInt8], Int64)] = []
   private var warnedPrivate = false
@@ -115,7 +115,7 @@ public final class Applier {
       throw refused(entry.path, "a directory named .wh.*", .invalidArgument)
     }
     let path = Self.merged(components)
-    if created.contains(path) && entry.kind != .directory {
+    if created.contains(ByteKey(path)) && entry.kind != .directory {
       throw refused(entry.path, "duplicate entry", .fileExists)
     }
     if entry.kind == .character && entry.rdevMajor == 0 && entry.rdevMinor == 0 {
@@ -140,7 +140,7 @@ public final class Applier {
         if existing != nil { try session.remove(path, mode: .recursive, force: true) }
         try session.create(path, .directory, permissions: entry.permissions)
       }
-      created.insert(path)
+      created.insert(ByteKey(path))
       try setMetadata(path, entry, isSymlink: false, isNew: isNew)
       directoryTimes.append((path, entry.mtime))
       return
@@ -154,7 +154,7 @@ public final class Applier {
       if target == path { return }
       if existing != nil { try session.remove(path, mode: .recursive, force: true) }
       try session.link(target, to: path)
-      created.insert(path)
+      created.insert(ByteKey(path))
       return
     case .socket:
       warn("layer entry '\(String(decoding: entry.path, as: UTF8.self))': socket skipped")
@@ -188,17 +188,17 @@ public final class Applier {
         }
         try session.put(path, contents: .hostFile(staging), attributes: attributes)
       }
-      created.insert(path)
+      created.insert(ByteKey(path))
       try setXattrs(path, entry)
     case .symlink:
       try session.create(path, .symlink(target: entry.linkTarget ?? []))
-      created.insert(path)
+      created.insert(ByteKey(path))
       try setMetadata(path, entry, isSymlink: true)
       try session.setAttribute(path, .times(entry.mtime))
     case .character, .block, .fifo:
       let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
       try session.create(path, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), permissions: entry.permissions)
-      created.insert(path)
+      created.insert(ByteKey(path))
       try setMetadata(path, entry, isSymlink: false, isNew: true)
       try session.setAttribute(path, .times(entry.mtime))
     default: break
@@ -213,13 +213,13 @@ public final class Applier {
       guard entry.kind != .directory, name != opaqueMarker else { return false }
       let victim = Array(name.dropFirst(whiteoutPrefix.count))
       if victim.isEmpty || victim == [0x2E] || victim == [0x2E, 0x2E] || victim.starts(with: whiteoutPrefix) { return false }
-      if created.contains(Self.merged(parent + [victim])) { return true }
+      if created.contains(ByteKey(Self.merged(parent + [victim]))) { return true }
       // Only a directory listed already: listing one for a whiteout alone costs more than the lookups.
       guard let dir = try batch.knownDirectory(parent) else { return false }
       return dir.isFree(victim)
     }
     let path = Self.merged(parent + [name])
-    if created.contains(path) { return false }
+    if created.contains(ByteKey(path)) { return false }
     switch entry.kind {
     case .directory, .regular, .symlink, .fifo, .hardlink: break
     case .character, .block:
@@ -255,7 +255,7 @@ public final class Applier {
       let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
       try batch.createNode(name, in: dir, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), attributes)
     }
-    created.insert(path)
+    created.insert(ByteKey(path))
     return true
   }
 
@@ -313,7 +313,7 @@ public final class Applier {
       try session.create(path, .directory, permissions: 0o755)
       try session.setAttribute(path, .owner(uid: 0, gid: 0))
       try session.setAttribute(path, .mode(0o755))
-      created.insert(path)
+      created.insert(ByteKey(path))
     }
   }
 
@@ -338,7 +338,7 @@ public final class Applier {
   /// lower layer has it), unless this layer made NAME itself.
   private func whiteout(parent: [[UInt8]], victim: [UInt8]) throws(OvlError) {
     let path = Self.merged(parent + [victim])
-    if created.contains(path) { return }
+    if created.contains(ByteKey(path)) { return }
     // A whited-out or missing parent: nothing below it is visible anyway.
     for depth in 0..<parent.count {
       guard let p = try lookup(Self.merged(parent[...depth])), p.isDirectory else { return }
@@ -363,9 +363,9 @@ public final class Applier {
     let children = try stack.list(try stack.open(entry))
     let prefix = path + [UInt8(ascii: "/")]
     // The upper's own children count too: to this layer the upper is a layer below.
-    let hidden = children.filter { !created.contains(prefix + $0) }
+    let hidden = children.filter { !created.contains(ByteKey(prefix + $0)) }
     if hidden.isEmpty { return }
-    let madeHere = created.contains { $0.starts(with: prefix) }
+    let madeHere = created.contains { $0.bytes.starts(with: prefix) }
     if !madeHere {
       let record = try stack.record(entry, hash: false)
       try session.remove(path, mode: .recursive, force: true)
@@ -373,7 +373,7 @@ public final class Applier {
       try session.setAttribute(path, .owner(uid: record.status.uid, gid: record.status.gid))
       try session.setAttribute(path, .mode(record.status.permissions))
       for (name, value) in record.xattrs { try session.setAttribute(path, .setXattr(name: name, value: value)) }
-      created.insert(path)
+      created.insert(ByteKey(path))
       return
     }
     for child in hidden {

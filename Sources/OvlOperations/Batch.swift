@@ -26,9 +26,11 @@ public final class BatchDirectory {
   /// The merged path, `/a/b` (the root: empty).
   let path: [UInt8]
   let isMerge: Bool
-  var taken: Set<[UInt8]>
+  var taken: Set<ByteKey>
+  /// Files made here and not yet published, by name: a hard link to one is made after it.
+  var pendingFiles: [ByteKey: PendingSource] = [:]
 
-  init(upper: LayerDir, path: [UInt8], isMerge: Bool, taken: Set<[UInt8]>) {
+  init(upper: LayerDir, path: [UInt8], isMerge: Bool, taken: Set<ByteKey>) {
     self.upper = upper
     self.path = path
     self.isMerge = isMerge
@@ -36,7 +38,14 @@ public final class BatchDirectory {
   }
 
   /// No layer has `name` here: creating it replaces nothing and hides nothing.
-  public func isFree(_ name: [UInt8]) -> Bool { !taken.contains(name) }
+  public func isFree(_ name: [UInt8]) -> Bool { !taken.contains(ByteKey(name)) }
+}
+
+/// Where a pending name's inode comes from: a file built in the temp dir, or (a hard link
+/// to a file whose first name went out in an earlier chunk) that name.
+enum PendingSource {
+  case file(TempFile)
+  case name(LayerDir, [UInt8])
 }
 
 /// An unnamed file (O_TMPFILE in the temp dir) waiting for its names. Built on the batch's
@@ -80,15 +89,9 @@ private struct FileJobContext: @unchecked Sendable {
 /// could make wrong.
 public final class CreateBatch {
   let session: WriteSession
-  private var directories: [[UInt8]: BatchDirectory] = [:]
-  /// Where a pending name's inode comes from: a file built in the temp dir, or (a hard
-  /// link to a file whose first name went out in an earlier chunk) that name.
-  private enum Source {
-    case file(TempFile)
-    case name(LayerDir, [UInt8])
-  }
+  private var directories: [ByteKey: BatchDirectory] = [:]
   private struct Pending {
-    let source: Source
+    let source: PendingSource
     let dir: BatchDirectory
     let name: [UInt8]
   }
@@ -96,10 +99,10 @@ public final class CreateBatch {
   private var pending: [Pending] = []
   /// Chunks handed over, with what their linking reported, until the next full publish.
   private var inFlight: [ChunkResult] = []
-  /// Files not yet published by merged path: a hard link to one is linked after it.
-  private var pendingFiles: [[UInt8]: Source] = [:]
+  /// Files made and not yet published (each holds a descriptor, or its directory's).
+  private var pendingFileCount = 0
   /// The directories (merged paths) that names not yet published go to.
-  private var pendingDirectories: Set<[UInt8]> = []
+  private var pendingDirectories: Set<ByteKey> = []
   /// Files waiting for the thread beyond which the caller builds the next one itself.
   static let backlogLimit = 32
   /// Names per chunk: one syncfs makes a chunk's files durable before they are linked.
@@ -139,7 +142,7 @@ public final class CreateBatch {
   /// layers: the general path copies it up or refuses it).
   public func directory(_ components: [[UInt8]]) throws(OvlError) -> BatchDirectory? {
     let key = WriteSession.mergedPath(components)
-    if let known = directories[key] { return known }
+    if let known = directories[ByteKey(key)] { return known }
     let merged: MergedDir
     do {
       merged = try session.directory(components)
@@ -149,19 +152,19 @@ public final class CreateBatch {
     guard let upper = merged.upper else { return nil }
     // Names are about to be added behind the lookups' back.
     merged.forgetListing()
-    let dir = BatchDirectory(upper: upper, path: key, isMerge: merged.isMerge, taken: try session.stack.namesInAnyLayer(merged))
+    let dir = BatchDirectory(upper: upper, path: key, isMerge: merged.isMerge, taken: Set(try session.stack.namesInAnyLayer(merged).map(ByteKey.init)))
     try remember(dir)
     return dir
   }
 
   /// The directory at `components` if it was listed already (nil otherwise).
   public func knownDirectory(_ components: [[UInt8]]) -> BatchDirectory? {
-    directories[WriteSession.mergedPath(components)]
+    directories[ByteKey(WriteSession.mergedPath(components))]
   }
 
   private func remember(_ dir: BatchDirectory) throws(OvlError) {
     if directories.count >= directoryLimit { try settle() }
-    directories[dir.path] = dir
+    directories[ByteKey(dir.path)] = dir
   }
 
   private func shown(_ name: [UInt8], in dir: BatchDirectory) -> String {
@@ -232,21 +235,28 @@ public final class CreateBatch {
 
   private func add(_ file: TempFile, _ name: [UInt8], in dir: BatchDirectory) throws(OvlError) {
     pending.append(Pending(source: .file(file), dir: dir, name: name))
-    pendingFiles[dir.path + [UInt8(ascii: "/")] + name] = .file(file)
-    pendingDirectories.insert(dir.path)
-    dir.taken.insert(name)
+    dir.pendingFiles[ByteKey(name)] = .file(file)
+    pendingFileCount += 1
+    pendingDirectories.insert(ByteKey(dir.path))
+    dir.taken.insert(ByteKey(name))
     try submitIfFull()
   }
 
   /// A hard link `name` in `dir` to the file at merged path `target` when that file is
   /// still pending (a second name it gets when published); false otherwise.
   public func link(to target: [UInt8], as name: [UInt8], in dir: BatchDirectory) throws(OvlError) -> Bool {
-    guard let source = pendingFiles[target] else { return false }
+    guard let source = pendingFile(target) else { return false }
     pending.append(Pending(source: source, dir: dir, name: name))
-    pendingDirectories.insert(dir.path)
-    dir.taken.insert(name)
+    pendingDirectories.insert(ByteKey(dir.path))
+    dir.taken.insert(ByteKey(name))
     try submitIfFull()
     return true
+  }
+
+  /// The pending file at merged path `path`, if any.
+  private func pendingFile(_ path: [UInt8]) -> PendingSource? {
+    guard let slash = path.lastIndex(of: UInt8(ascii: "/")) else { return nil }
+    return directories[ByteKey(Array(path[..<slash]))]?.pendingFiles[ByteKey(Array(path[(slash + 1)...]))]
   }
 
   /// A new directory `name` in `dir`, made in place (`ovl_create_upper`: opaque in a merged
@@ -302,14 +312,14 @@ public final class CreateBatch {
     try withLockedParent(dir.upper, child: name, expected: nil, path: path) { () throws(OvlError) in
       try step("create", path) { () throws(Errno) in try make() }
     }
-    dir.taken.insert(name)
+    dir.taken.insert(ByteKey(name))
     session.touched(dir.upper)
   }
 
   /// Hands a full chunk to the background thread; publishes everything when the files
   /// remembered for hard links (each holds a descriptor) reach the limit.
   private func submitIfFull() throws(OvlError) {
-    if pendingFiles.count >= pendingLimit {
+    if pendingFileCount >= pendingLimit {
       try publish()
     } else if pending.count >= Self.chunkSize {
       submitChunk()
@@ -328,7 +338,7 @@ public final class CreateBatch {
     for item in chunk {
       session.touched(item.dir.upper)
       // A later hard link to this file is made from its first name.
-      if case .file = item.source { pendingFiles[item.dir.path + [UInt8(ascii: "/")] + item.name] = .name(item.dir.upper, item.name) }
+      if case .file = item.source { item.dir.pendingFiles[ByteKey(item.name)] = .name(item.dir.upper, item.name) }
     }
     let job = ChunkJob(tempDir: session.tempDir, upperPath: session.upperPath, links: chunk.map { item in
       switch item.source {
@@ -346,8 +356,7 @@ public final class CreateBatch {
     queue?.wait()
     let chunks = inFlight
     inFlight = []
-    pendingFiles.removeAll()
-    pendingDirectories.removeAll()
+    forgetPending()
     for result in chunks {
       if let failure = result.failure { throw failure }
     }
@@ -355,8 +364,8 @@ public final class CreateBatch {
 
   /// Whether a name is pending at `path` (merged, `/a/b`) or below it.
   private func hasPending(at path: [UInt8]) -> Bool {
-    if pendingFiles[path] != nil { return true }
-    return pendingDirectories.contains { Self.isAt($0, orBelow: path) }
+    if pendingFile(path) != nil { return true }
+    return pendingDirectories.contains { Self.isAt($0.bytes, orBelow: path) }
   }
 
   /// Before a change by the general path that acts on the merged paths `affected` (as
@@ -370,12 +379,12 @@ public final class CreateBatch {
   public func settle(affecting affected: [[[UInt8]]]) throws(OvlError) {
     let paths = affected.map { WriteSession.mergedPath($0) }
     if paths.contains(where: { hasPending(at: $0) }) { try publish() }
-    for path in paths where directories.keys.contains(where: { Self.isAt($0, orBelow: path) }) {
-      directories = directories.filter { !Self.isAt($0.key, orBelow: path) }
+    for path in paths where directories.keys.contains(where: { Self.isAt($0.bytes, orBelow: path) }) {
+      directories = directories.filter { !Self.isAt($0.key.bytes, orBelow: path) }
     }
     for components in affected {
       for depth in 0..<components.count {
-        directories[WriteSession.mergedPath(components[..<depth])]?.taken.insert(components[depth])
+        directories[ByteKey(WriteSession.mergedPath(components[..<depth]))]?.taken.insert(ByteKey(components[depth]))
       }
     }
   }
@@ -396,8 +405,14 @@ public final class CreateBatch {
     queue?.wait()
     pending.removeAll()
     inFlight.removeAll()
-    pendingFiles.removeAll()
-    pendingDirectories.removeAll()
+    forgetPending()
+  }
+
+  /// Every name made so far is published or dropped: no file is pending any more.
+  private func forgetPending() {
+    for key in pendingDirectories { directories[key]?.pendingFiles.removeAll() }
+    pendingDirectories.removeAll(keepingCapacity: true)
+    pendingFileCount = 0
   }
 }
 

@@ -565,3 +565,18 @@ extension Protattr {
     }
   }
 }
+
+@Suite struct ByteKeyTests {
+  @Test func equalBytesAreOneKeyAndOthersAreNot() {
+    let names: [[UInt8]] = [[], [0x61], [0x61, 0x62], [0x62, 0x61], [0xFF, 0x00, 0x2F], Array(repeating: 0x78, count: 255)]
+    var set = Set(names.map(ByteKey.init))
+    #expect(set.count == names.count)
+    for name in names {
+      #expect(set.contains(ByteKey(Array(name))))
+      #expect(ByteKey(name).hashValue == ByteKey(Array(name)).hashValue)
+    }
+    #expect(!set.contains(ByteKey([0x61, 0x62, 0x63])))
+    set.insert(ByteKey([0x61]))
+    #expect(set.count == names.count)
+  }
+}
