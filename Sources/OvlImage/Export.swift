@@ -233,10 +233,10 @@ public final class Exporter {
       entry.kind = .regular(size: status.size)
       if kind == .metacopy {
         let data = try mergedData(path)
-        try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, sink) }
+        try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, size: status.size, sink) }
       } else {
         let file = try step("open", describe(path)) { () throws(Errno) in try FD.open(name, in: dir, .readOnly) }
-        try writer.write(entry) { (sink) throws(OvlError) in try stream(file, path, sink) }
+        try writer.write(entry) { (sink) throws(OvlError) in try stream(file, path, size: status.size, sink) }
       }
       return
     default:
@@ -280,11 +280,17 @@ public final class Exporter {
   private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
   deinit { buffer.deallocate() }
 
-  private func stream(_ file: borrowing FD, _ path: [UInt8], _ sink: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
-    while true {
-      let n = try step("read", describe(path)) { () throws(Errno) in try file.read(into: buffer) }
+  /// The file's `size` bytes (its size when looked at: the header already says it), without
+  /// the read that would only find the end; a file that shrank meanwhile ends early, and the
+  /// writer reports the difference.
+  private func stream(_ file: borrowing FD, _ path: [UInt8], size: UInt64, _ sink: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
+    var left = size
+    while left > 0 {
+      let want = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(UInt64(buffer.count), left))])
+      let n = try step("read", describe(path)) { () throws(Errno) in try file.read(into: want) }
       if n == 0 { break }
       try sink(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+      left -= UInt64(n)
     }
   }
 
@@ -335,7 +341,7 @@ public final class Exporter {
       }
       entry.kind = .regular(size: status.size)
       let data = try mergedData(path)
-      try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, sink) }
+      try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, size: status.size, sink) }
       return
     }
     try writer.write(entry)

@@ -56,16 +56,52 @@ public struct TarEntry {
 }
 
 /// The bytes leaving libarchive: hashed, then handed on (to the compressor or the output).
-final class DigestingSink {
+/// With a background queue, the bytes are gathered in pieces of `pieceSize` and hashed and
+/// handed on there, in order, while the caller reads the next files; a failure there is
+/// kept and reported by `drain`.
+final class DigestingSink: @unchecked Sendable {
   let digest = SHA256Digest()
+  /// false: the bytes are only counted and handed on (their digest is another sink's).
+  let hashes: Bool
   var size: UInt64 = 0
   var error: OvlError?
   let forward: (UnsafeRawBufferPointer) throws(OvlError) -> Void
+  private let queue: BackgroundQueue?
+  private var staged: [UInt8] = []
+  static let pieceSize = 256 << 10
 
-  init(forward: @escaping (UnsafeRawBufferPointer) throws(OvlError) -> Void) { self.forward = forward }
+  init(hashes: Bool = true, queue: BackgroundQueue? = nil, forward: @escaping (UnsafeRawBufferPointer) throws(OvlError) -> Void) {
+    self.hashes = hashes
+    self.queue = queue
+    self.forward = forward
+  }
 
   func accept(_ buffer: UnsafeRawBufferPointer) -> Int {
-    digest.update(buffer)
+    guard let queue else { return process(buffer) }
+    staged.append(contentsOf: buffer)
+    if staged.count >= Self.pieceSize { handOver(queue) }
+    return buffer.count
+  }
+
+  private func handOver(_ queue: BackgroundQueue) {
+    let piece = staged
+    staged = []
+    staged.reserveCapacity(Self.pieceSize + (16 << 10))
+    queue.submit { piece.withUnsafeBytes { _ = self.process($0) } }
+  }
+
+  /// Hands over what is gathered and waits until every piece was processed; then `error`
+  /// holds the first failure.
+  func drain() {
+    guard let queue else { return }
+    if !staged.isEmpty { handOver(queue) }
+    queue.wait()
+  }
+
+  private func process(_ buffer: UnsafeRawBufferPointer) -> Int {
+    // After a failure the rest is dropped: the layer is not written anyway.
+    if error != nil { return -1 }
+    if hashes { digest.update(buffer) }
     size += UInt64(buffer.count)
     do {
       try forward(buffer)
@@ -106,6 +142,8 @@ public final class LayerWriter {
   private var closed = false
   /// Where the stream goes: the output file.
   private let output: Int32
+  /// Hashes, compresses and writes the tar stream while the caller reads files.
+  private let queue: BackgroundQueue?
 
   /// `output` is a raw descriptor the caller keeps open until `finish`.
   public init(output: Int32, compression: LayerCompression) throws(OvlError) {
@@ -117,19 +155,22 @@ public final class LayerWriter {
     }
     self.tar = tar
     self.entry = entry
-    let blobSink = DigestingSink { (buffer) throws(OvlError) in
+    let queue = BackgroundQueue(limit: 16)
+    self.queue = queue
+    // Uncompressed, the blob is the tar: its digest is the DiffID, hashed once.
+    let blobSink = DigestingSink(hashes: compression != .none) { (buffer) throws(OvlError) in
       try step("write", "layer output") { () throws(Errno) in try FD.write(rawDescriptor: output, buffer) }
     }
     self.blobSink = blobSink
     if compression == .none {
       compressor = nil
-      tarSink = DigestingSink { (buffer) throws(OvlError) in
+      tarSink = DigestingSink(queue: queue) { (buffer) throws(OvlError) in
         if blobSink.accept(buffer) < 0 { throw blobSink.error ?? .system(call: "write", path: "layer output", errno: .ioError) }
       }
     } else {
       guard let compressor = archive_write_new() else { throw .system(call: "archive_write_new", path: "-", errno: .noMemory) }
       self.compressor = compressor
-      tarSink = DigestingSink { (buffer) throws(OvlError) in
+      tarSink = DigestingSink(queue: queue) { (buffer) throws(OvlError) in
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         if archive_write_data(compressor, base, buffer.count) < 0 {
           throw blobSink.error ?? Self.failure(compressor, "compress")
@@ -165,6 +206,7 @@ public final class LayerWriter {
   }
 
   deinit {
+    queue?.close()
     archive_entry_free(entry)
     archive_write_free(tar)
     if let compressor { archive_write_free(compressor) }
@@ -187,7 +229,12 @@ public final class LayerWriter {
     if status < ARCHIVE_WARN { throw failure(a, what) }
   }
 
-  private func sinkError() -> OvlError? { tarSink.error ?? blobSink.error }
+  /// The first failure of the output side, once the background thread is done with what
+  /// it was given.
+  private func sinkError() -> OvlError? {
+    tarSink.drain()
+    return tarSink.error ?? blobSink.error
+  }
 
   /// Writes one header. For a regular entry, `data` is then called to stream the contents.
   public func write(_ item: TarEntry, data: ((UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) -> Void = { _ throws(OvlError) in }) throws(OvlError) {
@@ -250,6 +297,8 @@ public final class LayerWriter {
     guard !closed else { throw .usage("layer already finished") }
     closed = true
     if archive_write_close(tar) < ARCHIVE_WARN { throw sinkError() ?? Self.failure(tar, "tar end") }
+    // The background thread has the rest of the stream: after it, the compressor is ours.
+    if let error = sinkError() { throw error }
     if let compressor {
       if archive_write_finish_entry(compressor) < ARCHIVE_WARN { throw sinkError() ?? Self.failure(compressor, "compress") }
       if archive_write_close(compressor) < ARCHIVE_WARN { throw sinkError() ?? Self.failure(compressor, "compress") }
