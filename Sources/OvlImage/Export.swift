@@ -10,6 +10,10 @@ public struct ExportOptions: Sendable {
   public var resolve = false
   /// `SOURCE_DATE_EPOCH`: no mtime in the layer is later than this.
   public var mtimeClamp: Int64?
+  /// Look for what cannot be exported before the first byte is written (one more walk of
+  /// the upper, names and xattr names only): for an output that cannot be taken back, such
+  /// as standard output.
+  public var checkFirst = false
   public init() {}
 }
 
@@ -65,14 +69,53 @@ public final class Exporter {
   /// caller removes the partial output).
   public func run() throws(OvlError) -> LayerDescriptor {
     guard let upper = stack.upperRoot else { throw .usage("export needs a stack with an upperdir") }
+    if options.checkFirst {
+      try findUnrepresentable(upper.fd, [])
+      try refuseUnresolved()
+    }
     try exportDirectory(upper.fd, [])
+    try refuseUnresolved()
+    return try writer.finish()
+  }
+
+  private func refuseUnresolved() throws(OvlError) {
     if !unresolved.isEmpty {
       throw .format(
         path: unresolved.joined(separator: ", "),
         reason: "redirected directories or metacopy files: the upper alone does not hold them (use --resolve to export the merged view)",
         errno: .notSupported)
     }
-    return try writer.finish()
+  }
+
+  /// The walk of `checkFirst`: what `exportDirectory` would refuse — a `.wh.` name that is
+  /// not a whiteout, and (without --resolve) redirected directories and metacopy files —
+  /// found from directory entries and xattr names, a stat only for `.wh.` names.
+  private func findUnrepresentable(_ dir: borrowing FD, _ path: [UInt8]) throws(OvlError) {
+    let entries = try step("getdents64", describe(path)) { () throws(Errno) in try dir.entries() }
+    for e in entries {
+      let childPath = join(path, e.name)
+      if e.name.starts(with: whiteoutPrefix) {
+        let status = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }
+        if try classify(dir, e.name, childPath, status).0 != .whiteout {
+          throw .format(path: describe(childPath), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
+        }
+        continue
+      }
+      guard e.isDirectory || e.mayBeRegular else { continue }
+      var isDirectory = e.isDirectory
+      if e.mayBeRegular && e.mayBeWhiteout {
+        // DT_UNKNOWN: the filesystem does not say.
+        isDirectory = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }.type == .directory
+      }
+      let names = try step("listxattr", describe(childPath)) { () throws(Errno) in try dir.xattrNames(e.name) }
+      if isDirectory {
+        if has(names, .redirect) != nil && !options.resolve { unresolved.append(String(decoding: childPath, as: UTF8.self)) }
+        let child = try step("open", describe(childPath)) { () throws(Errno) in try FD.open(e.name, in: dir, .directory) }
+        try findUnrepresentable(child, childPath)
+      } else if has(names, .metacopy) != nil && !options.resolve {
+        unresolved.append(String(decoding: childPath, as: UTF8.self))
+      }
+    }
   }
 
   // MARK: - Classification

@@ -37,6 +37,8 @@ struct Export: ParsableCommand {
     var options = ExportOptions()
     options.compression = LayerCompression(rawValue: compress) ?? .none
     options.resolve = resolve
+    // Standard output cannot be taken back: refuse before the first byte.
+    options.checkFirst = ociLayout == nil && (output ?? "-") == "-"
     if let text = getEnvironment("SOURCE_DATE_EPOCH") {
       guard let epoch = Int64(text), epoch >= 0 else { throw OvlError.usage("SOURCE_DATE_EPOCH must be whole seconds since 1970, got '\(text)'") }
       options.mtimeClamp = epoch

@@ -138,11 +138,15 @@ import Testing
     let dir = Harness.TempDir("img-refuse")
     let r = Self.run("""
       mkdir -p l0 up wk mnt; mklower l0
-      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on mnt; mutate mnt; umount mnt
+      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on mnt; mutate mnt
+      head -c 3000000 /dev/urandom > mnt/0big; umount mnt   # more than any buffer, before the refused names
       set +e; $T export -o lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on --output layer.tar; echo "status $?" > status.txt
+      # To standard output: refused before the first byte.
+      $T export -o lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on --output - > stdout.tar 2>/dev/null
+      echo "status $? bytes $(stat -c %s stdout.tar)" >> status.txt
       """, in: dir)
     let status = (try? String(contentsOfFile: dir.path + "/status.txt", encoding: .utf8)) ?? ""
-    #expect(status == "status 2\n", "\(r.stderr)")
+    #expect(status == "status 2\nstatus 2 bytes 0\n", "\(r.stderr)")
     #expect(r.stderr.contains("mvd") && r.stderr.contains("metafile"), "\(r.stderr)")
     #expect(!FileManager.default.fileExists(atPath: dir.path + "/layer.tar"))
   }
