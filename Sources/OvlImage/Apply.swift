@@ -213,7 +213,8 @@ public final class Applier {
       guard entry.kind != .directory, name != opaqueMarker else { return false }
       let victim = Array(name.dropFirst(whiteoutPrefix.count))
       if victim.isEmpty || victim == [0x2E] || victim == [0x2E, 0x2E] || victim.starts(with: whiteoutPrefix) { return false }
-      if created.contains(ByteKey(Self.merged(parent + [victim]))) { return true }
+      // Made by this layer: a directory must still hide what is below it (the general path).
+      if created.contains(ByteKey(Self.merged(parent + [victim]))) { return false }
       // Only a directory listed already: listing one for a whiteout alone costs more than the lookups.
       guard let dir = try batch.knownDirectory(parent) else { return false }
       return dir.isFree(victim)
@@ -335,10 +336,15 @@ public final class Applier {
   }
 
   /// `.wh.NAME`: removes NAME as unlink/rmdir -r through a mount would (a whiteout where a
-  /// lower layer has it), unless this layer made NAME itself.
+  /// lower layer has it). A whiteout acts on the layers below only: when this layer made
+  /// NAME itself (an entry before the whiteout), NAME stays, and if it is a directory it
+  /// hides what the layers below have in it, as if the whiteout had come first.
   private func whiteout(parent: [[UInt8]], victim: [UInt8]) throws(OvlError) {
     let path = Self.merged(parent + [victim])
-    if created.contains(ByteKey(path)) { return }
+    if created.contains(ByteKey(path)) {
+      if let made = try lookup(path), made.isDirectory { try makeOpaque(parent + [victim], path) }
+      return
+    }
     // A whited-out or missing parent: nothing below it is visible anyway.
     for depth in 0..<parent.count {
       guard let p = try lookup(Self.merged(parent[...depth])), p.isDirectory else { return }

@@ -494,4 +494,29 @@ import Testing
     let crash = (try? String(contentsOfFile: dir.path + "/crash.txt", encoding: .utf8)) ?? ""
     #expect(crash == "crash 99\nbig made, 1 files\nbad 0\n", "\(crash)")
   }
+
+  /// A whiteout acts on the layers below only, wherever it stands in the layer: `d/` and
+  /// `d/new` before `.wh.d` give what `.wh.d` first gives — the lower `d` hidden, the
+  /// layer's `d` kept.
+  @Test func sameLayerWhiteoutAfterItsDirectoryHidesOnlyTheLowerOne() throws {
+    let dir = Harness.TempDir("img-samewh")
+    let r = Self.run(#"""
+      mkdir -p l0/d up1 wk1 up2 wk2 m; echo old > l0/d/old; echo k > l0/d/keep
+      python3 -c "
+      import io, tarfile
+      for name, order in (('after.tar', ('d', 'd/new', 'd/.wh.keep2', '.wh.d')), ('before.tar', ('.wh.d', 'd', 'd/new'))):
+          t = tarfile.open(name, 'w', format=tarfile.PAX_FORMAT)
+          for n in order:
+              i = tarfile.TarInfo(n)
+              if n == 'd': i.type = tarfile.DIRTYPE; i.mode = 0o755
+              data = b'new' if n == 'd/new' else b''
+              i.size = len(data); t.addfile(i, io.BytesIO(data))
+          t.close()"
+      $T apply -o lowerdir=l0,upperdir=up1,workdir=wk1 after.tar >/dev/null
+      $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 before.tar >/dev/null
+      for u in up1 up2; do mount -t overlay overlay -o ro,lowerdir=$u:l0 m; echo "$u: $(ls m/d | tr '\n' ' ')" >> seen.txt; umount m; done
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect((try? String(contentsOfFile: dir.path + "/seen.txt", encoding: .utf8)) == "up1: new \nup2: new \n")
+  }
 }
