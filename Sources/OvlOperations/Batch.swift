@@ -106,7 +106,7 @@ public final class CreateBatch {
   /// Files waiting for the thread beyond which the caller builds the next one itself.
   static let backlogLimit = 32
   /// Names per chunk: one syncfs makes a chunk's files durable before they are linked.
-  static let chunkSize = 1024
+  static let chunkSize = 512
   /// Files pending before a publish, and directories listed before they are forgotten, at
   /// most: each holds a descriptor (a pending file's directory too), and together they
   /// stay within the process's limit.

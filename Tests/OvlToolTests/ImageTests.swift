@@ -486,6 +486,11 @@ import Testing
       bad=0; for f in m/big/* m/huge; do [ -e "$f" ] || continue; cmp -s "$f" "ru/${f#m/}" || bad=$((bad+1)); done
       [ -d m/big ] && echo "big made, $(ls m/big | wc -l) files" >> crash.txt
       echo "bad $bad" >> crash.txt; umount m
+      $T fsck -n -o lowerdir=l0,upperdir=up2,workdir=wk2 > /dev/null   # nothing left to repair
+      # The same apply again completes it: the view of a whole apply.
+      $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 bulk.tar > /dev/null
+      kview "ro,lowerdir=up2:l0" again.txt
+      $T fsck -n -o lowerdir=l0,upperdir=up2,workdir=wk2 > /dev/null
       """#, in: dir)
     #expect(r.status == 0, "\(r.stderr)")
     Self.expectSameFiles(dir, "umoci.txt", "ovltool.txt")
@@ -493,6 +498,7 @@ import Testing
     // (big/f0, met before its directory existed, went the general way and is whole).
     let crash = (try? String(contentsOfFile: dir.path + "/crash.txt", encoding: .utf8)) ?? ""
     #expect(crash == "crash 99\nbig made, 1 files\nbad 0\n", "\(crash)")
+    Self.expectSameFiles(dir, "ovltool.txt", "again.txt")
   }
 
   /// A whiteout acts on the layers below only, wherever it stands in the layer: `d/` and
