@@ -1,27 +1,33 @@
-import Foundation
+import OvlFormat
 import OvlSystem
 
 /// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`): enough to
 /// add one layer on top of a tagged image, as `umoci raw add-layer` does, so skopeo and
 /// umoci can read the result.
+///
+/// Every file is published the same way: written under a temporary name, fsynced, renamed
+/// over its name, and the directory fsynced, so after a crash `index.json` names only
+/// complete blobs. The JSON is written as Foundation wrote it before (ovltool no longer
+/// links Foundation): index and manifests with keys in byte order, the config re-encoded
+/// with `JSONSerialization`'s collated key order.
 public struct ImageLayout {
-  public let root: URL
+  public let root: String
 
-  public init(path: String) { root = URL(fileURLWithPath: path) }
+  public init(path: String) { root = path }
 
-  struct Descriptor: Codable {
+  struct Descriptor {
     var mediaType: String
     var digest: String
     var size: Int64
-    var annotations: [String: String]?
+    var annotations: [JSONMember]?
   }
-  struct Index: Codable {
-    var schemaVersion: Int
+  struct Index {
+    var schemaVersion: Int64
     var mediaType: String?
     var manifests: [Descriptor]
   }
-  struct Manifest: Codable {
-    var schemaVersion: Int
+  struct Manifest {
+    var schemaVersion: Int64
     var mediaType: String?
     var config: Descriptor
     var layers: [Descriptor]
@@ -31,117 +37,199 @@ public struct ImageLayout {
   static let manifestType = "application/vnd.oci.image.manifest.v1+json"
   static let configType = "application/vnd.oci.image.config.v1+json"
 
-  private func fail(_ what: String, _ error: any Error) -> OvlError {
-    .format(path: root.path + "/" + what, reason: "\(error)", errno: .ioError)
-  }
+  var blobDirectory: String { root + "/blobs/sha256" }
 
-  func blobURL(_ digest: String) -> URL {
-    root.appendingPathComponent("blobs/sha256/" + digest.replacingOccurrences(of: "sha256:", with: ""))
+  func blobPath(_ digest: String) -> String {
+    blobDirectory + "/" + (digest.hasPrefix("sha256:") ? String(digest.dropFirst(7)) : digest)
   }
 
   /// Where a blob goes before its digest is known: written there, then renamed.
   public func temporaryBlobPath() throws(OvlError) -> String {
-    do {
-      try FileManager.default.createDirectory(at: root.appendingPathComponent("blobs/sha256"), withIntermediateDirectories: true)
-    } catch { throw fail("blobs/sha256", error) }
-    return root.appendingPathComponent("blobs/sha256/.ovltool-layer-\(getpid())").path
+    let dir = blobDirectory
+    try step("mkdir", dir) { () throws(Errno) in try makeHostDirectories(dir, permissions: 0o777) }
+    return dir + "/.ovltool-layer-\(processID())"
   }
 
+  /// Renames a blob written (and fsynced) at `temporary` to its digest, replacing a copy
+  /// that is already there, and makes the rename durable.
   public func publishBlob(temporary: String, digest: String) throws(OvlError) {
-    let target = blobURL(digest)
-    do {
-      if FileManager.default.fileExists(atPath: target.path) { try FileManager.default.removeItem(at: target) }
-      try FileManager.default.moveItem(atPath: temporary, toPath: target.path)
-    } catch { throw fail("blobs", error) }
+    let target = blobPath(digest)
+    try step("rename", target) { () throws(Errno) in try renameHostFile(temporary, to: target) }
+    try syncDirectory(blobDirectory)
   }
 
-  private func writeBlob(_ data: Data) throws(OvlError) -> Descriptor {
-    let digest = "sha256:" + hex(data.withUnsafeBytes { raw in
+  private func syncDirectory(_ path: String) throws(OvlError) {
+    try step("fsync", path) { () throws(Errno) in try FD.openDirectory(atHostPath: path).sync() }
+  }
+
+  /// Writes `bytes` to `path` through a temporary file in the same directory: write, fsync,
+  /// rename. The caller fsyncs the directory.
+  private func replaceFile(_ path: String, _ bytes: [UInt8]) throws(OvlError) {
+    let temporary = path + ".ovltool-tmp"
+    do {
+      try step("write", temporary) { () throws(Errno) in
+        let fd = try FD.createFile(atHostPath: temporary, permissions: 0o666)
+        try fd.write(bytes)
+        try fd.sync()
+        try fd.close()
+      }
+      try step("rename", path) { () throws(Errno) in try renameHostFile(temporary, to: path) }
+    } catch {
+      removeHostFile(temporary)
+      throw error
+    }
+  }
+
+  private func writeBlob(_ bytes: [UInt8], mediaType: String) throws(OvlError) -> Descriptor {
+    let digest = "sha256:" + hex(bytes.withUnsafeBytes { raw in
       let d = SHA256Digest()
       d.update(raw)
       return d.finish()
     })
-    do { try data.write(to: blobURL(digest)) } catch { throw fail("blobs", error) }
-    return Descriptor(mediaType: "", digest: digest, size: Int64(data.count), annotations: nil)
+    try replaceFile(blobPath(digest), bytes)
+    return Descriptor(mediaType: mediaType, digest: digest, size: Int64(bytes.count), annotations: nil)
   }
 
-  private static func encoder() -> JSONEncoder {
-    let e = JSONEncoder()
-    e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    return e
+  /// The JSON in file `path`, or nil if there is no such file.
+  private func readJSON(_ path: String, missingIsEmpty: Bool = false) throws(OvlError) -> JSONValue? {
+    let bytes: [UInt8]
+    do {
+      bytes = try FD.openFile(atHostPath: path).readAll()
+    } catch .noSuchFileOrDirectory where missingIsEmpty {
+      return nil
+    } catch {
+      throw .system(call: "read", path: path, errno: error)
+    }
+    do { return try JSONValue(parsing: bytes) } catch { throw .format(path: path, reason: error.description, errno: .ioError) }
   }
 
   /// Adds `layer` (already in `blobs/`) on top of the image tagged `base` (or a new, empty
   /// image) and tags the result `tag`. The config gets the layer's DiffID; `created` is the
   /// clamp time so the manifest digest is reproducible too.
   public func addLayer(_ layer: LayerDescriptor, tag: String, base: String?, created: Int64) throws(OvlError) -> String {
-    let fm = FileManager.default
-    let decoder = JSONDecoder()
     var index = Index(schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [])
-    var config: [String: Any] = [
-      "architecture": "amd64", "os": "linux",
-      "rootfs": ["type": "layers", "diff_ids": [String]()] as [String: Any],
-      "config": [String: Any](),
-    ]
+    var config = JSONValue.object([
+      JSONMember("architecture", .string("amd64")), JSONMember("os", .string("linux")),
+      JSONMember("rootfs", .object([JSONMember("type", .string("layers")), JSONMember("diff_ids", .array([]))])),
+      JSONMember("config", .object([])),
+    ])
     var layers: [Descriptor] = []
-    do {
-      try fm.createDirectory(at: root.appendingPathComponent("blobs/sha256"), withIntermediateDirectories: true)
-      try Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8).write(to: root.appendingPathComponent("oci-layout"))
-      if let data = try? Data(contentsOf: root.appendingPathComponent("index.json")) {
-        index = try decoder.decode(Index.self, from: data)
-      }
-      if let base {
-        guard let found = index.manifests.first(where: { $0.annotations?[Self.refName] == base }) else {
-          throw OvlError.usage("\(root.path): no image tagged '\(base)'")
-        }
-        let manifest = try decoder.decode(Manifest.self, from: Data(contentsOf: blobURL(found.digest)))
-        layers = manifest.layers
-        if let parsed = try JSONSerialization.jsonObject(with: Data(contentsOf: blobURL(manifest.config.digest))) as? [String: Any] {
-          config = parsed
-        }
-      }
-    } catch let error as OvlError {
-      throw error
-    } catch {
-      throw fail("index.json", error)
+    let blobs = blobDirectory
+    try step("mkdir", blobs) { () throws(Errno) in try makeHostDirectories(blobs, permissions: 0o777) }
+    try replaceFile(root + "/oci-layout", Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8))
+    let indexPath = root + "/index.json"
+    if let json = try readJSON(indexPath, missingIsEmpty: true) {
+      index = try Index(json, indexPath)
     }
-    var rootfs = config["rootfs"] as? [String: Any] ?? ["type": "layers"]
-    var diffIDs = rootfs["diff_ids"] as? [String] ?? []
-    diffIDs.append(layer.diffID)
-    rootfs["diff_ids"] = diffIDs
-    config["rootfs"] = rootfs
-    let stamp = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(created)))
-    config["created"] = stamp
-    var history = config["history"] as? [[String: Any]] ?? []
-    history.append(["created": stamp, "created_by": "ovltool export"])
-    config["history"] = history
-    layers.append(Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: Int64(layer.size), annotations: nil))
-    do {
-      let configData = try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .withoutEscapingSlashes])
-      var configDescriptor = try writeBlob(configData)
-      configDescriptor.mediaType = Self.configType
-      let manifest = Manifest(schemaVersion: 2, mediaType: Self.manifestType, config: configDescriptor, layers: layers)
-      var manifestDescriptor = try writeBlob(try Self.encoder().encode(manifest))
-      manifestDescriptor.mediaType = Self.manifestType
-      manifestDescriptor.annotations = [Self.refName: tag]
-      index.manifests.removeAll { $0.annotations?[Self.refName] == tag }
-      index.manifests.append(manifestDescriptor)
-      let indexData = try Self.encoder().encode(index)
-      let temporary = root.appendingPathComponent("index.json.ovltool-tmp")
-      try indexData.write(to: temporary)
-      // rename(2): readers see the old index or the new one, never a partial file.
-      let rootPath = root.path
-      try step("rename", rootPath + "/index.json") { () throws(Errno) in
-        let dir = try FD.openDirectory(atHostPath: rootPath)
-        try dir.rename(Array("index.json.ovltool-tmp".utf8), to: Array("index.json".utf8), in: dir)
+    if let base {
+      guard let found = index.manifests.first(where: { $0.annotation(Self.refName) == base }) else {
+        throw OvlError.usage("\(root): no image tagged '\(base)'")
       }
-      return manifestDescriptor.digest
-    } catch let error as OvlError {
-      throw error
-    } catch {
-      throw fail("index.json", error)
+      let manifestPath = blobPath(found.digest)
+      let manifest = try Manifest(try readJSON(manifestPath)!, manifestPath)
+      layers = manifest.layers
+      if case .object(let parsed)? = try readJSON(blobPath(manifest.config.digest)) {
+        config = .object(parsed)
+      }
+    }
+    // As Foundation's casts did: a part of another type than expected starts afresh.
+    var rootfs = config["rootfs"].flatMap { $0.members.map(JSONValue.object) } ?? .object([JSONMember("type", .string("layers"))])
+    var diffIDs = rootfs["diff_ids"]?.array.flatMap { $0.allSatisfy { $0.string != nil } ? $0 : nil } ?? []
+    diffIDs.append(.string(layer.diffID))
+    rootfs = rootfs.setting("diff_ids", .array(diffIDs))
+    config = config.setting("rootfs", rootfs)
+    let stamp = Timestamp.iso8601(seconds: created)
+    config = config.setting("created", .string(stamp))
+    var history = config["history"]?.array.flatMap { $0.allSatisfy { $0.members != nil } ? $0 : nil } ?? []
+    history.append(.object([JSONMember("created", .string(stamp)), JSONMember("created_by", .string("ovltool export"))]))
+    config = config.setting("history", .array(history))
+    layers.append(Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: Int64(layer.size), annotations: nil))
+
+    let configDescriptor = try writeBlob(config.encoded(.jsonSerialization), mediaType: Self.configType)
+    let manifest = Manifest(schemaVersion: 2, mediaType: Self.manifestType, config: configDescriptor, layers: layers)
+    var manifestDescriptor = try writeBlob(manifest.json.encoded(.jsonEncoder), mediaType: Self.manifestType)
+    manifestDescriptor.annotations = [JSONMember(Self.refName, .string(tag))]
+    // The blobs (and blobs/sha256 itself, if just made) are durable before the index
+    // that names them.
+    try syncDirectory(blobs)
+    try syncDirectory(root + "/blobs")
+    index.manifests.removeAll { $0.annotation(Self.refName) == tag }
+    index.manifests.append(manifestDescriptor)
+    // rename(2): readers see the old index or the new one, never a partial file.
+    try replaceFile(indexPath, index.json.encoded(.jsonEncoder))
+    try syncDirectory(root)
+    return manifestDescriptor.digest
+  }
+}
+
+// MARK: - The OCI structures as JSON (the fields ovltool knows; others are dropped)
+
+extension ImageLayout.Descriptor {
+  init(_ json: JSONValue, _ path: String) throws(OvlError) {
+    guard let mediaType = json["mediaType"]?.string, let digest = json["digest"]?.string, let size = json["size"]?.int64 else {
+      throw .format(path: path, reason: "a descriptor needs mediaType, digest and size", errno: .ioError)
+    }
+    self.init(mediaType: mediaType, digest: digest, size: size, annotations: nil)
+    if let annotations = json["annotations"], annotations != .null {
+      guard let members = annotations.members, members.allSatisfy({ $0.value.string != nil }) else {
+        throw .format(path: path, reason: "annotations must map strings to strings", errno: .ioError)
+      }
+      self.annotations = members
     }
   }
+
+  func annotation(_ key: String) -> String? { annotations?.last { $0.key == key }?.value.string }
+
+  var json: JSONValue {
+    var members = [JSONMember("mediaType", .string(mediaType)), JSONMember("digest", .string(digest)), JSONMember("size", .integer(size))]
+    if let annotations { members.append(JSONMember("annotations", .object(annotations))) }
+    return .object(members)
+  }
+}
+
+extension ImageLayout.Index {
+  init(_ json: JSONValue, _ path: String) throws(OvlError) {
+    guard let version = json["schemaVersion"]?.int64, let manifests = json["manifests"]?.array else {
+      throw .format(path: path, reason: "an index needs schemaVersion and manifests", errno: .ioError)
+    }
+    var descriptors: [ImageLayout.Descriptor] = []
+    for m in manifests { descriptors.append(try ImageLayout.Descriptor(m, path)) }
+    self.init(schemaVersion: version, mediaType: try optionalString(json, "mediaType", path), manifests: descriptors)
+  }
+
+  var json: JSONValue {
+    var members = [JSONMember("schemaVersion", .integer(schemaVersion))]
+    if let mediaType { members.append(JSONMember("mediaType", .string(mediaType))) }
+    members.append(JSONMember("manifests", .array(manifests.map(\.json))))
+    return .object(members)
+  }
+}
+
+extension ImageLayout.Manifest {
+  init(_ json: JSONValue, _ path: String) throws(OvlError) {
+    guard let version = json["schemaVersion"]?.int64, let config = json["config"], let layers = json["layers"]?.array else {
+      throw .format(path: path, reason: "a manifest needs schemaVersion, config and layers", errno: .ioError)
+    }
+    var descriptors: [ImageLayout.Descriptor] = []
+    for l in layers { descriptors.append(try ImageLayout.Descriptor(l, path)) }
+    self.init(
+      schemaVersion: version, mediaType: try optionalString(json, "mediaType", path),
+      config: try ImageLayout.Descriptor(config, path), layers: descriptors)
+  }
+
+  var json: JSONValue {
+    var members = [JSONMember("schemaVersion", .integer(schemaVersion))]
+    if let mediaType { members.append(JSONMember("mediaType", .string(mediaType))) }
+    members += [JSONMember("config", config.json), JSONMember("layers", .array(layers.map(\.json)))]
+    return .object(members)
+  }
+}
+
+/// Member `key`: absent or null is nil, a string is itself, anything else an error.
+private func optionalString(_ json: JSONValue, _ key: String, _ path: String) throws(OvlError) -> String? {
+  guard let value = json[key], value != .null else { return nil }
+  guard let s = value.string else { throw .format(path: path, reason: "\(key) must be a string", errno: .ioError) }
+  return s
 }
 
 extension LayerDescriptor {

@@ -53,61 +53,9 @@ public enum JSONLine {
     out += Array(String(value).utf8)
   }
 
-  static let hex: [UInt8] = Array("0123456789abcdef".utf8)
-
   /// A JSON string of raw bytes. Valid UTF-8 is kept; `"` and `\` are escaped; control bytes
   /// (below 0x20, and 0x7f) and every byte of an invalid UTF-8 sequence become `\u00XX`.
   public static func string(_ bytes: [UInt8], into out: inout [UInt8]) {
-    out.append(UInt8(ascii: "\""))
-    var i = 0
-    let n = bytes.count
-    while i < n {
-      let b = bytes[i]
-      if b < 0x80 {
-        if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
-          out.append(UInt8(ascii: "\\"))
-          out.append(b)
-        } else if b < 0x20 || b == 0x7F {
-          escape(b, &out)
-        } else {
-          out.append(b)
-        }
-        i += 1
-        continue
-      }
-      let length = validSequenceLength(bytes, i)
-      if length == 0 {
-        escape(b, &out)
-        i += 1
-      } else {
-        out.append(contentsOf: bytes[i..<(i + length)])
-        i += length
-      }
-    }
-    out.append(UInt8(ascii: "\""))
-  }
-
-  static func escape(_ b: UInt8, _ out: inout [UInt8]) {
-    out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 0xF)]]
-  }
-
-  /// The length of the well-formed UTF-8 sequence starting at `i` (RFC 3629: no overlongs,
-  /// no surrogates, at most U+10FFFF), or 0.
-  static func validSequenceLength(_ s: [UInt8], _ i: Int) -> Int {
-    switch s[i] {
-    case 0xC2...0xDF: return continuation(s, i + 1) ? 2 : 0
-    case 0xE0: return continuation(s, i + 1, 0xA0) && continuation(s, i + 2) ? 3 : 0
-    case 0xE1...0xEC, 0xEE...0xEF: return continuation(s, i + 1) && continuation(s, i + 2) ? 3 : 0
-    case 0xED: return continuation(s, i + 1, 0x80, 0x9F) && continuation(s, i + 2) ? 3 : 0
-    case 0xF0: return continuation(s, i + 1, 0x90) && continuation(s, i + 2) && continuation(s, i + 3) ? 4 : 0
-    case 0xF1...0xF3: return continuation(s, i + 1) && continuation(s, i + 2) && continuation(s, i + 3) ? 4 : 0
-    case 0xF4: return continuation(s, i + 1, 0x80, 0x8F) && continuation(s, i + 2) && continuation(s, i + 3) ? 4 : 0
-    default: return 0
-    }
-  }
-
-  @inline(__always)
-  static func continuation(_ s: [UInt8], _ j: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool {
-    j < s.count && s[j] >= lo && s[j] <= hi
+    JSONText.string(bytes, into: &out, style: .lines)
   }
 }

@@ -165,6 +165,26 @@ public func makeHostDirectory(_ path: String, permissions: UInt32 = 0o755) throw
   }
 }
 
+/// Makes a host directory and the missing ones above it (`mkdir -p`), for an output the
+/// user named (an OCI image layout). The corresponding C function is `mkdir`.
+public func makeHostDirectories(_ path: String, permissions: UInt32 = 0o755) throws(Errno) {
+  var prefix = path.hasPrefix("/") ? "/" : ""
+  for component in path.split(separator: "/") {
+    prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + component
+    if component == "." || component == ".." { continue }
+    try makeHostDirectory(prefix, permissions: permissions)
+  }
+}
+
+/// Renames a host file to `newPath`, replacing what is there atomically (publishing an
+/// output written under a temporary name). The corresponding C function is `rename`.
+public func renameHostFile(_ path: String, to newPath: String) throws(Errno) {
+  _ = try retrying { Glibc.rename(path, newPath) }
+}
+
+/// This process's id (for temporary names). The corresponding C function is `getpid`.
+public func processID() -> Int32 { Glibc.getpid() }
+
 /// Removes a scratch directory tree this process made (its work dir), without following
 /// symlinks. The corresponding C functions are `unlinkat` and `rmdir`.
 public func removeHostTree(_ path: String) throws(Errno) {
