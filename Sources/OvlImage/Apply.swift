@@ -128,20 +128,33 @@ public final class Applier {
     let existing = try lookup(path)
     switch entry.kind {
     case .directory:
-      let isNew = !(existing?.isDirectory ?? false)
       if let existing, existing.isDirectory {
         // Dir over dir merges the contents but replaces the attributes: xattrs the entry
-        // does not carry go (the layer's directory is what the view must show).
+        // does not carry go (the layer's directory is what the view must show). Only what
+        // differs is changed, as `tar -x` through a mount would leave it: a directory a
+        // layer lists unchanged (most parents) is not copied up for its attributes.
         let current = try stack.record(existing, hash: false)
         for (name, _) in current.xattrs where !isLayerPrivate(name) && !entry.xattrs.contains(where: { $0.0 == name }) {
           try session.setAttribute(path, .removeXattr(name: name))
         }
-      } else {
-        if existing != nil { try session.remove(path, mode: .recursive, force: true) }
-        try session.create(path, .directory, permissions: entry.permissions)
+        if current.status.uid != entry.uid || current.status.gid != entry.gid {
+          try session.setAttribute(path, .owner(uid: entry.uid, gid: entry.gid))
+        }
+        // After a chown (which may clear the setgid bit), or where the mode differs.
+        if current.status.uid != entry.uid || current.status.gid != entry.gid || current.status.permissions != entry.permissions {
+          try session.setAttribute(path, .mode(entry.permissions))
+        }
+        for (name, value) in publicXattrs(entry) where !current.xattrs.contains(where: { $0.0 == name && $0.1 == value }) {
+          try session.setAttribute(path, .setXattr(name: name, value: value))
+        }
+        created.insert(ByteKey(path))
+        directoryTimes.append((path, entry.mtime))
+        return
       }
+      if existing != nil { try session.remove(path, mode: .recursive, force: true) }
+      try session.create(path, .directory, permissions: entry.permissions)
       created.insert(ByteKey(path))
-      try setMetadata(path, entry, isSymlink: false, isNew: isNew)
+      try setMetadata(path, entry, isSymlink: false, isNew: true)
       directoryTimes.append((path, entry.mtime))
       return
     case .hardlink:

@@ -457,6 +457,9 @@ import Testing
       for n in range(1, 3000):
           add('big/f%d' % n, os.urandom(n % 700), mode=(0o666, 0o644, 0o600, 0o4755)[n % 4], uid=n % 3, gid=n % 5)
       add('big/l2999', type=tarfile.LNKTYPE, linkname='big/f5')           # first name in chunk 1
+      i = tarfile.TarInfo('keep'); i.type = tarfile.DIRTYPE; i.mode = 0o711; i.uid = 5; i.gid = 6
+      i.pax_headers = {'SCHILY.xattr.user.d': 'x'}; t.addfile(i)           # a merged dir's attributes
+      add('a', type=tarfile.DIRTYPE, mode=0o755)                          # the same as below: unchanged
       add('keep/fromkeep', type=tarfile.LNKTYPE, linkname='big/f2998')    # other dir, merged
       add('a/new', b'in a merged dir')
       add('a/tree/deeper/x', b'x')                                        # parents not listed
