@@ -29,26 +29,29 @@ public final class BatchDirectory {
   var taken: Set<ByteKey>
   /// Files made here and not yet published, by name: a hard link to one is made after it.
   var pendingFiles: [ByteKey: PendingSource] = [:]
+  /// How a file made here starts out.
+  let newFiles: NewFileDefaults
 
-  init(upper: LayerDir, path: [UInt8], isMerge: Bool, taken: Set<ByteKey>) {
+  init(upper: LayerDir, path: [UInt8], isMerge: Bool, taken: Set<ByteKey>, newFiles: NewFileDefaults) {
     self.upper = upper
     self.path = path
     self.isMerge = isMerge
     self.taken = taken
+    self.newFiles = newFiles
   }
 
   /// No layer has `name` here: creating it replaces nothing and hides nothing.
   public func isFree(_ name: [UInt8]) -> Bool { !taken.contains(ByteKey(name)) }
 }
 
-/// Where a pending name's inode comes from: a file built in the temp dir, or (a hard link
+/// Where a pending name's inode comes from: a file built unnamed, or (a hard link
 /// to a file whose first name went out in an earlier chunk) that name.
 enum PendingSource {
   case file(TempFile)
   case name(LayerDir, [UInt8])
 }
 
-/// An unnamed file (O_TMPFILE in the temp dir) waiting for its names. Built on the batch's
+/// An unnamed file (O_TMPFILE in its directory) waiting for its names. Built on the batch's
 /// background thread, which sets `opened` or `failure`; read only after the queue's `wait`.
 final class TempFile: @unchecked Sendable {
   var opened: OpenFile?
@@ -67,21 +70,28 @@ struct FailedCall: Error {
   let errno: Errno
 }
 
-/// What a file-building job needs from the session, handed to the background thread (the
-/// directory's descriptor is only read there).
-private struct FileJobContext: @unchecked Sendable {
-  let tempDir: LayerDir
+/// How a file made in one directory starts out (`inode_init_owner`, `posix_acl_create`):
+/// owned by the caller, with the directory's group where it is setgid, its mode cut by the
+/// umask — or by the directory's default ACL, which then also gives it an access ACL, as a
+/// file the kernel creates there. Handed to the background thread with the directory (its
+/// descriptor is only read there).
+struct NewFileDefaults: @unchecked Sendable {
+  let dir: LayerDir
   let owner: (uid: UInt32, gid: UInt32)
-  let umask: UInt32
+  /// nil: a default ACL decides the mode, and an fchmod always follows.
+  let umask: UInt32?
 }
 
 /// Many new names made at once (a layer applied to the upper). Each object is what the
 /// kernel's `ovl_create_upper` makes on a free name, with the same attributes; only the
-/// order of the writes differs. A regular file is built complete as an unnamed file in the
-/// temp dir (O_TMPFILE, as the kernel's `ovl_copy_up_tmpfile`), mostly on a background
-/// thread while the caller reads the next entries; every `chunkSize` names, one syncfs makes
-/// the chunk's files durable and then each is linked to its name. A crash leaves only whole
-/// files; unnamed ones vanish. Directories, symlinks and special files carry no data and
+/// order of the writes differs. A regular file is built complete as an unnamed file (an
+/// O_TMPFILE) in its own directory — so it starts out as the kernel's file made there would:
+/// the directory's setgid group, its default ACL — mostly on a background thread while the
+/// caller reads the next entries; every `chunkSize` names, one syncfs makes the chunk's
+/// files durable and then each is linked to its name. Unnamed until then, a file is
+/// invisible: a crash leaves only whole files (the kernel's `ovl_copy_up_tmpfile` builds in
+/// the work dir for the same reason; an O_TMPFILE needs no directory entry, so the target
+/// directory does as well and costs the kernel ~10% less than a work dir's). Directories, symlinks and special files carry no data and
 /// are made in place, as the kernel makes them.
 ///
 /// A batch knows only the names it listed: a change by any other path must come after
@@ -112,7 +122,7 @@ public final class CreateBatch {
   /// stay within the process's limit.
   let pendingLimit: Int
   let directoryLimit: Int
-  private let context: FileJobContext
+  private let caller: (uid: UInt32, gid: UInt32)
   /// Builds files whose data is in memory while the caller reads the next entries (nil: no
   /// thread, files are built in line).
   private let queue: BackgroundQueue?
@@ -124,10 +134,7 @@ public final class CreateBatch {
     let budget = max(192, min(49152, raiseOpenFileLimit() - 64))
     pendingLimit = budget / 3
     directoryLimit = budget / 3
-    let tempDir = session.tempDir
-    let status = try step("fstat", session.workPath) { () throws(Errno) in try tempDir.fd.stat() }
-    let owner = (effectiveUserID(), status.permissions & 0o2000 != 0 ? status.gid : effectiveGroupID())
-    context = FileJobContext(tempDir: tempDir, owner: owner, umask: session.umask)
+    caller = (effectiveUserID(), effectiveGroupID())
     queue = BackgroundQueue(limit: 256)
   }
 
@@ -137,25 +144,46 @@ public final class CreateBatch {
     queue?.close()
   }
 
-  /// The directory at `components` of the merged view when it is an upper directory (nil
-  /// when it is missing, not a directory, reached through a symlink or still only in lower
-  /// layers: the general path copies it up or refuses it).
+  /// The directory at `components` of the merged view, copied up if it is only in lower
+  /// layers (nil when it is missing, not a directory or reached through a symlink: the
+  /// general path makes it or refuses the entry).
   public func directory(_ components: [[UInt8]]) throws(OvlError) -> BatchDirectory? {
     let key = WriteSession.mergedPath(components)
     if let known = directories[ByteKey(key)] { return known }
-    let merged: MergedDir
+    var merged: MergedDir
     do {
       merged = try session.directory(components)
     } catch .format {
       return nil
     }
+    if merged.upper == nil {
+      // `ovl_copy_up(parent)`: the kernel copies a directory up before it makes a name in it.
+      let session = session
+      try session.change { () throws(OvlError) in _ = try session.copyUp(key, metacopy: false) }
+      merged = try session.directory(components)
+    }
     guard let upper = merged.upper else { return nil }
     // Names are about to be added behind the lookups' back.
     merged.forgetListing()
-    let dir = BatchDirectory(upper: upper, path: key, isMerge: merged.isMerge, taken: Set(try session.stack.namesInAnyLayer(merged).map(ByteKey.init)))
+    let shown = session.describe(key)
+    let status = try step("fstat", shown) { () throws(Errno) in try upper.fd.stat() }
+    let defaultACL: Bool
+    do {
+      defaultACL = try upper.fd.xattr([0x2E], Self.defaultACL) != nil
+    } catch .notSupported {
+      defaultACL = false
+    } catch {
+      throw .system(call: "getxattr", path: shown, errno: error)
+    }
+    let newFiles = NewFileDefaults(
+      dir: upper, owner: (caller.uid, status.permissions & 0o2000 != 0 ? status.gid : caller.gid), umask: defaultACL ? nil : session.umask)
+    let taken = Set(try session.stack.namesInAnyLayer(merged).map(ByteKey.init))
+    let dir = BatchDirectory(upper: upper, path: key, isMerge: merged.isMerge, taken: taken, newFiles: newFiles)
     try remember(dir)
     return dir
   }
+
+  static let defaultACL = Array("system.posix_acl_default".utf8)
 
   /// The directory at `components` if it was listed already (nil otherwise).
   public func knownDirectory(_ components: [[UInt8]]) -> BatchDirectory? {
@@ -174,7 +202,7 @@ public final class CreateBatch {
   /// A new regular file `name` in `dir` holding `data`, built on the background thread.
   public func createFile(_ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes, data: [UInt8]) throws(OvlError) {
     let file = TempFile()
-    let context = context
+    let context = dir.newFiles
     let build: @Sendable () -> Void = {
       do throws(FailedCall) {
         let fd = try Self.open(attributes, context)
@@ -197,9 +225,9 @@ public final class CreateBatch {
     contents: (borrowing FD) throws(OvlError) -> Void
   ) throws(OvlError) {
     let file = TempFile()
-    let fd = try reported(name, in: dir) { () throws(FailedCall) in try Self.open(attributes, context) }
+    let fd = try reported(name, in: dir) { () throws(FailedCall) in try Self.open(attributes, dir.newFiles) }
     try contents(fd)
-    try reported(name, in: dir) { () throws(FailedCall) in try Self.finish(fd, attributes, context) }
+    try reported(name, in: dir) { () throws(FailedCall) in try Self.finish(fd, attributes, dir.newFiles) }
     file.opened = OpenFile(fd)
     try add(file, name, in: dir)
   }
@@ -214,17 +242,19 @@ public final class CreateBatch {
 
   /// The file is created with its permission bits: where the umask cuts none (and no
   /// setuid, setgid or sticky bit is asked for) no fchmod follows.
-  private static func open(_ attributes: NewAttributes, _ context: FileJobContext) throws(FailedCall) -> FD {
-    try call("open(O_TMPFILE)") { () throws(Errno) in try context.tempDir.fd.openTemporaryFile(permissions: attributes.permissions & 0o777) }
+  private static func open(_ attributes: NewAttributes, _ context: NewFileDefaults) throws(FailedCall) -> FD {
+    try call("open(O_TMPFILE)") { () throws(Errno) in try context.dir.fd.openTemporaryFile(permissions: attributes.permissions & 0o777) }
   }
 
   /// Owner before mode (a chown clears setuid bits), xattrs after the chown (it clears file
   /// capabilities), times last; a file created as the caller with the mode needs no more.
-  private static func finish(_ fd: borrowing FD, _ attributes: NewAttributes, _ context: FileJobContext) throws(FailedCall) {
+  private static func finish(_ fd: borrowing FD, _ attributes: NewAttributes, _ context: NewFileDefaults) throws(FailedCall) {
     if attributes.uid != context.owner.uid || attributes.gid != context.owner.gid {
       try call("fchown") { () throws(Errno) in try fd.changeOwner(uid: attributes.uid, gid: attributes.gid) }
     }
-    if attributes.permissions != attributes.permissions & 0o777 & ~context.umask {
+    if let umask = context.umask, attributes.permissions == attributes.permissions & 0o777 & ~umask {
+      // Created with exactly this mode.
+    } else {
       try call("fchmod") { () throws(Errno) in try fd.changeMode(permissions: attributes.permissions) }
     }
     for (attribute, value) in attributes.xattrs {
@@ -275,7 +305,11 @@ public final class CreateBatch {
       try step("fsetxattr", path) { () throws(Errno) in try fd.setXattr(attribute, value) }
     }
     let upperPath = parent.path.isEmpty ? name : parent.path + [UInt8(ascii: "/")] + name
-    let child = BatchDirectory(upper: LayerDir(layer: 0, fd: fd, path: upperPath), path: dir.path + [UInt8(ascii: "/")] + name, isMerge: false, taken: [])
+    let childDir = LayerDir(layer: 0, fd: fd, path: upperPath)
+    // It has the mode and group just set, and the parent's default ACL if there is one.
+    let newFiles = NewFileDefaults(
+      dir: childDir, owner: (caller.uid, attributes.permissions & 0o2000 != 0 ? attributes.gid : caller.gid), umask: dir.newFiles.umask)
+    let child = BatchDirectory(upper: childDir, path: dir.path + [UInt8(ascii: "/")] + name, isMerge: false, taken: [], newFiles: newFiles)
     try remember(child)
     // Its own entries make it dirty; the parent's new name makes the parent dirty.
     session.markDirty(child.upper)

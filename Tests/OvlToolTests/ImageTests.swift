@@ -528,4 +528,31 @@ import Testing
     #expect(r.status == 0, "\(r.stderr)")
     #expect((try? String(contentsOfFile: dir.path + "/seen.txt", encoding: .utf8)) == "up1: new \nup2: new \n")
   }
+
+  /// A file a layer adds to a directory with a default ACL gets the access ACL the kernel
+  /// gives it (`tar -x` through a mount: copy-up of the directory, the file created in the
+  /// upper, chmod): the bulk path builds it in its own directory.
+  @Test func applyGivesNewFilesTheDefaultACLAsTheKernel() throws {
+    let dir = Harness.TempDir("img-acl")
+    let r = Self.run(#"""
+      mkdir -p l0/acl up wk up2 wk2 m
+      python3 -c "
+      import io, os, struct, tarfile
+      acl = struct.pack('<I', 2) + b''.join(struct.pack('<HHI', t, p, i) for t, p, i in
+          ((1, 7, 0xFFFFFFFF), (2, 7, 7), (4, 5, 0xFFFFFFFF), (0x10, 7, 0xFFFFFFFF), (0x20, 5, 0xFFFFFFFF)))
+      os.setxattr('l0/acl', 'system.posix_acl_default', acl)
+      t = tarfile.open('l.tar', 'w', format=tarfile.PAX_FORMAT)
+      for n in range(3):
+          i = tarfile.TarInfo('acl/f%d' % n); i.size = 2; i.mode = (0o640, 0o600, 0o755)[n]; t.addfile(i, io.BytesIO(b'hi'))
+      t.close()"
+      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk m; tar -xf l.tar -C m; umount m
+      $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 l.tar > /dev/null
+      for u in up up2; do (cd $u; for f in acl/f0 acl/f1 acl/f2; do stat -c '%n %A' $f; getfattr -n system.posix_acl_access -e hex $f 2>/dev/null | grep =; done) > $u.txt; done
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    let kernel = (try? String(contentsOfFile: dir.path + "/up.txt", encoding: .utf8)) ?? ""
+    let ours = (try? String(contentsOfFile: dir.path + "/up2.txt", encoding: .utf8)) ?? ""
+    #expect(kernel.contains("system.posix_acl_access=0x02"), "the kernel gave no ACL: \(kernel)")
+    #expect(kernel == ours)
+  }
 }
