@@ -113,8 +113,9 @@ public final class CreateBatch {
   private var pendingFileCount = 0
   /// The directories (merged paths) that names not yet published go to.
   private var pendingDirectories: Set<ByteKey> = []
-  /// Files waiting for the thread beyond which the caller builds the next one itself.
-  static let backlogLimit = 32
+  /// Files waiting for the thread beyond which the caller builds the next one itself (well
+  /// above the queue's wake-up batch: the thread must be woken before the caller takes over).
+  static let backlogLimit = 64
   /// Names per chunk: one syncfs makes a chunk's files durable before they are linked.
   static let chunkSize = 512
   /// Files pending before a publish, and directories listed before they are forgotten, at

@@ -9,7 +9,8 @@ public final class BackgroundQueue: @unchecked Sendable {
   public typealias Job = @Sendable () -> Void
   private let limit: Int
   /// The thread is woken when this many jobs wait (or by `wait`): one wake-up per batch of
-  /// small jobs, not per job.
+  /// small jobs, not per job. A caller that stops submitting at a backlog below this would
+  /// leave the thread asleep.
   private let wakeBatch: Int
   private var jobs: [Job] = []
   private var unfinished = 0
@@ -26,7 +27,7 @@ public final class BackgroundQueue: @unchecked Sendable {
   /// nil when the thread cannot be started (the caller then runs jobs itself).
   public init?(limit: Int) {
     self.limit = max(1, limit)
-    wakeBatch = max(1, limit / 8)
+    wakeBatch = max(1, limit / 32)
     pthread_mutex_init(mutex, nil)
     pthread_cond_init(work, nil)
     pthread_cond_init(progress, nil)
