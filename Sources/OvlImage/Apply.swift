@@ -249,9 +249,7 @@ public final class Applier {
     case .regular:
       guard entry.size >= 0 else { return false }
       if entry.size <= CreateBatch.queuedSizeLimit {
-        var data: [UInt8] = []
-        data.reserveCapacity(Int(entry.size))
-        try reader.readData("layer entry '\(entry.path.string)'") { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
+        let data = try reader.readAll("layer entry '\(entry.path.string)'", size: Int(entry.size))
         try batch.createFile(name, in: dir, attributes, data: data)
       } else {
         try batch.createFile(name, in: dir, attributes) { (file) throws(OvlError) in

@@ -95,6 +95,34 @@ public final class LayerReader {
     return LayerEntry(pointer)
   }
 
+  /// The current entry's data when it is `size` bytes or less, read straight into the
+  /// array (no copy through the read buffer); more than `size` bytes is an error.
+  public func readAll(_ path: @autoclosure () -> String, size: Int) throws(OvlError) -> [UInt8] {
+    var failure: OvlError?
+    var tooLong = false
+    let bytes = [UInt8](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
+      count = 0
+      guard let base = buffer.baseAddress else { return }
+      while true {
+        let n = archive_read_data(inner, base + count, buffer.count - count)
+        if n < 0 {
+          let shown = path()
+          failure = source.error ?? .format(path: shown, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, shown))", errno: .invalidArgument)
+          return
+        }
+        if n == 0 { return }
+        count += n
+        if count > size {
+          tooLong = true
+          return
+        }
+      }
+    }
+    if let failure { throw failure }
+    if tooLong { throw .format(path: path(), reason: "more data than the header's size", errno: .invalidArgument) }
+    return bytes
+  }
+
   /// Streams the current entry's data to `body`.
   public func readData(_ path: @autoclosure () -> String, _ body: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
     guard let base = dataBuffer.baseAddress else { return }
