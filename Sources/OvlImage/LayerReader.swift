@@ -14,29 +14,45 @@ public final class LayerReader {
   /// Where entries' data is read to, one buffer for the whole layer.
   private let dataBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
 
-  /// Pulls decompressed bytes from `outer` for the tar parser, hashing them.
+  /// Pulls decompressed bytes from `outer` for the tar parser, hashing them. The bytes stay
+  /// where libarchive has them (`archive_read_data_block`: no copy), valid until the next call.
   final class Source {
     let outer: OpaquePointer
     let digest = SHA256Digest()
-    var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+    private(set) var block: UnsafeRawPointer?
     var size: UInt64 = 0
     var error: OvlError?
     var ended = false
 
     init(outer: OpaquePointer) { self.outer = outer }
-    deinit { buffer.deallocate() }
 
     func next() -> Int {
-      guard let base = buffer.baseAddress, !ended else { return 0 }
-      let n = archive_read_data(outer, base, buffer.count)
-      if n < 0 {
-        error = LayerWriter.failure(outer, "layer (decompressing)")
-        return -1
+      while !ended {
+        var pointer: UnsafeRawPointer?
+        var length = 0
+        var offset: la_int64_t = 0
+        let status = archive_read_data_block(outer, &pointer, &length, &offset)
+        if status == ARCHIVE_EOF {
+          ended = true
+          break
+        }
+        if status < ARCHIVE_WARN {
+          error = LayerWriter.failure(outer, "layer (decompressing)")
+          return -1
+        }
+        // The raw format hands out the stream in order; a gap would be bytes never hashed.
+        guard offset == la_int64_t(size) else {
+          error = .format(path: "layer", reason: "decompressed stream out of order at byte \(size)", errno: .ioError)
+          return -1
+        }
+        guard let pointer, length > 0 else { continue }
+        digest.update(UnsafeRawBufferPointer(start: pointer, count: length))
+        size += UInt64(length)
+        block = pointer
+        return length
       }
-      if n == 0 { ended = true }
-      digest.update(UnsafeRawBufferPointer(start: base, count: n))
-      size += UInt64(n)
-      return n
+      block = nil
+      return 0
     }
 
     /// Hashes what the tar parser did not need (padding after the end-of-archive blocks):
@@ -148,7 +164,7 @@ private func sourceRead(_: OpaquePointer?, _ client: UnsafeMutableRawPointer?, _
   guard let client, let out else { return -1 }
   let source = Unmanaged<LayerReader.Source>.fromOpaque(client).takeUnretainedValue()
   let n = source.next()
-  out.pointee = UnsafeRawPointer(source.buffer.baseAddress)
+  out.pointee = source.block
   return n
 }
 
