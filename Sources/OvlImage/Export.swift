@@ -97,7 +97,7 @@ public final class Exporter {
       if e.name.starts(with: whiteoutPrefix) {
         let status = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }
         if try classify(dir, e.name, childPath, status).0 != .whiteout {
-          throw .format(path: describe(childPath), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
+          throw whiteoutPrefixRefused(childPath)
         }
         continue
       }
@@ -198,7 +198,14 @@ public final class Exporter {
     return !(try below.list(try below.open(entry))).isEmpty
   }
 
-  private func exportDirectory(_ dir: borrowing FD, _ path: [UInt8]) throws(OvlError) {
+  /// A name that is not a whiteout but would read as one in a layer.
+  private func whiteoutPrefixRefused(_ path: [UInt8]) -> OvlError {
+    .format(path: describe(path), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
+  }
+
+  /// The directory's children, sorted by name: its whiteouts first as `.wh.` markers — or
+  /// none (`writeWhiteouts == false`) under an opaque marker, where they hide nothing more.
+  private func exportDirectory(_ dir: borrowing FD, _ path: [UInt8], writeWhiteouts: Bool = true) throws(OvlError) {
     let entries = try step("getdents64", describe(path)) { () throws(Errno) in try dir.entries() }
     var whiteouts: [[UInt8]] = []
     var others: [Scanned] = []
@@ -206,10 +213,11 @@ public final class Exporter {
       let childPath = join(path, e.name)
       let status = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }
       let (kind, names) = try classify(dir, e.name, childPath, status)
-      if kind == .whiteout { whiteouts.append(e.name); continue }
-      if e.name.starts(with: whiteoutPrefix) {
-        throw .format(path: describe(childPath), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
+      if kind == .whiteout {
+        if writeWhiteouts { whiteouts.append(e.name) }
+        continue
       }
+      if e.name.starts(with: whiteoutPrefix) { throw whiteoutPrefixRefused(childPath) }
       others.append(Scanned(name: e.name, status: status, kind: kind, xattrNames: names))
     }
     whiteouts.sort(by: Stack.byteOrder)
@@ -256,8 +264,7 @@ public final class Exporter {
       let child = try step("open", describe(path)) { () throws(Errno) in try FD.open(name, in: dir, .directory) }
       if kind == .opaqueDirectory, try hidesSomething(path) {
         try writer.write(.marker(join(path, opaqueMarker)))
-        // Whiteouts under an opaque directory hide nothing more.
-        try exportDirectoryChildren(child, path, skipWhiteouts: true)
+        try exportDirectory(child, path, writeWhiteouts: false)
       } else {
         try exportDirectory(child, path)
       }
@@ -268,48 +275,31 @@ public final class Exporter {
     case .block: entry.kind = .block(major: status.rdevMajor, minor: status.rdevMinor)
     case .fifo: entry.kind = .fifo
     case .regular:
-      if let first = exportedEarlier(status, path) {
-        entry.kind = .hardlink(target: first)
-        try writer.write(entry)
-        return
-      }
-      entry.kind = .regular(size: status.size)
-      if kind == .metacopy {
-        let data = try mergedData(path)
-        try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, size: status.size, sink) }
-      } else {
-        let file = try step("open", describe(path)) { () throws(Errno) in try FD.open(name, in: dir, .readOnly) }
-        try writer.write(entry) { (sink) throws(OvlError) in try stream(file, path, size: status.size, sink) }
+      try writeRegular(entry, status, path) { () throws(OvlError) in
+        kind == .metacopy
+          ? try mergedData(path)
+          : try step("open", describe(path)) { () throws(Errno) in try FD.open(name, in: dir, .readOnly) }
       }
       return
     default:
       return
     }
-    if status.links > 1 {
-      if let first = linkTargets[status.id] {
-        entry.kind = .hardlink(target: first)
-      } else {
-        linkTargets[status.id] = path
-      }
-    }
+    if let first = exportedEarlier(status, path) { entry.kind = .hardlink(target: first) }
     try writer.write(entry)
   }
 
-  private func exportDirectoryChildren(_ dir: borrowing FD, _ path: [UInt8], skipWhiteouts: Bool) throws(OvlError) {
-    let entries = try step("getdents64", describe(path)) { () throws(Errno) in try dir.entries() }
-    var others: [Scanned] = []
-    for e in entries {
-      let childPath = join(path, e.name)
-      let status = try step("fstatat", describe(childPath)) { () throws(Errno) in try dir.stat(e.name) }
-      let (kind, names) = try classify(dir, e.name, childPath, status)
-      if kind == .whiteout { continue }
-      if e.name.starts(with: whiteoutPrefix) {
-        throw .format(path: describe(childPath), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
-      }
-      others.append(Scanned(name: e.name, status: status, kind: kind, xattrNames: names))
+  /// A regular file: a hard link to its first name when that was exported already, else
+  /// its `size` bytes from `open`.
+  private func writeRegular(_ header: TarEntry, _ status: FileStatus, _ path: [UInt8], open: () throws(OvlError) -> FD) throws(OvlError) {
+    var entry = header
+    if let first = exportedEarlier(status, path) {
+      entry.kind = .hardlink(target: first)
+      try writer.write(entry)
+      return
     }
-    others.sort { Stack.byteOrder($0.name, $1.name) }
-    for item in others { try exportEntry(dir, item, join(path, item.name)) }
+    entry.kind = .regular(size: status.size)
+    let file = try open()
+    try writer.write(entry) { (sink) throws(OvlError) in try stream(file, path, size: status.size, sink) }
   }
 
   private func mergedData(_ path: [UInt8]) throws(OvlError) -> FD {
@@ -377,14 +367,7 @@ public final class Exporter {
       warn("\(String(decoding: path, as: UTF8.self)): socket skipped (OCI layers do not carry sockets)")
       return
     case .regular:
-      if let first = exportedEarlier(status, path) {
-        entry.kind = .hardlink(target: first)
-        try writer.write(entry)
-        return
-      }
-      entry.kind = .regular(size: status.size)
-      let data = try mergedData(path)
-      try writer.write(entry) { (sink) throws(OvlError) in try stream(data, path, size: status.size, sink) }
+      try writeRegular(entry, status, path) { () throws(OvlError) in try mergedData(path) }
       return
     }
     try writer.write(entry)
