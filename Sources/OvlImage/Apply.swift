@@ -154,7 +154,7 @@ public final class Applier {
       if existing != nil { try session.remove(path, mode: .recursive, force: true) }
       try session.create(path, .directory, permissions: entry.permissions)
       created.insert(ByteKey(path))
-      try setMetadata(path, entry, isSymlink: false, isNew: true)
+      try setMetadata(path, entry, isSymlink: false)
       directoryTimes.append((path, entry.mtime))
       return
     case .hardlink:
@@ -212,7 +212,7 @@ public final class Applier {
       let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
       try session.create(path, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), permissions: entry.permissions)
       created.insert(ByteKey(path))
-      try setMetadata(path, entry, isSymlink: false, isNew: true)
+      try setMetadata(path, entry, isSymlink: false)
       try session.setAttribute(path, .times(entry.mtime))
     default: break
     }
@@ -282,10 +282,12 @@ public final class Applier {
     return [parent + [name]]
   }
 
-  private func setMetadata(_ path: [UInt8], _ entry: LayerEntry, isSymlink: Bool, isNew: Bool = false) throws(OvlError) {
+  /// Owner, mode and xattrs of an object the general path just made (a directory over a
+  /// directory changes only what differs, in place).
+  private func setMetadata(_ path: [UInt8], _ entry: LayerEntry, isSymlink: Bool) throws(OvlError) {
     try session.setAttribute(path, .owner(uid: entry.uid, gid: entry.gid))
-    // After chown, which clears setuid/setgid; a new object already has the mode.
-    if !isSymlink && (!isNew || entry.permissions & 0o6000 != 0) { try session.setAttribute(path, .mode(entry.permissions)) }
+    // After chown, which clears setuid/setgid; the new object has the rest of the mode.
+    if !isSymlink && entry.permissions & 0o6000 != 0 { try session.setAttribute(path, .mode(entry.permissions)) }
     try setXattrs(path, entry)
   }
 

@@ -104,11 +104,17 @@ public final class LayerReader {
     let status = archive_read_next_header(inner, &pointer)
     if status == ARCHIVE_EOF { return nil }
     if status < ARCHIVE_WARN || pointer == nil {
-      throw source.error ?? .format(path: "layer entry \(entriesRead + 1)", reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, "tar"))", errno: .invalidArgument)
+      throw corrupt("layer entry \(entriesRead + 1)", libarchiveSays: "tar")
     }
     guard let pointer else { return nil }
     entriesRead += 1
     return LayerEntry(pointer)
+  }
+
+  /// A read that failed: the decompressing side's error if it had one, else the tar
+  /// parser's, named `path` (`what`: the name in libarchive's message).
+  private func corrupt(_ path: String, libarchiveSays what: String) -> OvlError {
+    source.error ?? .format(path: path, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, what))", errno: .invalidArgument)
   }
 
   /// The current entry's data when it is `size` bytes or less, read straight into the
@@ -123,7 +129,7 @@ public final class LayerReader {
         let n = archive_read_data(inner, base + count, buffer.count - count)
         if n < 0 {
           let shown = path()
-          failure = source.error ?? .format(path: shown, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, shown))", errno: .invalidArgument)
+          failure = corrupt(shown, libarchiveSays: shown)
           return
         }
         if n == 0 { return }
@@ -146,7 +152,7 @@ public final class LayerReader {
       let n = archive_read_data(inner, base, dataBuffer.count)
       if n < 0 {
         let shown = path()
-        throw source.error ?? .format(path: shown, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, shown))", errno: .invalidArgument)
+        throw corrupt(shown, libarchiveSays: shown)
       }
       if n == 0 { return }
       try body(UnsafeRawBufferPointer(start: base, count: n))

@@ -299,7 +299,7 @@ public final class CreateBatch {
     let fd = try step("open", path) { () throws(Errno) in try FD.open(name, in: parent.fd, .directory) }
     try step("fchown", path) { () throws(Errno) in try fd.changeOwner(uid: attributes.uid, gid: attributes.gid) }
     try step("fchmod", path) { () throws(Errno) in try fd.changeMode(permissions: attributes.permissions) }
-    if dir.isMerge && !session.allowsOfflineChanges {
+    if session.marksNewDirectoryOpaque(inMerged: dir.isMerge) {
       try step("setxattr", path) { () throws(Errno) in try fd.setXattr(session.namespace.name(.opaque), Opaque.opaque.value) }
     }
     for (attribute, value) in attributes.xattrs {

@@ -178,7 +178,7 @@ extension WriteSession {
     if case .symlink = object {} else if status.permissions != owner.permissions {
       try step("fchmodat", path) { () throws(Errno) in try upperParent.fd.changeMode(name, permissions: owner.permissions) }
     }
-    if isDirectory && target.parent.isMerge && !allowsOfflineChanges {
+    if isDirectory && marksNewDirectoryOpaque(inMerged: target.parent.isMerge) {
       try step("setxattr", path) { () throws(Errno) in try upperParent.fd.setXattr(name, namespace.name(.opaque), Opaque.opaque.value) }
     }
     forgetDirectories(under: target.path)
@@ -189,6 +189,12 @@ extension WriteSession {
   var allowsOfflineChanges: Bool {
     let o = stack.options
     return !o.index && !o.metacopy && o.redirectMode != .on && o.xino != .on
+  }
+
+  /// `ovl_create_upper`: a directory made on a free name in a merged directory is marked
+  /// opaque where the stack records lower identities (the kernel's own "best effort").
+  func marksNewDirectoryOpaque(inMerged parentIsMerge: Bool) -> Bool {
+    parentIsMerge && !allowsOfflineChanges
   }
 
   /// A new regular file: an O_TMPFILE in the temp dir gets the data, owner, mode and times,
