@@ -215,7 +215,7 @@ public final class CreateBatch {
       }
     }
     // Built by the thread, or here when the thread is behind (the two share the work).
-    if let queue, queue.backlog < Self.backlogLimit { queue.submit(build) } else { build() }
+    if queue?.submit(build, ifBacklogBelow: Self.backlogLimit) != true { build() }
     try add(file, name, in: dir)
   }
 

@@ -73,18 +73,25 @@ public final class BackgroundQueue: @unchecked Sendable {
       callerWaiting = true
       pthread_cond_wait(progress, mutex)
     }
-    jobs.append(job)
-    unfinished += 1
-    if workerIdle && jobs.count >= wakeBatch { pthread_cond_signal(work) }
+    append(job)
     pthread_mutex_unlock(mutex)
   }
 
-  /// Jobs submitted and not yet taken by the thread: a caller with work it can do itself
-  /// does it when the thread is behind.
-  public var backlog: Int {
+  /// Submits `job` unless `backlog` jobs or more wait for the thread (false: not taken; a
+  /// caller with work it can do itself does it while the thread is behind). One lock.
+  public func submit(_ job: @escaping Job, ifBacklogBelow backlog: Int) -> Bool {
     pthread_mutex_lock(mutex)
     defer { pthread_mutex_unlock(mutex) }
-    return jobs.count
+    guard jobs.count < min(backlog, limit) else { return false }
+    append(job)
+    return true
+  }
+
+  /// Under the lock.
+  private func append(_ job: @escaping Job) {
+    jobs.append(job)
+    unfinished += 1
+    if workerIdle && jobs.count >= wakeBatch { pthread_cond_signal(work) }
   }
 
   /// Returns when every job submitted before has finished.
