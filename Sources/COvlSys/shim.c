@@ -16,6 +16,7 @@
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <linux/btrfs.h>
+#include <linux/mount.h>
 
 const int covl_O_PATH = O_PATH;
 const int covl_O_TMPFILE = O_TMPFILE;
@@ -28,6 +29,7 @@ const long covl_UTIME_OMIT = UTIME_OMIT;
 const uint64_t covl_RESOLVE_BENEATH = RESOLVE_BENEATH;
 const uint64_t covl_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
 const uint64_t covl_RESOLVE_NO_XDEV = RESOLVE_NO_XDEV;
+const uint64_t covl_RESOLVE_IN_ROOT = RESOLVE_IN_ROOT;
 const int covl_MAX_HANDLE_SZ = MAX_HANDLE_SZ;
 
 static_assert(offsetof(struct dirent64, d_reclen) == COVL_DIRENT64_RECLEN_OFFSET, "dirent64 reclen");
@@ -135,4 +137,40 @@ int covl_open_by_handle_at(int mount_fd, int type, const unsigned char *bytes, u
   fh.handle_type = type;
   memcpy(fh.f_handle, bytes, len);
   return open_by_handle_at(mount_fd, (struct file_handle *)&fh, flags);
+}
+
+/* The probe builds an overlay superblock that cannot come to be: `dirfd` as its upperdir,
+ * the directory above it as workdir and lower. ovl_fill_super() takes the in-use mark of the
+ * upper root (ovl_get_upper(): EBUSY with index=on when another superblock holds it) before
+ * anything else can fail, and then always fails with EINVAL in ovl_get_workdir(), because a
+ * workdir that contains the upperdir (or sits on another mount) is refused before the work
+ * dir is made. So EBUSY means in use, EINVAL free, and nothing is written in either case.
+ * The mark is on the inode: relative, escaped or since-renamed option strings, bind mounts
+ * and other mount namespaces do not matter. The kernel logs one line for each probe. */
+int covl_overlay_dir_in_use(int dirfd) {
+  int result = -1, saved = 0;
+  int parent = openat(dirfd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (parent < 0) return -1;
+  int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+  if (fs < 0) { saved = errno; close(parent); errno = saved; return -1; }
+  if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FD, "upperdir", NULL, dirfd) == 0 &&
+      syscall(SYS_fsconfig, fs, FSCONFIG_SET_FD, "workdir", NULL, parent) == 0 &&
+      syscall(SYS_fsconfig, fs, FSCONFIG_SET_FD, "lowerdir+", NULL, parent) == 0 &&
+      syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "index", "on", 0) == 0) {
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0) {
+      saved = EPROTO; /* a kernel that accepts this stack: no answer (never mounted) */
+    } else if (errno == EBUSY) {
+      result = 1;
+    } else if (errno == EINVAL) {
+      result = 0;
+    } else {
+      saved = errno;
+    }
+  } else {
+    saved = errno;
+  }
+  close(fs);
+  close(parent);
+  if (result < 0) errno = saved;
+  return result;
 }

@@ -23,3 +23,29 @@ extension FD {
   /// OVERLAYFS_SUPER_MAGIC: a layer that is itself an overlay mount.
   public static let overlayMagic: UInt64 = 0x794C_7630
 }
+
+extension FD {
+  /// Whether this directory is the upper or work dir of a live overlay, as the kernel's own
+  /// in-use mark says (see `covl_overlay_dir_in_use`): true or false, nil where this process
+  /// cannot ask (no `fsopen`, no CAP_SYS_ADMIN in its user namespace, a kernel older than
+  /// layers given by descriptor, Linux 6.13).
+  public borrowing func isOverlayLayerInUse() -> Bool? {
+    switch covl_overlay_dir_in_use(rawValue) {
+    case 1: true
+    case 0: false
+    default: nil
+    }
+  }
+
+  /// Opens `path` as a directory (O_PATH) as a process whose root is `root` would resolve it:
+  /// symlinks in it are followed, but absolute ones and `..` stay inside `root` (another
+  /// process's `/proc/PID/root`). The corresponding C function is `openat2` with
+  /// RESOLVE_IN_ROOT.
+  public static func openDirectory(inRoot root: borrowing FD, path: [UInt8]) throws(Errno) -> FD {
+    let dirfd = root.rawValue
+    let flags = covl_O_PATH | O_DIRECTORY | O_CLOEXEC
+    return FD(adopting: try withCString(path.isEmpty ? [0x2E] : path) { (cpath) throws(Errno) in
+      try retrying { covl_openat2(dirfd, cpath, flags, 0, covl_RESOLVE_IN_ROOT) }
+    })
+  }
+}

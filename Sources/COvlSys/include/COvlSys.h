@@ -12,7 +12,7 @@
 extern const int covl_O_PATH, covl_O_TMPFILE, covl_AT_EMPTY_PATH;
 extern const unsigned int covl_RENAME_NOREPLACE, covl_RENAME_EXCHANGE, covl_RENAME_WHITEOUT;
 extern const long covl_UTIME_NOW, covl_UTIME_OMIT;
-extern const uint64_t covl_RESOLVE_BENEATH, covl_RESOLVE_NO_SYMLINKS, covl_RESOLVE_NO_XDEV;
+extern const uint64_t covl_RESOLVE_BENEATH, covl_RESOLVE_NO_SYMLINKS, covl_RESOLVE_NO_XDEV, covl_RESOLVE_IN_ROOT;
 extern const int covl_MAX_HANDLE_SZ;
 
 enum { COVL_DIRENT64_RECLEN_OFFSET = 16, COVL_DIRENT64_TYPE_OFFSET = 18,
@@ -51,5 +51,9 @@ const char *covl_errno_name(int errnum);
 dev_t covl_makedev(unsigned int major, unsigned int minor);
 unsigned int covl_major(dev_t dev);
 unsigned int covl_minor(dev_t dev);
+/* Whether the directory `dirfd` is the upper or work dir of a live overlay superblock (the
+ * kernel's per-inode in-use mark): 1 yes, 0 no, -1 unknown (errno set: no fsopen, no
+ * privilege, a kernel without layers given by descriptor). Nothing is mounted or written. */
+int covl_overlay_dir_in_use(int dirfd);
 
 #endif
