@@ -28,7 +28,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
-	    (apt-get install -y -q $$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$missing; }) || exit 1; \
+	    (apt-get install -y -q -o DPkg::Lock::Timeout=600 $$missing >/dev/null 2>&1 || { apt-get update -q -o DPkg::Lock::Timeout=600 >/dev/null && apt-get install -y -q -o DPkg::Lock::Timeout=600 $$missing; }) || exit 1; \
 	  else \
 	    echo "missing packages:$$missing — run: sudo apt-get install$$missing" >&2; exit 1; \
 	  fi; \

@@ -18,9 +18,30 @@ public enum AttributeChange: Sendable {
 }
 
 extension WriteSession {
+  /// The system call's own checks, made before it looks at any file (`setxattr_copy`,
+  /// `removexattr`): a name of 1...255 bytes (XATTR_NAME_MAX, else ERANGE) and a value of at
+  /// most 64 KiB (XATTR_SIZE_MAX, else E2BIG). So nothing is copied up for an attribute
+  /// that could never be set.
+  static func checkXattrArguments(_ change: AttributeChange, _ path: [UInt8]) throws(OvlError) {
+    let name: [UInt8]
+    switch change {
+    case .setXattr(let n, let value):
+      name = n
+      if value.count > 65536 {
+        throw .format(path: path.string, reason: "an attribute value of \(value.count) bytes is over the 65536 the kernel accepts", errno: .argListTooLong)
+      }
+    case .removeXattr(let n): name = n
+    default: return
+    }
+    if name.isEmpty || name.count > 255 {
+      throw .format(path: path.string, reason: "an attribute name must have 1 to 255 bytes (this one has \(name.count))", errno: .outOfRange)
+    }
+  }
+
   /// Changes metadata as the system call through a mount does: the object is copied up
   /// first — metadata only with metacopy=on — then changed in the upper layer.
   public func setAttribute(_ path: [UInt8], _ change: AttributeChange) throws(OvlError) {
+    try Self.checkXattrArguments(change, path)
     let components = try components(path)
     try self.change { () throws(OvlError) in
       let target = try locate(components)

@@ -25,6 +25,8 @@ struct CopyUp: ParsableCommand {
 
   func validate() throws {
     if paths.isEmpty && fromFile == nil { throw ValidationError("give at least one PATH or --from FILE") }
+    // An empty path names nothing (the kernel's ENOENT for ""); the root is "/".
+    if paths.contains("") { throw ValidationError("an empty PATH names nothing; the root of the merged view is /") }
   }
 
   /// The paths to copy up, as bytes: arguments, then the --from list.

@@ -144,6 +144,33 @@ import Testing
     return (dir, try Harness.build(Self.spec, in: dir))
   }
 
+  /// The system call's own argument checks come before any file is looked at: an attribute
+  /// value over 64 KiB (E2BIG) or a name over 255 bytes (ERANGE) copies nothing up, and an
+  /// empty copy-up path is a usage error (2), not "already in the upper layer".
+  @Test func refusedArgumentsChangeNothing() throws {
+    let (dir, options) = try stack()
+    let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
+    func snapshot() -> String {
+      // The upper root's xattrs aside: a session still writes the first mount's `uuid`
+      // before the operation runs (the lazy first-mount setup is not done yet).
+      Harness.run(["/bin/sh", "-c", "cd \"$1\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - ./* 2>/dev/null", "sh", upper]).out
+    }
+    let before = snapshot()
+    let big = Harness.run([Self.binary, "setxattr", "-o", options, "user.big", String(repeating: "v", count: 65537), "/a/b/g"])
+    #expect(big.status != 0 && big.stderr.contains("Argument list too long"), "\(big.stderr)")
+    let long = Harness.run([Self.binary, "setxattr", "-o", options, "user." + String(repeating: "n", count: 251), "v", "/a/b/g"])
+    #expect(long.status != 0 && long.stderr.contains("Numerical result out of range"), "\(long.stderr)")
+    let remove = Harness.run([Self.binary, "rmxattr", "-o", options, "user." + String(repeating: "n", count: 251), "/a/b/g"])
+    #expect(remove.status != 0 && remove.stderr.contains("Numerical result out of range"), "\(remove.stderr)")
+    let empty = Harness.run([Self.binary, "copy-up", "-o", options, ""])
+    #expect(empty.status == 2 && empty.stderr.contains("empty PATH"), "\(empty.stderr)")
+    #expect(snapshot() == before)
+    // At the limits, both are set.
+    let edge = Harness.run([Self.binary, "setxattr", "-o", options, "user." + String(repeating: "n", count: 250), String(repeating: "v", count: 1000), "/a/b/g"])
+    #expect(edge.status == 0, "\(edge.stderr)")
+    _ = dir
+  }
+
   @Test func exitStatusesAndMessages() throws {
     let (dir, options) = try stack()
     func ovltool(_ args: String...) -> Harness.Result { Harness.run([Self.binary] + [args[0], "-o", options] + args.dropFirst()) }
