@@ -182,13 +182,12 @@ public final class Applier {
     switch entry.kind {
     case .regular:
       guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
-      let shown = "layer entry '\(String(decoding: entry.path, as: UTF8.self))'"
       // setxattr does not change the mtime: put sets it with the rest, one change fewer.
       let attributes = PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid), mtime: entry.mtime)
       if entry.size <= Self.inMemoryLimit {
         var data: [UInt8] = []
         data.reserveCapacity(Int(entry.size))
-        try reader.readData(shown) { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
+        try reader.readData { (chunk) throws(OvlError) in data.append(contentsOf: chunk) }
         try session.put(path, contents: .bytes(data), attributes: attributes)
       } else {
         // Big files are staged in the work dir (same filesystem: put clones or copies them
@@ -196,7 +195,7 @@ public final class Applier {
         let staging = (stack.options.workDir ?? ".") + "/ovltool-apply-data"
         let file = try step("open", staging) { () throws(Errno) in try FD.createFile(atHostPath: staging, permissions: 0o600) }
         defer { removeHostFile(staging) }
-        try reader.readData(shown) { (chunk) throws(OvlError) in
+        try reader.readData { (chunk) throws(OvlError) in
           try step("write", staging) { () throws(Errno) in try FD.write(rawDescriptor: file.rawValue, chunk) }
         }
         try session.put(path, contents: .hostFile(staging), attributes: attributes)
@@ -249,11 +248,11 @@ public final class Applier {
     case .regular:
       guard entry.size >= 0 else { return false }
       if entry.size <= CreateBatch.queuedSizeLimit {
-        let data = try reader.readAll("layer entry '\(entry.path.string)'", size: Int(entry.size))
+        let data = try reader.readAll(size: Int(entry.size))
         try batch.createFile(name, in: dir, attributes, data: data)
       } else {
         try batch.createFile(name, in: dir, attributes) { (file) throws(OvlError) in
-          try reader.readData("layer entry '\(entry.path.string)'") { (chunk) throws(OvlError) in
+          try reader.readData { (chunk) throws(OvlError) in
             try step("write", "layer entry '\(entry.path.string)'") { () throws(Errno) in try FD.write(rawDescriptor: file.rawValue, chunk) }
           }
         }

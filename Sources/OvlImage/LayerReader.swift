@@ -11,6 +11,10 @@ public final class LayerReader {
   private let source: Source
   private var entry: OpaquePointer?
   public private(set) var entriesRead = 0
+  /// How errors name the layer: `layer FILE` (`layer` for standard input).
+  private let name: String
+  /// The path of the last entry read whole, for errors about the one after it.
+  private var lastPath: [UInt8]?
   /// Where entries' data is read to, one buffer for the whole layer.
   private let dataBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
 
@@ -24,7 +28,13 @@ public final class LayerReader {
     var error: OvlError?
     var ended = false
 
-    init(outer: OpaquePointer) { self.outer = outer }
+    /// The reader's name for the layer, for errors.
+    let name: String
+
+    init(outer: OpaquePointer, name: String) {
+      self.outer = outer
+      self.name = name
+    }
 
     func next() -> Int {
       while !ended {
@@ -37,12 +47,12 @@ public final class LayerReader {
           break
         }
         if status < ARCHIVE_WARN {
-          error = LayerWriter.failure(outer, "layer (decompressing)")
+          error = LayerWriter.failure(outer, name + " (decompressing)")
           return -1
         }
         // The raw format hands out the stream in order; a gap would be bytes never hashed.
         guard offset == la_int64_t(size) else {
-          error = .format(path: "layer", reason: "decompressed stream out of order at byte \(size)", errno: .ioError)
+          error = .format(path: name, reason: "decompressed stream out of order at byte \(size)", errno: .ioError)
           return -1
         }
         guard let pointer, length > 0 else { continue }
@@ -60,35 +70,37 @@ public final class LayerReader {
     func drain() throws(OvlError) {
       while true {
         let n = next()
-        if n < 0 { throw error ?? .format(path: "layer", reason: "read error", errno: .ioError) }
+        if n < 0 { throw error ?? .format(path: name, reason: "read error", errno: .ioError) }
         if n == 0 { return }
       }
     }
   }
 
-  /// `fd` is a raw descriptor the caller keeps open.
-  public init(fd: Int32) throws(OvlError) {
+  /// `fd` is a raw descriptor the caller keeps open; `file` names it in errors (nil for
+  /// standard input).
+  public init(fd: Int32, file: String? = nil) throws(OvlError) {
+    name = file.map { "layer " + $0 } ?? "layer"
     useUTF8Locale()
     guard let outer = archive_read_new(), let inner = archive_read_new() else {
       throw .system(call: "archive_read_new", path: "layer", errno: .noMemory)
     }
     self.outer = outer
     self.inner = inner
-    source = Source(outer: outer)
+    source = Source(outer: outer, name: name)
     archive_read_support_filter_gzip(outer)
     archive_read_support_filter_zstd(outer)
     archive_read_support_format_raw(outer)
-    if archive_read_open_fd(outer, fd, 1 << 16) != ARCHIVE_OK { throw LayerWriter.failure(outer, "layer") }
+    if archive_read_open_fd(outer, fd, 1 << 16) != ARCHIVE_OK { throw LayerWriter.failure(outer, name) }
     guard let header = archive_entry_new() else { throw .system(call: "archive_entry_new", path: "layer", errno: .noMemory) }
     defer { archive_entry_free(header) }
     if archive_read_next_header2(outer, header) != ARCHIVE_OK {
       // An empty input has no raw entry: treat it as an empty (truncated) layer.
-      throw .format(path: "layer", reason: "empty or unreadable input", errno: .invalidArgument)
+      throw .format(path: name, reason: "empty or unreadable input", errno: .invalidArgument)
     }
     archive_read_support_format_tar(inner)
     archive_read_support_format_gnutar(inner)
     let status = archive_read_open(inner, Unmanaged.passUnretained(source).toOpaque(), nil, sourceRead, nil)
-    if status != ARCHIVE_OK { throw source.error ?? LayerWriter.failure(inner, "layer") }
+    if status != ARCHIVE_OK { throw source.error ?? LayerWriter.failure(inner, name) }
   }
 
   deinit {
@@ -98,28 +110,51 @@ public final class LayerReader {
   }
 
   /// The next entry, or nil at the end of the archive. A truncated or corrupt archive is an
-  /// error naming the last entry read.
+  /// error naming the layer file, the entry, the last one read whole and the byte offset.
   public func next() throws(OvlError) -> LayerEntry? {
     var pointer: OpaquePointer?
     let status = archive_read_next_header(inner, &pointer)
     if status == ARCHIVE_EOF { return nil }
-    if status < ARCHIVE_WARN || pointer == nil {
-      throw corrupt("layer entry \(entriesRead + 1)", libarchiveSays: "tar")
+    // Not only errors: a header libarchive warns about or would skip is refused too. A bad
+    // checksum (ARCHIVE_RETRY) would go on at the next header, dropping the entry, where
+    // GNU tar exits 2; a malformed PAX record (ARCHIVE_WARN) would be ignored. A layer is
+    // applied as it is or refused.
+    guard status == ARCHIVE_OK, let pointer else {
+      throw corrupt(entryName(entriesRead + 1), libarchiveSays: "tar")
     }
-    guard let pointer else { return nil }
     entriesRead += 1
-    return LayerEntry(pointer)
+    let entry = LayerEntry(pointer)
+    lastPath = entry.path
+    return entry
+  }
+
+  /// `layer FILE, data of entry N "PATH"`: a read of the current entry's data that failed.
+  private func dataName() -> String {
+    name + ", data of entry \(entriesRead) \"" + String(decoding: lastPath ?? [], as: UTF8.self) + "\""
+  }
+
+  /// `layer FILE, entry N (after "PATH", header at byte B of the tar stream)`.
+  private func entryName(_ number: Int) -> String {
+    let after = lastPath.map { "after \"" + String(decoding: $0, as: UTF8.self) + "\", " } ?? ""
+    let position = archive_read_header_position(inner)
+    let at = position >= 0 ? "header at byte \(position) of the tar stream" : "at the end of the stream"
+    return name + ", entry \(number) (" + after + at + ")"
   }
 
   /// A read that failed: the decompressing side's error if it had one, else the tar
   /// parser's, named `path` (`what`: the name in libarchive's message).
   private func corrupt(_ path: String, libarchiveSays what: String) -> OvlError {
-    source.error ?? .format(path: path, reason: "corrupt or truncated archive: \(LayerWriter.failure(inner, what))", errno: .invalidArgument)
+    if let failure = source.error {
+      guard case .format(_, let reason, _) = failure else { return failure }
+      return .format(path: path, reason: "corrupt or truncated compressed stream: \(reason)", errno: .invalidArgument)
+    }
+    let message = archive_error_string(inner).map { String(cString: $0) } ?? "failed"
+    return .format(path: path, reason: "corrupt or truncated archive: \(what): \(message)", errno: .invalidArgument)
   }
 
   /// The current entry's data when it is `size` bytes or less, read straight into the
   /// array (no copy through the read buffer); more than `size` bytes is an error.
-  public func readAll(_ path: @autoclosure () -> String, size: Int) throws(OvlError) -> [UInt8] {
+  public func readAll(size: Int) throws(OvlError) -> [UInt8] {
     var failure: OvlError?
     var tooLong = false
     let bytes = [UInt8](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
@@ -128,8 +163,7 @@ public final class LayerReader {
       while true {
         let n = archive_read_data(inner, base + count, buffer.count - count)
         if n < 0 {
-          let shown = path()
-          failure = corrupt(shown, libarchiveSays: shown)
+          failure = corrupt(dataName(), libarchiveSays: "tar")
           return
         }
         if n == 0 { return }
@@ -141,18 +175,17 @@ public final class LayerReader {
       }
     }
     if let failure { throw failure }
-    if tooLong { throw .format(path: path(), reason: "more data than the header's size", errno: .invalidArgument) }
+    if tooLong { throw .format(path: dataName(), reason: "more data than the header's size", errno: .invalidArgument) }
     return bytes
   }
 
   /// Streams the current entry's data to `body`.
-  public func readData(_ path: @autoclosure () -> String, _ body: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
+  public func readData(_ body: (UnsafeRawBufferPointer) throws(OvlError) -> Void) throws(OvlError) {
     guard let base = dataBuffer.baseAddress else { return }
     while true {
       let n = archive_read_data(inner, base, dataBuffer.count)
       if n < 0 {
-        let shown = path()
-        throw corrupt(shown, libarchiveSays: shown)
+        throw corrupt(dataName(), libarchiveSays: "tar")
       }
       if n == 0 { return }
       try body(UnsafeRawBufferPointer(start: base, count: n))

@@ -41,7 +41,7 @@ struct ApplyLayer: ParsableCommand {
     if let diffid, layer != "-" {
       do {
         let check = try step("open", layer) { () throws(Errno) in try FD.openFile(atHostPath: layer) }
-        let reader = try LayerReader(fd: check.rawValue)
+        let reader = try LayerReader(fd: check.rawValue, file: layer)
         while try reader.next() != nil {}
         let actual = try reader.finishDiffID()
         if actual != diffid {
@@ -57,7 +57,7 @@ struct ApplyLayer: ParsableCommand {
     let fd = try step("open", layer) { () throws(Errno) in layer == "-" ? try FD.standardInput() : try FD.openFile(atHostPath: layer) }
     let applier = try Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
     do {
-      let reader = try LayerReader(fd: fd.rawValue)
+      let reader = try LayerReader(fd: fd.rawValue, file: layer == "-" ? nil : layer)
       let diffID = try applier.run(reader)
       print("diffid \(diffID)")
       // Done and durable: the process ends without taking apart what it built in memory

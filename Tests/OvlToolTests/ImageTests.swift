@@ -266,6 +266,11 @@ import Testing
     Hostile(label: "device refused", python: "add('dev', type=tarfile.CHRTYPE, devmajor=8, devminor=0)", message: "not permitted", options: "--no-devices"),
     Hostile(label: "truncated", python: "add('big', data=b'x' * 100000); TRUNCATE", message: "truncated"),
     Hostile(label: "garbage", python: "GARBAGE", message: "layer"),
+    // Headers libarchive would skip or half-read: refused with the file and the entry named
+    // (GNU tar exits 2 on each), never applied without the damaged entry.
+    Hostile(label: "bad checksum in the 5th header", python: "[add('f%d' % i) for i in range(8)]; BADSUM", message: "layer evil.tar, entry 5 (after \"f3\", header at byte 4096"),
+    Hostile(label: "malformed PAX record", python: "[add('f%d' % i) for i in range(4)]; add('f4', pax_headers={'comment': 'x'}); add('f5'); BADPAX", message: "malformed pax"),
+    Hostile(label: "truncated gzip", python: "add('a'); add('b', data=os.urandom(300000)); GZTRUNC", message: "layer evil.tar, data of entry 2 \"b\": corrupt or truncated compressed stream"),
   ]
 
   @Test(arguments: hostile) func hostileLayerIsRefusedAndNothingOutsideChanges(_ c: Hostile) throws {
@@ -273,18 +278,21 @@ import Testing
     let r = Self.run(#"""
       mkdir -p l0/a outside up wk; echo secret > outside/secret; ln -s ../outside l0/lowlink
       python3 - <<'PY'
-      import io, tarfile
+      import gzip, io, os, tarfile
       buf = io.BytesIO(); t = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT)
       def add(name, data=b'x', **kw):
           i = tarfile.TarInfo(name); i.mode = 0o644
           for k, v in kw.items(): setattr(i, k, v)
           if i.type == tarfile.REGTYPE: i.size = len(data); t.addfile(i, io.BytesIO(data))
           else: t.addfile(i)
-      TRUNCATE = GARBAGE = None
-      \#(c.python.replacingOccurrences(of: "TRUNCATE", with: "TRUNCATE = 1").replacingOccurrences(of: "GARBAGE", with: "GARBAGE = 1"))
+      TRUNCATE = GARBAGE = BADSUM = BADPAX = GZTRUNC = None
+      \#(["TRUNCATE", "GARBAGE", "BADSUM", "BADPAX", "GZTRUNC"].reduce(c.python) { $0.replacingOccurrences(of: $1, with: $1 + " = 1") })
       t.close(); data = buf.getvalue()
       if TRUNCATE: data = data[:3000]
       if GARBAGE: data = b'\x1f\x8b' + bytes(range(256)) * 4
+      if BADSUM: data = bytearray(data); data[4096 + 100] ^= 0x55
+      if BADPAX: data = bytearray(data); i = data.find(b'comment='); data[i - 3:i - 1] = b'99'
+      if GZTRUNC: data = gzip.compress(data)[:200000]
       open('evil.tar', 'wb').write(data)
       PY
       find outside l0 -printf '%p %s %m %T@\n' | sort > before.txt
@@ -512,7 +520,7 @@ import Testing
     let r = Self.run(#"""
       mkdir -p l0/d up1 wk1 up2 wk2 m; echo old > l0/d/old; echo k > l0/d/keep
       python3 -c "
-      import io, tarfile
+      import gzip, io, os, tarfile
       for name, order in (('after.tar', ('d', 'd/new', 'd/.wh.keep2', '.wh.d')), ('before.tar', ('.wh.d', 'd', 'd/new'))):
           t = tarfile.open(name, 'w', format=tarfile.PAX_FORMAT)
           for n in order:
