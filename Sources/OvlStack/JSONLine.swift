@@ -13,6 +13,9 @@ public enum JSONLine {
     field("mode", Int(r.status.permissions), &out)
     field("uid", Int(r.status.uid), &out)
     field("gid", Int(r.status.gid), &out)
+    if let inode = r.inode {
+      out += Array(#","ino":"#.utf8) + Array((inode.map { String($0) } ?? "null").utf8)
+    }
     if r.status.type == .regular || r.status.type == .symlink {
       field("size", Int(r.status.size), &out)
     }

@@ -43,6 +43,8 @@ public final class Stack {
   /// Overlay inodes a walk has met through a redirect, by the key the kernel hashes them
   /// with (see `verifyInode`).
   var redirectedInodes: [FileID: (lower: FileID?, upper: FileID?)] = [:]
+  /// Filesystem numbers and xino bits for st_ino, worked out when first needed.
+  lazy var inodeGeometry = Stack.inodeGeometry(upper: upperRoot, layers: lowerRoots + dataRoots, options: options)
 
   /// Paths of all layers by layer number (upper, lowers, data-only).
   public var layerPaths: [String] {

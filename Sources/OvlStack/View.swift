@@ -11,6 +11,9 @@ public struct ViewRecord {
   public var xattrs: [([UInt8], [UInt8])]
   public var layer: Int
   public var sha256: [UInt8]?
+  /// `st_ino` as the kernel shows it, when asked for: nil inside for a number the kernel
+  /// makes up per mount (see `Stack.inodeNumber`).
+  public var inode: UInt64??
 }
 
 extension Stack {
@@ -56,7 +59,7 @@ extension Stack {
   }
 
   /// The record `tree`, `stat` and `ls --json` print for an entry.
-  public func record(_ entry: MergedEntry, hash: Bool) throws(OvlError) -> ViewRecord {
+  public func record(_ entry: MergedEntry, hash: Bool, inodes: Bool = false) throws(OvlError) -> ViewRecord {
     let shown = entry.shown
     let where_ = describe(shown.layer, entry.path)
     var xattrs: [([UInt8], [UInt8])] = []
@@ -78,7 +81,9 @@ extension Stack {
       let fd = try openData(entry)
       digest = try step("read", where_) { () throws(Errno) in try fd.sha256() }
     }
-    return ViewRecord(path: entry.path, status: shown.status, target: target, xattrs: xattrs, layer: shown.layer, sha256: digest)
+    return ViewRecord(
+      path: entry.path, status: shown.status, target: target, xattrs: xattrs, layer: shown.layer, sha256: digest,
+      inode: inodes ? .some(inodeNumber(entry)) : nil)
   }
 
   /// The kernel keeps one overlay inode per real inode (`ovl_get_inode`, hashed by the
@@ -149,14 +154,14 @@ extension Stack {
   /// hands each record — or the error that stopped an entry — to `emit`. Memory stays
   /// bounded by the largest directory plus the depth.
   public func walk(
-    _ entry: MergedEntry, dir: MergedDir?, hash: Bool,
+    _ entry: MergedEntry, dir: MergedDir?, hash: Bool, inodes: Bool = false,
     emit: (Result<ViewRecord, OvlError>, [UInt8]) -> Void
   ) {
-    walk(entry, dir: dir, hash: hash, walkRoot: entry.path, emit: emit)
+    walk(entry, dir: dir, hash: hash, inodes: inodes, walkRoot: entry.path, emit: emit)
   }
 
   private func walk(
-    _ entry: MergedEntry, dir: MergedDir?, hash: Bool, walkRoot: [UInt8],
+    _ entry: MergedEntry, dir: MergedDir?, hash: Bool, inodes: Bool, walkRoot: [UInt8],
     emit: (Result<ViewRecord, OvlError>, [UInt8]) -> Void
   ) {
     // A directory is listed before its line is written: one that cannot be listed is an
@@ -170,7 +175,7 @@ extension Stack {
         names = try list(opened)
         merged = opened
       }
-      emit(.success(try record(entry, hash: hash)), entry.path)
+      emit(.success(try record(entry, hash: hash, inodes: inodes)), entry.path)
     } catch {
       emit(.failure(error), entry.path)
       return
@@ -184,7 +189,7 @@ extension Stack {
           continue
         }
         try verifyInode(child, walkRoot: walkRoot)
-        walk(child, dir: nil, hash: hash, walkRoot: walkRoot, emit: emit)
+        walk(child, dir: nil, hash: hash, inodes: inodes, walkRoot: walkRoot, emit: emit)
       } catch {
         emit(.failure(error), childPath)
       }

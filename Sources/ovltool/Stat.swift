@@ -31,7 +31,7 @@ struct Stat: ParsableCommand {
   func show(_ path: String, _ stack: Stack, _ out: OutputBuffer) throws(OvlError) {
     let resolved = try stack.resolve(pathBytes(path))
     guard let entry = resolved.entry ?? stack.rootEntry(resolved.root) else { return }
-    let record = try stack.record(entry, hash: false)
+    let record = try stack.record(entry, hash: false, inodes: true)
     if json {
       out.line(JSONLine.encode(record))
       return
@@ -39,6 +39,7 @@ struct Stat: ParsableCommand {
     let s = record.status
     out.line(Array("  Path: ".utf8) + (record.path.isEmpty ? [0x2F] : record.path))
     out.line("  Type: \(s.type.rawValue)  Mode: \(Listing.modeString(s)) (0\(String(s.permissions, radix: 8)))  Uid: \(s.uid)  Gid: \(s.gid)")
+    if case let number?? = record.inode { out.line("  Inode: \(number) (as a mount shows it)") }
     if s.type == .regular || s.type == .symlink { out.line("  Size: \(s.size)") }
     if s.type == .character || s.type == .block { out.line("  Device: \(s.rdevMajor),\(s.rdevMinor)") }
     if let target = record.target { out.line(Array("  Target: ".utf8) + target) }

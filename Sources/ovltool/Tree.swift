@@ -6,8 +6,8 @@ struct Tree: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Print the whole merged view under PATH, depth-first, names sorted by their bytes.",
     discussion: """
-      With --json, one object per line: path, type, mode, uid, gid, size (files, symlinks), \
-      target (symlinks), rdev (devices), mtime (ns), xattrs (name -> hex), sha256 (--hash), \
+      With --json, one object per line: path, type, mode, uid, gid, ino (--ino), size (files, \
+      symlinks), target (symlinks), rdev (devices), mtime (ns), xattrs (name -> hex), sha256 (--hash), \
       layer (0 = upper, 1 = top-most lower). An entry that cannot be read is printed as \
       {"path":...,"error":"ENOENT"} and the exit status is 1.
       """)
@@ -15,6 +15,7 @@ struct Tree: ParsableCommand {
   @OptionGroup var stack: StackArguments
   @Flag(help: "Print JSON lines.") var json = false
   @Flag(help: "Add the SHA-256 of every regular file's contents.") var hash = false
+  @Flag(help: "Add st_ino as a mount would show it (null where the kernel makes one up per mount).") var ino = false
   @Argument(help: "A path in the merged view.") var path: String = "/"
 
   func run() throws {
@@ -25,7 +26,7 @@ struct Tree: ParsableCommand {
     }
     let out = OutputBuffer()
     var failed = false
-    stack.walk(entry, dir: resolved.entry == nil ? resolved.root : nil, hash: hash) { result, path in
+    stack.walk(entry, dir: resolved.entry == nil ? resolved.root : nil, hash: hash, inodes: ino) { result, path in
       switch result {
       case .success(let record):
         if json {

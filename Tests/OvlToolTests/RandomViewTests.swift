@@ -256,8 +256,8 @@ extension RandomViewTests {
         FileManager.default.createFile(atPath: p + "/l1/f", contents: Data("f".utf8))
         mkdir(p + "/l2/d")
         let probeOptions = "lowerdir=\(p)/l1:\(p)/l2,upperdir=\(p)/u,workdir=\(p)/w" + (candidate.isEmpty ? "" : "," + candidate)
-        let ours = Harness.ovltoolView(probeOptions, hash: true)
-        let kernel = Harness.kernelView(probeOptions, in: dir, hash: true)
+        let ours = Harness.ovltoolView(probeOptions, hash: true, ino: true)
+        let kernel = Harness.kernelView(probeOptions, in: dir, hash: true, ino: true)
         stats.comparisons += 1
         if Self.differs(ours, kernel) { stats.mismatches += 1 }
         Harness.compare(ours, kernel, spec: "option probe (two lowers, empty upper)\noptions: \(candidate)\nreplay: \(replay)")
@@ -286,8 +286,8 @@ extension RandomViewTests {
         snapshot = keepRoot + "/\(seed)-\(label.filter { $0.isLetter || $0.isNumber })"
         Harness.run(["/bin/sh", "-c", "rm -rf \"$2\" && mkdir -p \"$2\" && cp -a \"$1\"/. \"$2\"/", "sh", dir.path, snapshot!])
       }
-      let ours = Harness.ovltoolView(stackOptions, hash: true)
-      let kernel = Harness.kernelView(stackOptions, in: dir, hash: true)
+      let ours = Harness.ovltoolView(stackOptions, hash: true, ino: true)
+      let kernel = Harness.kernelView(stackOptions, in: dir, hash: true, ino: true)
       stats.comparisons += 1
       let bad = Self.differs(ours, kernel)
       if bad {

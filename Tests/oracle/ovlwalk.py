@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ovlwalk: reference walker for ovltool tests and benchmarks.
 
-Usage: ovlwalk.py ROOT [--hash] [--drop-private]
+Usage: ovlwalk.py ROOT [--hash] [--drop-private] [--ino]
 
 Walks the real directory tree at ROOT (in practice a kernel overlay mount)
 without following symlinks and prints one compact JSON object per line, in
@@ -12,7 +12,7 @@ the same format as `ovltool tree --json` (minus the `layer` field):
 
 Order: pre-order depth first, root ("/") first, children of each directory
 sorted by raw name bytes.  Keys (in this order, omitted when not applicable):
-path, type, mode, uid, gid, size (files and symlinks), target (symlinks),
+path, type, mode, uid, gid, ino (--ino), size (files and symlinks), target (symlinks),
 rdev ([major,minor], char/block), mtime (ns), xattrs (always), sha256
 (--hash, regular files).
 
@@ -129,8 +129,11 @@ def main(argv):
     args = []
     do_hash = False
     drop_private = False
+    do_ino = False
     for a in argv[1:]:
-        if a == '--hash':
+        if a == '--ino':
+            do_ino = True
+        elif a == '--hash':
             do_hash = True
         elif a == '--drop-private':
             drop_private = True
@@ -143,7 +146,7 @@ def main(argv):
         else:
             args.append(a)
     if len(args) != 1:
-        sys.stderr.write('usage: ovlwalk.py ROOT [--hash] [--drop-private]\n')
+        sys.stderr.write('usage: ovlwalk.py ROOT [--hash] [--drop-private] [--ino]\n')
         return 2
     root = os.fsencode(args[0])
     if len(root) > 1:
@@ -171,6 +174,8 @@ def main(argv):
             line = ['{"path":', jp, ',"type":"', _TYPES.get(fmt, 'unknown'),
                     '","mode":', str(st.st_mode & 0o7777),
                     ',"uid":', str(st.st_uid), ',"gid":', str(st.st_gid)]
+            if do_ino:
+                line += (',"ino":', str(st.st_ino))
             children = None
             if fmt == S_IFREG:
                 line += (',"size":', str(st.st_size))
