@@ -60,6 +60,66 @@ import Testing
     #expect(dump(dir) == before, "-p changed a kernel-made stack (\(options))")
   }
 
+  /// composefs-style stacks: metacopy files in `meta` whose absolute redirects point into
+  /// data-only layers two levels deep (`meta::data1::data2`), without an upper, with an
+  /// upper the kernel only read through, and changed through a mount (metadata-only
+  /// copy-ups, a rename and a hard link of a metacopy file, a data copy-up from the deeper
+  /// data layer, a mkdir). fsck reported the copied-up metacopy files as lost data.
+  struct DataOnlyStack: Sendable, CustomTestStringConvertible {
+    var label: String
+    var options: String
+    var upper: Bool
+    /// Shell run in the mount `m`; empty for none.
+    var changes: String
+    var testDescription: String { label }
+  }
+
+  static let dataOnlyLayers = """
+    set -e
+    mkdir -p meta/sub data1/objects/ab data2/objects/cd data2/objects/ab u w m
+    printf abc > data1/objects/ab/f1; printf shadowed > data2/objects/ab/f1
+    printf deeper > data2/objects/cd/f2; printf other > data2/objects/cd/f3
+    for f in f1:/objects/ab/f1:3 sub/f2:/objects/cd/f2:6 g:/objects/cd/f3:5 sub/f3:/objects/cd/f3:5; do
+      n=${f%%:*}; rest=${f#*:}; r=${rest%:*}; truncate -s ${rest##*:} meta/$n
+      setfattr -n trusted.overlay.metacopy meta/$n; setfattr -n trusted.overlay.redirect -v $r meta/$n
+    done
+    echo plain > meta/plain
+    """
+
+  static let dataOnlyStacks = [
+    DataOnlyStack(label: "lowers only", options: ",metacopy=on", upper: false, changes: ""),
+    DataOnlyStack(label: "upper read through", options: ",metacopy=on,redirect_dir=on", upper: true,
+      changes: "cat f1 g sub/f2 sub/f3 >/dev/null"),
+    DataOnlyStack(label: "upper changed", options: ",metacopy=on,redirect_dir=on", upper: true,
+      changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x"),
+    DataOnlyStack(label: "upper changed, index=on", options: ",metacopy=on,redirect_dir=on,index=on", upper: true,
+      changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x"),
+  ]
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: dataOnlyStacks)
+  func dataOnlyStacksAreClean(_ s: DataOnlyStack) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let lowers = "lowerdir=\(dir.path)/meta::\(dir.path)/data1::\(dir.path)/data2"
+    let stack = lowers + (s.upper ? ",upperdir=\(dir.path)/u,workdir=\(dir.path)/w" : "") + s.options
+    var script = Self.dataOnlyLayers
+    if !s.changes.isEmpty {
+      script += "\nmount -t overlay overlay -o '\(stack)' m; (cd m; \(s.changes)); umount m\n"
+      // The chmods must have been metadata-only copy-ups.
+      if s.changes.contains("chmod") { script += "getfattr -n trusted.overlay.metacopy u/f1 u/sub/f2 >/dev/null\n" }
+    }
+    let made = sh(script, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let checked = Harness.run([fsck, "-o", stack, "-n", "-v"])
+    #expect(checked.status == 0, "-n: \(checked.out)\(checked.stderr)")
+    let before = dump(dir)
+    let preened = Harness.run([fsck, "-o", stack, "-p"])
+    #expect(preened.status == 0, "-p: \(preened.out)\(preened.stderr)")
+    #expect(dump(dir) == before, "-p changed a kernel-made stack")
+    Harness.compare(Harness.ovltoolView(stack), Harness.kernelView(stack, in: dir), spec: s.label)
+  }
+
   /// fsck.overlay's use-after-free (redirects chaining through two layers) reported a false
   /// orphan whiteout and -p brought a deleted file back.
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"))
