@@ -71,6 +71,7 @@ import Testing
     var upper: Bool
     /// Shell run in the mount `m`; empty for none.
     var changes: String
+    var userxattr = false
     var testDescription: String { label }
   }
 
@@ -81,7 +82,7 @@ import Testing
     printf deeper > data2/objects/cd/f2; printf other > data2/objects/cd/f3
     for f in f1:/objects/ab/f1:3 sub/f2:/objects/cd/f2:6 g:/objects/cd/f3:5 sub/f3:/objects/cd/f3:5; do
       n=${f%%:*}; rest=${f#*:}; r=${rest%:*}; truncate -s ${rest##*:} meta/$n
-      setfattr -n trusted.overlay.metacopy meta/$n; setfattr -n trusted.overlay.redirect -v $r meta/$n
+      setfattr -n $NS.overlay.metacopy meta/$n; setfattr -n $NS.overlay.redirect -v $r meta/$n
     done
     echo plain > meta/plain
     """
@@ -94,6 +95,11 @@ import Testing
       changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x"),
     DataOnlyStack(label: "upper changed, index=on", options: ",metacopy=on,redirect_dir=on,index=on", upper: true,
       changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x"),
+    // userxattr refuses metacopy=on (copy-ups are full), but the kernel still follows the
+    // lower metacopy files into the data-only layers.
+    DataOnlyStack(label: "upper changed, userxattr", options: ",userxattr", upper: true,
+      changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x",
+      userxattr: true),
   ]
 
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: dataOnlyStacks)
@@ -103,11 +109,11 @@ import Testing
     let fsck = try FsckSupport.fsckOverlay(in: dir)
     let lowers = "lowerdir=\(dir.path)/meta::\(dir.path)/data1::\(dir.path)/data2"
     let stack = lowers + (s.upper ? ",upperdir=\(dir.path)/u,workdir=\(dir.path)/w" : "") + s.options
-    var script = Self.dataOnlyLayers
+    var script = "NS=\(s.userxattr ? "user" : "trusted")\n" + Self.dataOnlyLayers
     if !s.changes.isEmpty {
       script += "\nmount -t overlay overlay -o '\(stack)' m; (cd m; \(s.changes)); umount m\n"
       // The chmods must have been metadata-only copy-ups.
-      if s.changes.contains("chmod") { script += "getfattr -n trusted.overlay.metacopy u/f1 u/sub/f2 >/dev/null\n" }
+      if s.changes.contains("chmod") && !s.userxattr { script += "getfattr -n trusted.overlay.metacopy u/f1 u/sub/f2 >/dev/null\n" }
     }
     let made = sh(script, dir)
     try #require(made.status == 0, "\(made.stderr)")
