@@ -126,6 +126,67 @@ import Testing
     Harness.compare(Harness.ovltoolView(stack), Harness.kernelView(stack, in: dir), spec: s.label)
   }
 
+  /// Index entries renamed so that the name is no longer the hex of their origin: the
+  /// kernel's mount deletes such an entry (ESTALE), and the lower hard links of its inode
+  /// fall back to their old lower data as separate inodes. fsck puts each entry back under
+  /// its origin's name (exchanging two that swapped names); a second name of a valid entry
+  /// goes, as the kernel would remove it. After -y the kernel shows every file as before
+  /// the damage (data, inode numbers, link counts) and the index holds the same names.
+  struct IndexRename: Sendable, CustomTestStringConvertible {
+    var label: String
+    var options: String
+    var damage: String
+    var statuses: (check: Int32, yes: Int32)
+    var testDescription: String { label + options }
+  }
+
+  static let indexRenames: [IndexRename] = {
+    let renamed = "e=$(ls w/index | head -1); case $e in *c) n=${e%?}d;; *) n=${e%?}c;; esac; mv w/index/$e w/index/$n"
+    let swapped = "set -- $(ls w/index); mv w/index/$1 w/index/tmp; mv w/index/$2 w/index/$1; mv w/index/tmp w/index/$2"
+    let notHex = "e=$(ls w/index | head -1); mv w/index/$e w/index/foo"
+    let second = "e=$(ls w/index | head -1); case $e in *c) n=${e%?}d;; *) n=${e%?}c;; esac; ln w/index/$e w/index/$n"
+    return [",index=on", ",index=on,userxattr"].flatMap { options in
+      [
+        IndexRename(label: "renamed to a free name", options: options, damage: renamed, statuses: (4, 1)),
+        IndexRename(label: "two entries swapped", options: options, damage: swapped, statuses: (4, 1)),
+        IndexRename(label: "renamed to a name that is not hex", options: options, damage: notHex, statuses: (4, 1)),
+        IndexRename(label: "a second name of a valid entry", options: options, damage: second, statuses: (0, 1)),
+      ]
+    }
+  }()
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: indexRenames)
+  func misnamedIndexEntries(_ r: IndexRename) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let opts = "lowerdir=l1:l2,upperdir=u,workdir=w\(r.options)"
+    let view = """
+      mount -t overlay overlay -o '\(opts)' m || exit 3
+      for f in m/*; do stat -c '%i %h %n' $f; cat $f; done; umount m; ls w/index
+      """
+    let made = sh("""
+      set -e; mkdir -p l1 l2 u w m
+      echo hl > l2/hl1; ln l2/hl1 l2/hl2; ln l2/hl1 l2/hl3; echo ha > l2/ha1; ln l2/ha1 l2/ha2; echo solo > l2/solo
+      mount -t overlay overlay -o '\(opts)' m; echo w >> m/hl1; echo w >> m/ha2; echo s >> m/solo; umount m
+      [ $(ls w/index | wc -l) = 2 ]
+      """, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let before = sh(view, dir)
+    try #require(before.status == 0, "\(before.stderr)")
+    let damaged = sh(r.damage, dir)
+    try #require(damaged.status == 0, "\(damaged.stderr)")
+    let extra = ["-o", String(r.options.dropFirst())]
+    let checked = runFsck(fsck, dir, extra + ["-n"])
+    #expect(checked.status == r.statuses.check, "-n: \(checked.out)\(checked.stderr)")
+    let yes = runFsck(fsck, dir, extra + ["-y"])
+    #expect(yes.status == r.statuses.yes, "-y: \(yes.out)\(yes.stderr)")
+    let again = runFsck(fsck, dir, extra + ["-n"])
+    #expect(again.status == 0 && again.out.isEmpty, "second run: \(again.out)\(again.stderr)")
+    let after = sh(view, dir)
+    #expect(after.status == 0 && after.out == before.out, "before:\n\(before.out)\nafter:\n\(after.out)\(after.stderr)")
+  }
+
   /// fsck.overlay's use-after-free (redirects chaining through two layers) reported a false
   /// orphan whiteout and -p brought a deleted file back.
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"))
