@@ -52,7 +52,13 @@ extension Checker {
       return
     }
     let nameBytes = Hex.decode(name) ?? []
-    guard let origin = e.xattrs[.origin] else {
+    // `ovl_get_fh` takes an origin that is empty, malformed or of an unknown version as
+    // none: `ovl_verify_index` then fails with ENODATA as for a missing one.
+    let origin = e.xattrs[.origin].flatMap { value -> [UInt8]? in
+      guard case .handle? = try? FileHandle.decode(value) else { return nil }
+      return value
+    }
+    guard let origin else {
       if ns == .user && e.status.type != .regular {
         // user.* xattrs cannot be set on symlinks and devices: the kernel links such an
         // object into the index with index=on,userxattr, and then refuses to mount. The
@@ -65,7 +71,9 @@ extension Checker {
       // The entry is the upper inode itself; its origin is its name.
       let attribute = ns.name(.origin)
       report.found("index-without-origin", layer: -1, name: workName, path: shown,
-        problem: "index entry without origin: index=on mounts fail (ENODATA)",
+        problem: e.xattrs[.origin] == nil
+          ? "index entry without origin: index=on mounts fail (ENODATA)"
+          : "index entry whose origin is not a handle this kernel can use: index=on mounts fail (ENODATA)",
         action: "set origin from the entry's name", policy: .safe, at: RepairTarget(dir: index, name: name, expected: e.status.id)
       ) { () throws(OvlError) in
         try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, nameBytes) }

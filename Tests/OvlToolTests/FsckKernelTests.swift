@@ -130,7 +130,8 @@ import Testing
   /// kernel's mount deletes such an entry (ESTALE), and the lower hard links of its inode
   /// fall back to their old lower data as separate inodes. fsck puts each entry back under
   /// its origin's name (exchanging two that swapped names); a second name of a valid entry
-  /// goes, as the kernel would remove it. After -y the kernel shows every file as before
+  /// goes, as the kernel would remove it; an origin the kernel cannot read (ENODATA at
+  /// mount) comes back from the name. After -y the kernel shows every file as before
   /// the damage (data, inode numbers, link counts) and the index holds the same names.
   struct IndexRename: Sendable, CustomTestStringConvertible {
     var label: String
@@ -145,12 +146,15 @@ import Testing
     let swapped = "set -- $(ls w/index); mv w/index/$1 w/index/tmp; mv w/index/$2 w/index/$1; mv w/index/tmp w/index/$2"
     let notHex = "e=$(ls w/index | head -1); mv w/index/$e w/index/foo"
     let second = "e=$(ls w/index | head -1); case $e in *c) n=${e%?}d;; *) n=${e%?}c;; esac; ln w/index/$e w/index/$n"
+    let malformed = "e=$(ls w/index | head -1); setfattr -n $NS.overlay.origin -v 0x0102 w/index/$e"
     return [",index=on", ",index=on,userxattr"].flatMap { options in
       [
         IndexRename(label: "renamed to a free name", options: options, damage: renamed, statuses: (4, 1)),
         IndexRename(label: "two entries swapped", options: options, damage: swapped, statuses: (4, 1)),
         IndexRename(label: "renamed to a name that is not hex", options: options, damage: notHex, statuses: (4, 1)),
         IndexRename(label: "a second name of a valid entry", options: options, damage: second, statuses: (0, 1)),
+        // ENODATA at mount; the origin comes back from the name (not removed from the inode).
+        IndexRename(label: "origin made malformed", options: options, damage: malformed, statuses: (4, 1)),
       ]
     }
   }()
@@ -174,7 +178,7 @@ import Testing
     try #require(made.status == 0, "\(made.stderr)")
     let before = sh(view, dir)
     try #require(before.status == 0, "\(before.stderr)")
-    let damaged = sh(r.damage, dir)
+    let damaged = sh("NS=\(r.options.contains("userxattr") ? "user" : "trusted")\n" + r.damage, dir)
     try #require(damaged.status == 0, "\(damaged.stderr)")
     let extra = ["-o", String(r.options.dropFirst())]
     let checked = runFsck(fsck, dir, extra + ["-n"])
