@@ -29,7 +29,7 @@ import Testing
     Case(check: "aufs-whiteout", setup: "touch u/.wh.gone", statuses: (0, 0, 0)),
     Case(check: "unmarked-xattr-whiteout", setup: "touch l2/f; : > l/f; setfattr -n trusted.overlay.whiteout -v '' l/f", lower: "l:l2",
       statuses: (0, 0, 0)),
-    Case(check: "upper-xattr-whiteout", setup: "touch l/f; : > u/f; setfattr -n trusted.overlay.whiteout -v '' u/f", statuses: (0, 1, 0)),
+    Case(check: "upper-xattr-whiteout", setup: "touch l/f; : > u/f; setfattr -n trusted.overlay.whiteout -v '' u/f", statuses: (4, 1, 0)),
     // An origin of another lower inode, which no longer exists: the kernel deletes the entry.
     Case(check: "index-entry", setup: "mkdir w/index; touch w/index/\(handle); setfattr -n trusted.overlay.origin -v 0x\(handle.dropLast(2))00 w/index/\(handle)",
       options: "index=on", statuses: (0, 1, 0)),

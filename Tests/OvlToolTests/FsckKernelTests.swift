@@ -191,6 +191,46 @@ import Testing
     #expect(after.status == 0 && after.out == before.out, "before:\n\(before.out)\nafter:\n\(after.out)\(after.stderr)")
   }
 
+  /// A whiteout the kernel made in a merged dir, replaced by an xattr whiteout (as an image
+  /// builder writes them): lookup still hides the lower file but readdir lists it, in the
+  /// upper layer whatever the dir's `opaque` says (`x` included), unless the dir is impure.
+  /// After -y (a char 0/0 whiteout again) the
+  /// kernel shows what it showed before the damage, and the dir keeps its xattrs.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: [("", false), ("", true), (",userxattr", false)])
+  func upperXattrWhiteoutInAMergedDir(_ options: String, _ markedX: Bool) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("OPTS='\(options)'\n" + Self.kernelMade + "\n[ -c u/x/z ]", dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let stack = "lowerdir=\(dir.path)/l1:\(dir.path)/l2,upperdir=\(dir.path)/u,workdir=\(dir.path)/w\(options)"
+    // Dir mtimes change with the damage and the repair; the rest must not.
+    func view() -> [String]? {
+      Harness.kernelView(stack, in: dir).lines?.map { $0.replacingOccurrences(of: #""mtime":[0-9]+,"#, with: "", options: .regularExpression) }
+    }
+    let ns = options.isEmpty ? "trusted" : "user"
+    let xattrs = "getfattr -h -d -e hex -m - u/x 2>/dev/null"
+    let before = view()
+    let mark = markedX ? "setfattr -n \(ns).overlay.opaque -v x u/x; " : ""
+    let damaged = sh(mark + "rm u/x/z; : > u/x/z; setfattr -n \(ns).overlay.whiteout -v '' u/x/z; [ -z \"$(getfattr -h --only-values -n \(ns).overlay.impure u/x 2>/dev/null)\" ]", dir)
+    try #require(damaged.status == 0, "\(damaged.stderr)")
+    let dirXattrs = sh(xattrs, dir).out
+    let broken = sh("mount -t overlay overlay -o '\(stack)' m; ls m/x; umount m", dir)
+    #expect(broken.out.split(separator: "\n").contains("z"), "readdir did not list the xattr whiteout: \(broken.out)")
+    let extra = options.isEmpty ? [] : ["-o", String(options.dropFirst())]
+    let checked = runFsck(fsck, dir, extra + ["-n"])
+    #expect(checked.status == 4, "-n: \(checked.out)\(checked.stderr)")
+    let yes = runFsck(fsck, dir, extra + ["-y"])
+    #expect(yes.status == 1, "-y: \(yes.out)\(yes.stderr)")
+    let again = runFsck(fsck, dir, extra + ["-n"])
+    #expect(again.status == 0 && again.out.isEmpty, "second run: \(again.out)\(again.stderr)")
+    #expect(sh("[ -c u/x/z ] && [ \"$(stat -c %t:%T u/x/z)\" = 0:0 ]", dir).status == 0, "not a char 0/0 whiteout")
+    #expect(sh(xattrs, dir).out == dirXattrs, "the dir's xattrs changed")
+    let after = view()
+    #expect(before != nil && after == before, "before:\n\(before ?? [])\nafter:\n\(after ?? [])")
+    Harness.compare(Harness.ovltoolView(stack), Harness.kernelView(stack, in: dir), spec: "after repair")
+  }
+
   /// fsck.overlay's use-after-free (redirects chaining through two layers) reported a false
   /// orphan whiteout and -p brought a deleted file back.
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"))
@@ -266,8 +306,13 @@ import Testing
     Damage(label: "xattr whiteout in a dir that does not merge (broken ls)", options: "",
       damage: "mkdir u/pure; : > u/pure/gone; setfattr -n trusted.overlay.whiteout -v '' u/pure/gone",
       probe: "ls -l m/pure", statuses: (4, 1, 0)),
-    Damage(label: "xattr whiteout hiding a lower file", options: "",
+    // The upper root is impure: readdir looks the name up and drops it (a warning; a dir
+    // that is not impure lists it: upperXattrWhiteoutInAMergedDir).
+    Damage(label: "xattr whiteout hiding a lower file in an impure dir", options: "",
       damage: "rm u/file; : > u/file; setfattr -n trusted.overlay.whiteout -v '' u/file",
+      probe: nil, statuses: (0, 1, 0)),
+    Damage(label: "xattr whiteout hiding a lower file in an impure dir, userxattr", options: ",userxattr",
+      damage: "rm u/file; : > u/file; setfattr -n user.overlay.whiteout -v '' u/file",
       probe: nil, statuses: (0, 1, 0)),
     Damage(label: "malformed origin (logged, ignored)", options: "",
       damage: "setfattr -n trusted.overlay.origin -v 0x0102 u/file", probe: nil, statuses: (4, 1, 0)),
