@@ -147,7 +147,7 @@ import Testing
     let notHex = "e=$(ls w/index | head -1); mv w/index/$e w/index/foo"
     let second = "e=$(ls w/index | head -1); case $e in *c) n=${e%?}d;; *) n=${e%?}c;; esac; ln w/index/$e w/index/$n"
     let malformed = "e=$(ls w/index | head -1); setfattr -n $NS.overlay.origin -v 0x0102 w/index/$e"
-    return [",index=on", ",index=on,userxattr"].flatMap { options in
+    return [",index=on", ",index=on,userxattr", ",index=on,nfs_export=on"].flatMap { options in
       [
         IndexRename(label: "renamed to a free name", options: options, damage: renamed, statuses: (4, 1)),
         IndexRename(label: "two entries swapped", options: options, damage: swapped, statuses: (4, 1)),
@@ -173,7 +173,7 @@ import Testing
       set -e; mkdir -p l1 l2 u w m
       echo hl > l2/hl1; ln l2/hl1 l2/hl2; ln l2/hl1 l2/hl3; echo ha > l2/ha1; ln l2/ha1 l2/ha2; echo solo > l2/solo
       mount -t overlay overlay -o '\(opts)' m; echo w >> m/hl1; echo w >> m/ha2; echo s >> m/solo; umount m
-      [ $(ls w/index | wc -l) = 2 ]
+      [ $(ls w/index | wc -l) -ge 2 ]
       """, dir)
     try #require(made.status == 0, "\(made.stderr)")
     let before = sh(view, dir)
