@@ -194,8 +194,8 @@ import Testing
   /// A whiteout the kernel made in a merged dir, replaced by an xattr whiteout (as an image
   /// builder writes them): lookup still hides the lower file but readdir lists it, in the
   /// upper layer whatever the dir's `opaque` says (`x` included), unless the dir is impure.
-  /// After -y (a char 0/0 whiteout again) the
-  /// kernel shows what it showed before the damage, and the dir keeps its xattrs.
+  /// After -y (a char 0/0 whiteout again) the kernel shows what it showed before the
+  /// damage, and the dir keeps its xattrs.
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: [("", false), ("", true), (",userxattr", false)])
   func upperXattrWhiteoutInAMergedDir(_ options: String, _ markedX: Bool) throws {
     if Harness.requireKernel { Harness.requireKernelOrFail() }
