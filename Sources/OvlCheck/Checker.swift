@@ -60,8 +60,6 @@ struct Below {
   /// The first object found: its layer and path (for duplicate-redirect detection).
   var firstLayer: Int?
   var firstPath: [UInt8] = []
-  /// Whether the object found is a regular file carrying `metacopy` (data is further down).
-  var firstIsMetacopy = false
 }
 
 /// The offline checker: walks every layer as the kernel would see it and reports each
@@ -210,7 +208,7 @@ public final class Checker {
   ///
   /// Without `mergedDirs` it stops at the first object found (what most checks need) and
   /// opens nothing for it; with it, it opens every dir that merges, for the walk.
-  func lookupBelow(_ start: LookupName, below layer: Int, parentBelow: [LayerDir], followMetacopy: Bool = false, mergedDirs: Bool = false) -> Below {
+  func lookupBelow(_ start: LookupName, below layer: Int, parentBelow: [LayerDir], mergedDirs: Bool = false) -> Below {
     var result = Below()
     var name = start
     var stop = false
@@ -247,17 +245,6 @@ public final class Checker {
             result.kind = .other(e.status.type)
             result.firstLayer = k
             result.firstPath = Self.join(base.path, component)
-            result.firstIsMetacopy = e.xattrs[.metacopy] != nil
-            if followMetacopy && e.status.type == .regular && result.firstIsMetacopy {
-              // Data lives further down: keep looking, possibly at the file's redirect
-              // (`ovl_lookup_single` sets d->stop = !metacopy here, overriding an opaque
-              // ancestor's stop).
-              stop = false
-              stopAfter = false
-              result.kind = .absent
-              result.firstLayer = nil
-              if let r = e.xattrs[.redirect], let redirect = try? Redirect(value: r) { nextName = nextName.rewritten(by: redirect, post: []) }
-            }
           }
           break
         }

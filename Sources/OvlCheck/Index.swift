@@ -8,83 +8,164 @@ import OvlSystem
 extension Checker {
   func checkIndex() {
     guard let workRoot = stack.workRoot, let index = try? open(Array("index".utf8), in: workRoot) else { return }
-    let base = (options.workDir ?? "") + "/index/"
+    var checked: Set<[UInt8]> = []
     for raw in (try? names(of: index)) ?? [] where raw.name.first != UInt8(ascii: "#") {
       report.count("index entries")
-      let shown = "/index/" + Self.text(raw.name)
-      let decoded: FileHandle.Decoded
-      do {
-        decoded = try FileHandle.decode(indexName: raw.name)
-      } catch {
-        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
-          problem: "index entry name is not a hex file handle: index=on mounts fail (EINVAL)", severity: .error)
-        continue
+      checkIndexEntry(raw.name, in: index, checked: &checked)
+    }
+  }
+
+  /// One entry of the index dir. `checked` holds the names already checked in this run: a
+  /// repair that exchanges two entries has the other one checked right away.
+  func checkIndexEntry(_ name: [UInt8], in index: LayerDir, checked: inout Set<[UInt8]>) {
+    guard checked.insert(name).inserted else { return }
+    let base = (options.workDir ?? "") + "/index/"
+    let shown = "/index/" + Self.text(name)
+    guard let e = try? entry(name, in: index) else { return }
+    let decoded: FileHandle.Decoded
+    do {
+      decoded = try FileHandle.decode(indexName: name)
+    } catch {
+      if misnamedIndexEntry(e, in: index, shown: shown, base: base, checked: &checked) { return }
+      removeIndexEntry(name, in: index, shown: shown, base: base,
+        problem: "index entry name is not a hex file handle: index=on mounts fail (EINVAL)", severity: .error)
+      return
+    }
+    guard case .handle = decoded else {
+      removeIndexEntry(name, in: index, shown: shown, base: base,
+        problem: "index entry name is a handle of an unknown version or byte order: index=on mounts fail (ENODATA)", severity: .error)
+      return
+    }
+    if e.isWhiteout {
+      // A whiteout index (nfs_export): a lower object deleted in the overlay.
+      indexWhiteouts.insert(name)
+      return
+    }
+    if e.isDirectory {
+      // nfs_export: a dir entry points at its upper dir; without `upper` the mount fails.
+      if let upper = e.xattrs[.upper] {
+        checkDirectoryIndexUpper(upper, name: name, in: index, shown: shown, base: base)
+      } else {
+        removeIndexEntry(name, in: index, shown: shown, base: base,
+          problem: "directory index entry without an upper xattr: nfs_export=on mounts fail (ENODATA)", severity: .error)
       }
-      guard case .handle = decoded else {
-        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
-          problem: "index entry name is a handle of an unknown version or byte order: index=on mounts fail (ENODATA)", severity: .error)
-        continue
+      return
+    }
+    let nameBytes = Hex.decode(name) ?? []
+    // `ovl_get_fh` takes an origin that is empty, malformed or of an unknown version as
+    // none: `ovl_verify_index` then fails with ENODATA as for a missing one.
+    let origin = e.xattrs[.origin].flatMap { value -> [UInt8]? in
+      guard case .handle? = try? FileHandle.decode(value) else { return nil }
+      return value
+    }
+    guard let origin else {
+      if ns == .user && e.status.type != .regular {
+        // user.* xattrs cannot be set on symlinks and devices: the kernel links such an
+        // object into the index with index=on,userxattr, and then refuses to mount. The
+        // entry can only go (lower hard links of it then show as separate inodes).
+        removeIndexEntry(name, in: index, shown: shown, base: base,
+          problem: "index entry of a \(e.status.type.rawValue) without origin (user xattrs cannot be set on it): index=on mounts fail (ENODATA)",
+          severity: .error)
+        return
       }
-      guard let e = try? entry(raw.name, in: index) else { continue }
-      if e.isWhiteout {
-        // A whiteout index (nfs_export): a lower object deleted in the overlay.
-        indexWhiteouts.insert(raw.name)
-        continue
+      // The entry is the upper inode itself; its origin is its name.
+      let attribute = ns.name(.origin)
+      report.found("index-without-origin", layer: -1, name: workName, path: shown,
+        problem: e.xattrs[.origin] == nil
+          ? "index entry without origin: index=on mounts fail (ENODATA)"
+          : "index entry whose origin is not a handle this kernel can use: index=on mounts fail (ENODATA)",
+        action: "set origin from the entry's name", policy: .safe, at: RepairTarget(dir: index, name: name, expected: e.status.id)
+      ) { () throws(OvlError) in
+        try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, nameBytes) }
       }
-      if e.isDirectory {
-        // nfs_export: a dir entry points at its upper dir; without `upper` the mount fails.
-        if let upper = e.xattrs[.upper] {
-          checkDirectoryIndexUpper(upper, name: raw.name, in: index, shown: shown, base: base)
-        } else {
-          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
-            problem: "directory index entry without an upper xattr: nfs_export=on mounts fail (ENODATA)", severity: .error)
-        }
-        continue
-      }
-      let nameBytes = Hex.decode(raw.name) ?? []
-      guard let origin = e.xattrs[.origin] else {
-        if ns == .user && e.status.type != .regular {
-          // user.* xattrs cannot be set on symlinks and devices: the kernel links such an
-          // object into the index with index=on,userxattr, and then refuses to mount. The
-          // entry can only go (lower hard links of it then show as separate inodes).
-          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
-            problem: "index entry of a \(e.status.type.rawValue) without origin (user xattrs cannot be set on it): index=on mounts fail (ENODATA)",
-            severity: .error)
-          continue
-        }
-        // The entry is the upper inode itself; its origin is its name.
-        let attribute = ns.name(.origin)
-        let name = raw.name
-        report.found("index-without-origin", layer: -1, name: workName, path: shown,
-          problem: "index entry without origin: index=on mounts fail (ENODATA)",
-          action: "set origin from the entry's name", policy: .safe, at: RepairTarget(dir: index, name: name, expected: e.status.id)
-        ) { () throws(OvlError) in
-          try step("setxattr", base + Self.text(name)) { () throws(Errno) in try index.fd.setXattr(name, attribute, nameBytes) }
-        }
-        continue
-      }
-      if Array(origin.prefix(nameBytes.count)) != nameBytes {
-        removeIndexEntry(raw.name, in: index, shown: shown, base: base,
+      return
+    }
+    if Array(origin.prefix(nameBytes.count)) != nameBytes {
+      if !misnamedIndexEntry(e, in: index, shown: shown, base: base, checked: &checked) {
+        removeIndexEntry(name, in: index, shown: shown, base: base,
           problem: "index entry whose origin is another handle than its name: the kernel deletes it at mount (ESTALE)", severity: .warning)
-        continue
       }
-      if let value = e.xattrs[.nlink] {
-        guard let nlink = NlinkXattr(value: value) else {
-          report.found("invalid-nlink", layer: -1, name: workName, path: shown,
-            problem: "nlink \"\(String(decoding: value, as: UTF8.self))\" is not U/L, a sign and a number: the kernel counts links without it",
-            action: nil, policy: .none, severity: .warning)
-          continue
-        }
-        // With no upper alias left (st_nlink 1) and an upper-based count that reaches 0,
-        // the entry is an orphan the kernel removes (or whites out with nfs_export).
-        if e.status.links == 1, nlink.base == .upper, nlink.overlayLinks(baseLinks: 1) == nil {
-          removeIndexEntry(raw.name, in: index, shown: shown, base: base,
-            problem: "orphan index entry (no upper name left, nlink \(nlink)): the kernel removes it at mount", severity: .warning)
-        } else if e.status.links > 1 {
-          checkIndexNlink(nlink, e, origin: origin, in: index, shown: shown, base: base)
-        }
+      return
+    }
+    if let value = e.xattrs[.nlink] {
+      guard let nlink = NlinkXattr(value: value) else {
+        report.found("invalid-nlink", layer: -1, name: workName, path: shown,
+          problem: "nlink \"\(String(decoding: value, as: UTF8.self))\" is not U/L, a sign and a number: the kernel counts links without it",
+          action: nil, policy: .none, severity: .warning)
+        return
+      }
+      // With no upper alias left (st_nlink 1) and an upper-based count that reaches 0,
+      // the entry is an orphan the kernel removes (or whites out with nfs_export).
+      if e.status.links == 1, nlink.base == .upper, nlink.overlayLinks(baseLinks: 1) == nil {
+        removeIndexEntry(name, in: index, shown: shown, base: base,
+          problem: "orphan index entry (no upper name left, nlink \(nlink)): the kernel removes it at mount", severity: .warning)
+      } else if e.status.links > 1 {
+        checkIndexNlink(nlink, e, origin: origin, in: index, shown: shown, base: base)
       }
     }
+  }
+
+  /// A non-dir entry whose name is not the hex of its `origin` (renamed by hand or by a
+  /// tool): `ovl_verify_index` fails with ESTALE and the mount deletes it, after which the
+  /// lower hard links of its inode no longer find their copied-up inode (`ovl_lookup_index`
+  /// looks the entry up by the origin's name): they show the old lower data as separate
+  /// inodes. The kernel names an entry `ovl_get_index_name(origin)`, so the entry goes back
+  /// to that name if it is free (the inode, its data and its links stay as they are), or is
+  /// exchanged with an entry there that is misnamed too. If a valid entry already holds the
+  /// name, it is the one the kernel uses, and this one goes as the kernel's mount would
+  /// remove it. Returns false when the entry is not such a case (no decodable origin,
+  /// or an origin whose lower inode is gone or of another type: the kernel's removal
+  /// loses nothing then).
+  func misnamedIndexEntry(_ e: Entry, in index: LayerDir, shown: String, base: String, checked: inout Set<[UInt8]>) -> Bool {
+    guard !e.isDirectory, !e.isWhiteout, let origin = e.xattrs[.origin],
+      case .handle(let handle)? = try? FileHandle.decode(origin)
+    else { return false }
+    switch resolveOrigin(handle) {
+    case .stale: return false
+    case .found(let lower) where lower.type != e.status.type: return false
+    default: break
+    }
+    let name = e.name
+    let right = handle.indexName
+    let rightShown = "/index/" + Self.text(right)
+    let occupant: Entry?
+    do {
+      occupant = try entry(right, in: index)
+    } catch {
+      report.operational(error.description)
+      return true
+    }
+    guard let occupant else {
+      report.found("misnamed-index-entry", layer: -1, name: workName, path: shown,
+        problem: "index entry not named after its origin: the kernel deletes it at mount (ESTALE), and the lower hard links of its inode then show their old lower data",
+        action: "rename it to \(rightShown)", policy: .safe, at: RepairTarget(dir: index, name: name, expected: e.status.id)
+      ) { () throws(OvlError) in
+        try step("renameat2", base + Self.text(name)) { () throws(Errno) in try index.fd.rename(name, to: right, in: index.fd, flags: .noReplace) }
+      }
+      return true
+    }
+    let handleBytes = handle.bytes
+    guard !occupant.isDirectory, !occupant.isWhiteout, let occupantOrigin = occupant.xattrs[.origin],
+      Array(occupantOrigin.prefix(handleBytes.count)) != handleBytes
+    else {
+      removeIndexEntry(name, in: index, shown: shown, base: base,
+        problem: "index entry not named after its origin, whose name \(rightShown) another entry holds: the kernel deletes this one at mount (ESTALE)",
+        severity: .warning)
+      return true
+    }
+    let exchanged = report.found("misnamed-index-entry", layer: -1, name: workName, path: shown,
+      problem: "index entry not named after its origin, whose name \(rightShown) holds another misnamed entry: the kernel deletes both at mount (ESTALE), and the lower hard links of their inodes then show their old lower data",
+      action: "exchange it with \(rightShown)", policy: .safe, at: RepairTarget(dir: index, name: name, expected: e.status.id)
+    ) { () throws(OvlError) in
+      try step("renameat2", base + Self.text(name)) { () throws(Errno) in try index.fd.rename(name, to: right, in: index.fd, flags: .exchange) }
+    }
+    if exchanged {
+      // This entry is right now; the one that came here is checked under its new name.
+      checked.insert(right)
+      checked.remove(name)
+      checkIndexEntry(name, in: index, checked: &checked)
+    }
+    return true
   }
 
   func removeIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String, problem: String, severity: Severity) {

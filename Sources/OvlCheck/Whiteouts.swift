@@ -26,11 +26,14 @@ extension Checker {
     }
   }
 
-  /// Xattr whiteouts. In the upper layer lookup treats one as a whiteout, but readdir of a
-  /// dir that does not merge lists it (the kernel filters them only while merging, or in
-  /// lower dirs marked `opaque=x`), so `ls` shows a broken entry. One that hides nothing is
+  /// Xattr whiteouts. In the upper layer lookup treats one as a whiteout, but readdir lists
+  /// it (the kernel filters xattr whiteouts only in lower dirs marked `opaque=x`;
+  /// `ovl_lookup_single` ignores an `x` on an upper dir, and a marked lower dir does not
+  /// make the upper's filtered: both seen on 6.18), so `ls` shows a name that cannot be
+  /// opened, merged dir or not. One that hides nothing is
   /// removed; one that hides a lower object is replaced by the kernel's form, a char 0/0
-  /// device built in the work dir and renamed over it.
+  /// device built in the work dir and renamed over it: the name stays hidden, and readdir
+  /// drops it as it drops every upper whiteout of a merged dir.
   func checkXattrWhiteout(_ e: Entry, in context: DirContext, layer: Int) {
     let dir = context.dir
     let name = e.name
@@ -54,9 +57,16 @@ extension Checker {
         policy: .none, severity: .warning)
       return
     }
+    // Readdir drops it only where it looks each upper name up for its inode number
+    // (`ovl_calc_d_ino`, `ovl_cache_update`: xino across filesystems, or an impure dir with
+    // every layer on one) and the lookup comes back negative.
+    let impure = Impure.isSet(try? entry([0x2E], in: dir)?.xattrs[.impure])
+    let listed = !(stack.xinoTranslates || (stack.sameFilesystem && impure))
     report.found("upper-xattr-whiteout", layer: layer, name: layerName(layer), path: Self.text(path),
-      problem: "xattr whiteout in the upper layer (only image builders write them; the kernel writes char 0/0 whiteouts)",
-      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: .warning,
+      problem: listed
+        ? "xattr whiteout in the upper layer: lookup hides the lower object, but readdir lists the name (a broken entry; the kernel writes char 0/0 whiteouts, and filters xattr ones only in lower dirs marked opaque=x)"
+        : "xattr whiteout in the upper layer (the kernel writes char 0/0 whiteouts): readdir drops it only while the dir is impure",
+      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: listed ? .error : .warning,
       at: RepairTarget(dir: dir, name: name, expected: e.status.id)
     ) { () throws(OvlError) in
       let temp = try self.workDirectory()

@@ -143,9 +143,9 @@ public final class Stack {
   }
 
   /// All layers on one filesystem: the kernel then translates inode numbers in readdir.
-  let sameFilesystem: Bool
+  public let sameFilesystem: Bool
   /// xino maps inode numbers of several filesystems into one (xino=on|auto across them).
-  var xinoTranslates: Bool { !sameFilesystem && options.xino != .off }
+  public var xinoTranslates: Bool { !sameFilesystem && options.xino != .off }
 
   /// Uses `dir` as the index dir from now on (a first write creates it, as a first mount).
   public func adoptIndexDirectory(_ dir: LayerDir) {

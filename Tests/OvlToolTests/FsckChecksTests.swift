@@ -29,9 +29,13 @@ import Testing
     Case(check: "aufs-whiteout", setup: "touch u/.wh.gone", statuses: (0, 0, 0)),
     Case(check: "unmarked-xattr-whiteout", setup: "touch l2/f; : > l/f; setfattr -n trusted.overlay.whiteout -v '' l/f", lower: "l:l2",
       statuses: (0, 0, 0)),
-    Case(check: "upper-xattr-whiteout", setup: "touch l/f; : > u/f; setfattr -n trusted.overlay.whiteout -v '' u/f", statuses: (0, 1, 0)),
-    Case(check: "index-entry", setup: "mkdir w/index; touch w/index/\(handle); setfattr -n trusted.overlay.origin -v 0x00fb1d0001 w/index/\(handle)",
+    Case(check: "upper-xattr-whiteout", setup: "touch l/f; : > u/f; setfattr -n trusted.overlay.whiteout -v '' u/f", statuses: (4, 1, 0)),
+    // An origin of another lower inode, which no longer exists: the kernel deletes the entry.
+    Case(check: "index-entry", setup: "mkdir w/index; touch w/index/\(handle); setfattr -n trusted.overlay.origin -v 0x\(handle.dropLast(2))00 w/index/\(handle)",
       options: "index=on", statuses: (0, 1, 0)),
+    // A truncated origin reads as none (`ovl_get_fh`): the mount fails with ENODATA.
+    Case(check: "index-without-origin", setup: "mkdir w/index; touch w/index/\(handle); setfattr -n trusted.overlay.origin -v 0x00fb1d0001 w/index/\(handle)",
+      options: "index=on", statuses: (4, 1, 0)),
     Case(check: "index-entry", setup: "mkdir -p w/index/\(handle)", options: "index=on,nfs_export=on", statuses: (4, 1, 0)),
     Case(check: "index-entry", setup: "mkdir w/index; touch w/index/\(handle); setfattr -n trusted.overlay.origin -v 0x\(handle) w/index/\(handle); setfattr -n trusted.overlay.nlink -v U-1 w/index/\(handle)",
       options: "index=on", statuses: (0, 1, 0)),

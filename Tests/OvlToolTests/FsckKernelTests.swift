@@ -60,6 +60,177 @@ import Testing
     #expect(dump(dir) == before, "-p changed a kernel-made stack (\(options))")
   }
 
+  /// composefs-style stacks: metacopy files in `meta` whose absolute redirects point into
+  /// data-only layers two levels deep (`meta::data1::data2`), without an upper, with an
+  /// upper the kernel only read through, and changed through a mount (metadata-only
+  /// copy-ups, a rename and a hard link of a metacopy file, a data copy-up from the deeper
+  /// data layer, a mkdir). fsck reported the copied-up metacopy files as lost data.
+  struct DataOnlyStack: Sendable, CustomTestStringConvertible {
+    var label: String
+    var options: String
+    var upper: Bool
+    /// Shell run in the mount `m`; empty for none.
+    var changes: String
+    var userxattr = false
+    var testDescription: String { label }
+  }
+
+  static let dataOnlyLayers = """
+    set -e
+    mkdir -p meta/sub data1/objects/ab data2/objects/cd data2/objects/ab u w m
+    printf abc > data1/objects/ab/f1; printf shadowed > data2/objects/ab/f1
+    printf deeper > data2/objects/cd/f2; printf other > data2/objects/cd/f3
+    for f in f1:/objects/ab/f1:3 sub/f2:/objects/cd/f2:6 g:/objects/cd/f3:5 sub/f3:/objects/cd/f3:5; do
+      n=${f%%:*}; rest=${f#*:}; r=${rest%:*}; truncate -s ${rest##*:} meta/$n
+      setfattr -n $NS.overlay.metacopy meta/$n; setfattr -n $NS.overlay.redirect -v $r meta/$n
+    done
+    echo plain > meta/plain
+    """
+
+  static let dataOnlyStacks = [
+    DataOnlyStack(label: "lowers only", options: ",metacopy=on", upper: false, changes: ""),
+    DataOnlyStack(label: "upper read through", options: ",metacopy=on,redirect_dir=on", upper: true,
+      changes: "cat f1 g sub/f2 sub/f3 >/dev/null"),
+    DataOnlyStack(label: "upper changed", options: ",metacopy=on,redirect_dir=on", upper: true,
+      changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x"),
+    DataOnlyStack(label: "upper changed, index=on", options: ",metacopy=on,redirect_dir=on,index=on", upper: true,
+      changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x"),
+    // userxattr refuses metacopy=on (copy-ups are full), but the kernel still follows the
+    // lower metacopy files into the data-only layers.
+    DataOnlyStack(label: "upper changed, userxattr", options: ",userxattr", upper: true,
+      changes: "chmod 600 f1; chmod 640 sub/f2; mv g g2; echo more >> sub/f3; ln f1 f1link; echo w >> plain; mkdir newdir; touch newdir/x",
+      userxattr: true),
+  ]
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: dataOnlyStacks)
+  func dataOnlyStacksAreClean(_ s: DataOnlyStack) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let lowers = "lowerdir=\(dir.path)/meta::\(dir.path)/data1::\(dir.path)/data2"
+    let stack = lowers + (s.upper ? ",upperdir=\(dir.path)/u,workdir=\(dir.path)/w" : "") + s.options
+    var script = "NS=\(s.userxattr ? "user" : "trusted")\n" + Self.dataOnlyLayers
+    if !s.changes.isEmpty {
+      script += "\nmount -t overlay overlay -o '\(stack)' m; (cd m; \(s.changes)); umount m\n"
+      // The chmods must have been metadata-only copy-ups.
+      if s.changes.contains("chmod") && !s.userxattr { script += "getfattr -n trusted.overlay.metacopy u/f1 u/sub/f2 >/dev/null\n" }
+    }
+    let made = sh(script, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let checked = Harness.run([fsck, "-o", stack, "-n", "-v"])
+    #expect(checked.status == 0, "-n: \(checked.out)\(checked.stderr)")
+    let before = dump(dir)
+    let preened = Harness.run([fsck, "-o", stack, "-p"])
+    #expect(preened.status == 0, "-p: \(preened.out)\(preened.stderr)")
+    #expect(dump(dir) == before, "-p changed a kernel-made stack")
+    Harness.compare(Harness.ovltoolView(stack), Harness.kernelView(stack, in: dir), spec: s.label)
+  }
+
+  /// Index entries renamed so that the name is no longer the hex of their origin: the
+  /// kernel's mount deletes such an entry (ESTALE), and the lower hard links of its inode
+  /// fall back to their old lower data as separate inodes. fsck puts each entry back under
+  /// its origin's name (exchanging two that swapped names); a second name of a valid entry
+  /// goes, as the kernel would remove it; an origin the kernel cannot read (ENODATA at
+  /// mount) comes back from the name. After -y the kernel shows every file as before
+  /// the damage (data, inode numbers, link counts) and the index holds the same names.
+  struct IndexRename: Sendable, CustomTestStringConvertible {
+    var label: String
+    var options: String
+    var damage: String
+    var statuses: (check: Int32, yes: Int32)
+    var testDescription: String { label + options }
+  }
+
+  static let indexRenames: [IndexRename] = {
+    let renamed = "e=$(ls w/index | head -1); case $e in *c) n=${e%?}d;; *) n=${e%?}c;; esac; mv w/index/$e w/index/$n"
+    let swapped = "set -- $(ls w/index); mv w/index/$1 w/index/tmp; mv w/index/$2 w/index/$1; mv w/index/tmp w/index/$2"
+    let notHex = "e=$(ls w/index | head -1); mv w/index/$e w/index/foo"
+    let second = "e=$(ls w/index | head -1); case $e in *c) n=${e%?}d;; *) n=${e%?}c;; esac; ln w/index/$e w/index/$n"
+    let malformed = "e=$(ls w/index | head -1); setfattr -n $NS.overlay.origin -v 0x0102 w/index/$e"
+    return [",index=on", ",index=on,userxattr", ",index=on,nfs_export=on"].flatMap { options in
+      [
+        IndexRename(label: "renamed to a free name", options: options, damage: renamed, statuses: (4, 1)),
+        IndexRename(label: "two entries swapped", options: options, damage: swapped, statuses: (4, 1)),
+        IndexRename(label: "renamed to a name that is not hex", options: options, damage: notHex, statuses: (4, 1)),
+        IndexRename(label: "a second name of a valid entry", options: options, damage: second, statuses: (0, 1)),
+        // ENODATA at mount; the origin comes back from the name (not removed from the inode).
+        IndexRename(label: "origin made malformed", options: options, damage: malformed, statuses: (4, 1)),
+      ]
+    }
+  }()
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: indexRenames)
+  func misnamedIndexEntries(_ r: IndexRename) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let opts = "lowerdir=l1:l2,upperdir=u,workdir=w\(r.options)"
+    let view = """
+      mount -t overlay overlay -o '\(opts)' m || exit 3
+      for f in m/*; do stat -c '%i %h %n' $f; cat $f; done; umount m; ls w/index
+      """
+    let made = sh("""
+      set -e; mkdir -p l1 l2 u w m
+      echo hl > l2/hl1; ln l2/hl1 l2/hl2; ln l2/hl1 l2/hl3; echo ha > l2/ha1; ln l2/ha1 l2/ha2; echo solo > l2/solo
+      mount -t overlay overlay -o '\(opts)' m; echo w >> m/hl1; echo w >> m/ha2; echo s >> m/solo; umount m
+      [ $(ls w/index | wc -l) -ge 2 ]
+      """, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let before = sh(view, dir)
+    try #require(before.status == 0, "\(before.stderr)")
+    let damaged = sh("NS=\(r.options.contains("userxattr") ? "user" : "trusted")\n" + r.damage, dir)
+    try #require(damaged.status == 0, "\(damaged.stderr)")
+    let extra = ["-o", String(r.options.dropFirst())]
+    let checked = runFsck(fsck, dir, extra + ["-n"])
+    #expect(checked.status == r.statuses.check, "-n: \(checked.out)\(checked.stderr)")
+    let yes = runFsck(fsck, dir, extra + ["-y"])
+    #expect(yes.status == r.statuses.yes, "-y: \(yes.out)\(yes.stderr)")
+    let again = runFsck(fsck, dir, extra + ["-n"])
+    #expect(again.status == 0 && again.out.isEmpty, "second run: \(again.out)\(again.stderr)")
+    let after = sh(view, dir)
+    #expect(after.status == 0 && after.out == before.out, "before:\n\(before.out)\nafter:\n\(after.out)\(after.stderr)")
+  }
+
+  /// A whiteout the kernel made in a merged dir, replaced by an xattr whiteout (as an image
+  /// builder writes them): lookup still hides the lower file but readdir lists it, in the
+  /// upper layer whatever the dir's `opaque` says (`x` included), unless the dir is impure.
+  /// After -y (a char 0/0 whiteout again) the kernel shows what it showed before the
+  /// damage, and the dir keeps its xattrs.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: [("", false), ("", true), (",userxattr", false)])
+  func upperXattrWhiteoutInAMergedDir(_ options: String, _ markedX: Bool) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("fsckk")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("OPTS='\(options)'\n" + Self.kernelMade + "\n[ -c u/x/z ]", dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let stack = "lowerdir=\(dir.path)/l1:\(dir.path)/l2,upperdir=\(dir.path)/u,workdir=\(dir.path)/w\(options)"
+    // Dir mtimes change with the damage and the repair; the rest must not.
+    func view() -> [String]? {
+      Harness.kernelView(stack, in: dir).lines?.map { $0.replacingOccurrences(of: #""mtime":[0-9]+,"#, with: "", options: .regularExpression) }
+    }
+    let ns = options.isEmpty ? "trusted" : "user"
+    let xattrs = "getfattr -h -d -e hex -m - u/x 2>/dev/null"
+    let before = view()
+    let mark = markedX ? "setfattr -n \(ns).overlay.opaque -v x u/x; " : ""
+    let damaged = sh(mark + "rm u/x/z; : > u/x/z; setfattr -n \(ns).overlay.whiteout -v '' u/x/z; [ -z \"$(getfattr -h --only-values -n \(ns).overlay.impure u/x 2>/dev/null)\" ]", dir)
+    try #require(damaged.status == 0, "\(damaged.stderr)")
+    let dirXattrs = sh(xattrs, dir).out
+    let broken = sh("mount -t overlay overlay -o '\(stack)' m; ls m/x; umount m", dir)
+    #expect(broken.out.split(separator: "\n").contains("z"), "readdir did not list the xattr whiteout: \(broken.out)")
+    let extra = options.isEmpty ? [] : ["-o", String(options.dropFirst())]
+    let checked = runFsck(fsck, dir, extra + ["-n"])
+    #expect(checked.status == 4, "-n: \(checked.out)\(checked.stderr)")
+    let yes = runFsck(fsck, dir, extra + ["-y"])
+    #expect(yes.status == 1, "-y: \(yes.out)\(yes.stderr)")
+    let again = runFsck(fsck, dir, extra + ["-n"])
+    #expect(again.status == 0 && again.out.isEmpty, "second run: \(again.out)\(again.stderr)")
+    #expect(sh("[ -c u/x/z ] && [ \"$(stat -c %t:%T u/x/z)\" = 0:0 ]", dir).status == 0, "not a char 0/0 whiteout")
+    #expect(sh(xattrs, dir).out == dirXattrs, "the dir's xattrs changed")
+    let after = view()
+    #expect(before != nil && after == before, "before:\n\(before ?? [])\nafter:\n\(after ?? [])")
+    Harness.compare(Harness.ovltoolView(stack), Harness.kernelView(stack, in: dir), spec: "after repair")
+  }
+
   /// fsck.overlay's use-after-free (redirects chaining through two layers) reported a false
   /// orphan whiteout and -p brought a deleted file back.
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"))
@@ -135,8 +306,13 @@ import Testing
     Damage(label: "xattr whiteout in a dir that does not merge (broken ls)", options: "",
       damage: "mkdir u/pure; : > u/pure/gone; setfattr -n trusted.overlay.whiteout -v '' u/pure/gone",
       probe: "ls -l m/pure", statuses: (4, 1, 0)),
-    Damage(label: "xattr whiteout hiding a lower file", options: "",
+    // The upper root is impure: readdir looks the name up and drops it (a warning; a dir
+    // that is not impure lists it: upperXattrWhiteoutInAMergedDir).
+    Damage(label: "xattr whiteout hiding a lower file in an impure dir", options: "",
       damage: "rm u/file; : > u/file; setfattr -n trusted.overlay.whiteout -v '' u/file",
+      probe: nil, statuses: (0, 1, 0)),
+    Damage(label: "xattr whiteout hiding a lower file in an impure dir, userxattr", options: ",userxattr",
+      damage: "rm u/file; : > u/file; setfattr -n user.overlay.whiteout -v '' u/file",
       probe: nil, statuses: (0, 1, 0)),
     Damage(label: "malformed origin (logged, ignored)", options: "",
       damage: "setfattr -n trusted.overlay.origin -v 0x0102 u/file", probe: nil, statuses: (4, 1, 0)),

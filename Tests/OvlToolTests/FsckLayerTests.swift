@@ -119,6 +119,42 @@ import Testing
     #expect(gone.status == 4 && gone.out.contains("/f"), "\(gone.out)\(gone.stderr)")
   }
 
+  /// Where the kernel looks for a metacopy file's data in data-only layers (`ovl_lookup`:
+  /// only after a lower metacopy, and only if the last redirect it read on the way was
+  /// absolute; a plain dir walked in a regular lower resets that, an opaque dir, a file, a
+  /// whiteout or a symlink on the way do not). Each case as the kernel reads it, fsck -n
+  /// agreeing (0 where it reads the data, 4 where it fails with EIO), and ovltool's cat too.
+  static let dataLookups: [(label: String, setup: String, reads: Bool)] = [
+    ("upper metacopy redirected straight into the data layer",
+     "mkdir -p u/x; truncate -s 3 u/h; setfattr -n trusted.overlay.metacopy u/h; setfattr -n trusted.overlay.redirect -v /objects/f u/h", false),
+    ("a plain dir of a lower regular layer on the absolute path", "mkdir -p l2/objects", false),
+    ("an opaque dir of a lower regular layer on the absolute path", "mkdir -p l2/objects; setfattr -n trusted.overlay.opaque -v y l2/objects", true),
+    ("a file of a lower regular layer on the absolute path", "touch l2/objects", true),
+    ("a lower upper metacopy over a lower metacopy", "truncate -s 3 u/f; setfattr -n trusted.overlay.metacopy u/f", true),
+  ]
+
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: 0..<dataLookups.count)
+  func dataOnlyLookupAsTheKernel(_ index: Int) throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let c = Self.dataLookups[index]
+    let dir = Harness.TempDir("fscku")
+    let fsck = try FsckSupport.fsckOverlay(in: dir)
+    let made = sh("""
+      mkdir -p l1 l2 d/objects u w m; printf abc > d/objects/f
+      truncate -s 3 l1/f; setfattr -n trusted.overlay.metacopy l1/f; setfattr -n trusted.overlay.redirect -v /objects/f l1/f
+      \(c.setup)
+      """, dir)
+    try #require(made.status == 0, "\(made.stderr)")
+    let stack = "lowerdir=\(dir.path)/l1:\(dir.path)/l2::\(dir.path)/d,upperdir=\(dir.path)/u,workdir=\(dir.path)/w,metacopy=on,redirect_dir=on"
+    let file = c.label.hasPrefix("upper") ? "h" : "f"
+    let kernel = sh("mount -t overlay overlay -o '\(stack)' m; cat m/\(file) && rc=0 || rc=$?; umount m; exit $rc", dir)
+    #expect((kernel.status == 0 && kernel.out == "abc") == c.reads, "\(c.label): the kernel: \(kernel.out)\(kernel.stderr)")
+    let checked = Harness.run([fsck, "-o", stack, "-n"])
+    #expect(checked.status == (c.reads ? 0 : 4), "\(c.label): \(checked.out)\(checked.stderr)")
+    let cat = Harness.run([Harness.ovltool, "cat", "-o", stack, "/" + file])
+    #expect((cat.status == 0 && cat.out == "abc") == c.reads, "\(c.label): ovltool cat: \(cat.out)\(cat.stderr)")
+  }
+
   /// Changes made offline by ovltool itself (apply-script: rm, mv, mkdir, ln, chmod, put) on
   /// a kernel-made stack leave it clean, and the kernel agrees it mounts.
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: [",redirect_dir=on", ",index=on,redirect_dir=on,metacopy=on", ",index=on,nfs_export=on"])
