@@ -34,7 +34,10 @@ extension WriteSession {
       throw .format(path: "/", reason: "the root of the merged view cannot be created, removed or moved", errno: .resourceBusy)
     }
     let dir = try directory(Array(components.dropLast()))
-    return Target(components: components, name: name, parent: dir, entry: try stack.lookup(name, in: dir))
+    let entry = try stack.lookup(name, in: dir)
+    // The kernel's lookup of the last component records a merged directory's origin too.
+    if let entry, let upperParent = dir.upper { try fixOrigin(entry, parent: upperParent) }
+    return Target(components: components, name: name, parent: dir, entry: entry)
   }
 
   /// The merged directory at `components`, from the cache where its deepest known ancestor
@@ -64,6 +67,7 @@ extension WriteSession {
         throw .format(path: entry.path.string, reason: "is a symlink: paths are resolved without following symlinks", errno: .tooManySymbolicLinkLevels)
       }
       guard entry.isDirectory else { throw .format(path: entry.path.string, reason: "not a directory", errno: .notDirectory) }
+      if let upperParent = dir.upper { try fixOrigin(entry, parent: upperParent) }
       dir = try stack.open(entry)
       if dir.upper != nil { directories[entry.path] = dir }
     }
@@ -154,8 +158,26 @@ extension WriteSession {
     _ = try copyUp(Array(components.joined(separator: [UInt8(ascii: "/")])), metacopy: stack.options.metacopy)
   }
 
-  /// Mode bits for a new object: what the caller asked for, else the default less the umask.
-  func creationMode(_ requested: UInt32?, default value: UInt32) -> UInt32 {
-    requested ?? (value & ~umask)
+  /// How a new object in `parent` starts out (`posix_acl_create`): the mode the caller asked
+  /// for, else the default less the umask — or, where the parent has a default ACL, the
+  /// default cut by that ACL instead of the umask, with the access ACL (and for a directory
+  /// the default ACL) the object inherits. A symlink has no ACLs.
+  func newObjectMode(
+    in parent: LayerDir, requested: UInt32?, default value: UInt32, isDirectory: Bool, isSymlink: Bool
+  ) throws(OvlError) -> (permissions: UInt32, xattrs: [([UInt8], [UInt8])]) {
+    let raw: [UInt8]?
+    do {
+      raw = isSymlink ? nil : try parent.fd.xattr(PosixACL.defaultName)
+    } catch .notSupported {
+      raw = nil
+    } catch {
+      throw .system(call: "getxattr", path: describe(parent.path), errno: error)
+    }
+    guard let raw, let acl = PosixACL(xattr: raw) else { return (requested ?? (value & ~umask), []) }
+    let created = acl.create(mode: value, isDirectory: isDirectory)
+    var xattrs: [([UInt8], [UInt8])] = []
+    if let access = created.access { xattrs.append((PosixACL.accessName, access.xattrValue)) }
+    if let inherited = created.default { xattrs.append((PosixACL.defaultName, inherited.xattrValue)) }
+    return (requested ?? created.permissions, xattrs)
   }
 }

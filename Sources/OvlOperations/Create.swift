@@ -46,17 +46,15 @@ extension WriteSession {
             continue
           }
           let requested = depth == components.count ? permissions : nil
-          try createObject(target, object, permissions: creationMode(requested, default: 0o777), exact: requested != nil)
+          try createObject(target, object, requested: requested, default: 0o777)
         }
         return
       }
-      let mode: UInt32
       switch object {
-      case .directory: mode = creationMode(permissions, default: 0o777)
-      case .symlink: mode = 0o777
-      case .node: mode = creationMode(permissions, default: 0o666)
+      case .directory: try createObject(try locate(components), object, requested: permissions, default: 0o777)
+      case .symlink: try createObject(try locate(components), object, requested: 0o777, default: 0o777)
+      case .node: try createObject(try locate(components), object, requested: permissions, default: 0o666)
       }
-      try createObject(try locate(components), object, permissions: mode, exact: permissions != nil)
     }
   }
 
@@ -107,7 +105,7 @@ extension WriteSession {
   /// file: made in place on a free name; over a whiteout built complete under a temp name
   /// in the temp dir, then renamed over it (a directory by exchange, marked opaque, the
   /// whiteout then removed).
-  private func createObject(_ target: Target, _ object: NewObject, permissions: UInt32, exact: Bool) throws(OvlError) {
+  private func createObject(_ target: Target, _ object: NewObject, requested: UInt32?, default: UInt32) throws(OvlError) {
     if target.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let (current, upperParent) = try withUpperParent(target)
     if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
@@ -115,7 +113,10 @@ extension WriteSession {
     let whiteout = try upperWhiteout(current.name, in: upperParent)
     var isDirectory = false
     if case .directory = object { isDirectory = true }
-    let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: permissions, exact: exact)
+    var isSymlink = false
+    if case .symlink = object { isSymlink = true }
+    let initial = try newObjectMode(in: upperParent, requested: requested, default: `default`, isDirectory: isDirectory, isSymlink: isSymlink)
+    let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: initial.permissions, exact: requested != nil)
     guard let whiteout else {
       try createDirectly(current, object, in: upperParent, owner: owner, path: path)
       return
@@ -133,6 +134,11 @@ extension WriteSession {
     let entry = TempEntry(dir: tempDir, name: temp, isDirectory: isDirectory)
     if owner.uid != effectiveUserID() || owner.gid != effectiveGroupID() {
       try step("fchownat", tempPath) { () throws(Errno) in try tempDir.fd.changeOwner(temp, uid: owner.uid, gid: owner.gid) }
+    }
+    // The parent's default ACL, which the kernel applies to the object it builds in the
+    // work dir (`ovl_set_upper_acl`), before the mode (a chmod then cuts the ACL's mask).
+    for (name, value) in initial.xattrs {
+      try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(temp, name, value) }
     }
     if case .symlink = object {} else {
       try step("fchmodat", tempPath) { () throws(Errno) in try tempDir.fd.changeMode(temp, permissions: owner.permissions) }
@@ -205,13 +211,14 @@ extension WriteSession {
     if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let path = describe(current.path)
     let whiteout = try upperWhiteout(current.name, in: upperParent)
-    let owner = try newOwner(upperParent, isDirectory: false, permissions: creationMode(attributes.permissions, default: 0o666), exact: true)
+    let initial = try newObjectMode(in: upperParent, requested: attributes.permissions, default: 0o666, isDirectory: false, isSymlink: false)
+    let owner = try newOwner(upperParent, isDirectory: false, permissions: initial.permissions, exact: true)
     let file = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
     try write(contents, to: file, path)
     var settled = attributes
     settled.owner = attributes.owner ?? (owner.uid, owner.gid)
     settled.permissions = owner.permissions
-    try apply(settled, to: file, path)
+    try apply(settled, to: file, path, xattrs: initial.xattrs)
     try step("fsync", path) { () throws(Errno) in try file.sync() }
     Fault.point("temp")
     if whiteout == nil {
@@ -264,10 +271,14 @@ extension WriteSession {
     }
   }
 
-  /// Owner before mode (a chown clears setuid bits), times last (writes stamp them).
-  private func apply(_ attributes: PutAttributes, to file: borrowing FD, _ path: String) throws(OvlError) {
+  /// Owner before mode (a chown clears setuid bits), an inherited ACL before the mode (a
+  /// chmod then cuts its mask), times last (writes stamp them).
+  private func apply(_ attributes: PutAttributes, to file: borrowing FD, _ path: String, xattrs: [([UInt8], [UInt8])] = []) throws(OvlError) {
     if let owner = attributes.owner {
       try step("fchown", path) { () throws(Errno) in try file.changeOwner(uid: owner.uid, gid: owner.gid) }
+    }
+    for (name, value) in xattrs {
+      try step("fsetxattr", path) { () throws(Errno) in try file.setXattr(name, value) }
     }
     if let permissions = attributes.permissions {
       try step("fchmod", path) { () throws(Errno) in try file.changeMode(permissions: permissions) }

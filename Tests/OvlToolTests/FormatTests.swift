@@ -580,3 +580,52 @@ extension Protattr {
     #expect(set.count == names.count)
   }
 }
+
+/// `PosixACL`: the xattr codec and `posix_acl_create`'s masking (values as setfacl and the
+/// kernel wrote them on 6.18).
+@Suite struct PosixACLTests {
+  static func hex(_ s: String) -> [UInt8] {
+    var out: [UInt8] = []
+    var i = s.startIndex
+    while i < s.endIndex {
+      let j = s.index(i, offsetBy: 2)
+      out.append(UInt8(s[i..<j], radix: 16) ?? 0)
+      i = j
+    }
+    return out
+  }
+
+  /// `u::rwx,u:1000:r-x,g::r-x,m::rwx,o::r-x`
+  static let extended = hex("0200000001000700ffffffff02000500e803000004000500ffffffff10000700ffffffff20000500ffffffff")
+  /// `u::rwx,g::rwx,o::rwx`
+  static let open = hex("0200000001000700ffffffff04000700ffffffff20000700ffffffff")
+
+  @Test func roundTrip() throws {
+    let acl = try #require(PosixACL(xattr: Self.extended))
+    #expect(acl.entries.count == 5)
+    #expect(acl.entries[1] == PosixACL.Entry(tag: PosixACL.user, permissions: 5, id: 1000))
+    #expect(acl.xattrValue == Self.extended)
+    #expect(PosixACL(xattr: Array(Self.extended.dropLast())) == nil)
+    #expect(PosixACL(xattr: [1, 0, 0, 0] + Array(Self.extended.dropFirst(4))) == nil)
+    #expect(PosixACL(xattr: [2, 0, 0, 0]) == nil)
+  }
+
+  @Test func createMasksTheModeAndTheACL() throws {
+    let extended = try #require(PosixACL(xattr: Self.extended))
+    // A file (0666): the mask entry takes the group class, `o::r-x` cuts other to r--.
+    let file = extended.create(mode: 0o666, isDirectory: false)
+    #expect(file.permissions == 0o664)
+    #expect(file.access?.xattrValue == Self.hex("0200000001000600ffffffff02000500e803000004000500ffffffff10000600ffffffff20000400ffffffff"))
+    #expect(file.default == nil)
+    // A directory (0777) also inherits the default ACL.
+    let dir = extended.create(mode: 0o777, isDirectory: true)
+    #expect(dir.permissions == 0o775)
+    #expect(dir.access?.xattrValue == Self.extended)
+    #expect(dir.default?.xattrValue == Self.extended)
+    // A minimal ACL that allows everything: no umask, no access ACL.
+    let open = try #require(PosixACL(xattr: Self.open))
+    #expect(open.create(mode: 0o666, isDirectory: false).permissions == 0o666)
+    #expect(open.create(mode: 0o666, isDirectory: false).access == nil)
+    #expect(open.create(mode: 0o2777, isDirectory: true).permissions == 0o2777)
+  }
+}

@@ -152,6 +152,64 @@ import Testing
     mv --copy e a/empty-target
     """
 
+  /// Default POSIX ACLs (`posix_acl_create`): `d` has an extended default ACL (a named user,
+  /// a mask), `e` a minimal one that allows everything, `acl` a default ACL only in the
+  /// lower layer (a name made in it copies it up first). New objects there take the ACL's
+  /// mode instead of the umask, an access ACL where it says more than the mode, and new
+  /// directories the default ACL — on free names (made in place) and over whiteouts (built
+  /// in the work dir) alike.
+  static let aclStack = """
+    [upper]
+    dir /d xattr.system.posix_acl_default=\(extendedDefaultACL)
+    whiteout /d/f
+    whiteout /d/w
+    whiteout /d/n
+    dir /e xattr.system.posix_acl_default=\(openDefaultACL)
+    whiteout /e/f
+    whiteout /e/w
+    [lower l1]
+    dir /d
+    file /d/f "f"
+    dir /d/w
+    file /d/w/x "x"
+    fifo /d/n
+    dir /e
+    file /e/f "f"
+    dir /e/w
+    dir /acl xattr.system.posix_acl_default=\(extendedDefaultACL)
+    file /acl/old "old"
+    dir /sg mode=02775 gid=40 xattr.system.posix_acl_default=\(openDefaultACL)
+    """
+
+  /// `u::rwx,u:1000:r-x,g::r-x,m::rwx,o::r-x`
+  static let extendedDefaultACL = "0x0200000001000700ffffffff02000500e803000004000500ffffffff10000700ffffffff20000500ffffffff"
+  /// `u::rwx,g::rwx,o::rwx`
+  static let openDefaultACL = "0x0200000001000700ffffffff04000700ffffffff20000700ffffffff"
+
+  static let aclScript = """
+    put @D@/data/small d/f
+    put @D@/data/small d/new
+    put -m 0640 @D@/data/small d/exact
+    mkdir d/w
+    mkdir d/g
+    mkdir -m 0750 d/g2
+    mkdir -p d/p/q/r
+    mknod d/n p
+    mknod d/fifo p
+    mknod -m 0600 d/chr c 1 3
+    symlink target d/s
+    put @D@/data/small d/g/inner
+    put @D@/data/small e/f
+    put @D@/data/small e/new
+    mkdir e/w
+    mkdir e/g
+    put @D@/data/small acl/new
+    mkdir acl/g
+    put @D@/data/small acl/old
+    mkdir sg/g
+    put @D@/data/small sg/f
+    """
+
   static let optionSets = [
     "", "index=on", "index=on,nfs_export=on", "redirect_dir=on", "redirect_dir=on,metacopy=on",
     "index=on,redirect_dir=on,metacopy=on", "userxattr", "uuid=off", "uuid=on",
@@ -167,6 +225,10 @@ import Testing
       Case(label: "renames and links", spec: stack, options: "index=on,redirect_dir=on", chunks: [moves], fs: .xfs),
       // Two sessions: the second starts from the first's upper (kernel: a second mount).
       Case(label: "in two sessions", spec: stack, options: "index=on,redirect_dir=on,metacopy=on", chunks: [basic, moves]),
+      Case(label: "default ACLs", spec: aclStack, chunks: [aclScript]),
+      Case(label: "default ACLs", spec: aclStack, options: "index=on,redirect_dir=on,metacopy=on", chunks: [aclScript]),
+      Case(label: "default ACLs", spec: aclStack, options: "userxattr", chunks: [aclScript]),
+      Case(label: "default ACLs", spec: aclStack, chunks: [aclScript], fs: .tmpfs),
     ]
 
   // MARK: - Randomized sequences
