@@ -44,6 +44,12 @@ extension Stack {
       lower = (first.status, first.layer)
       if entry.isDirectory && options.nfsExport, let handle = try? encodeHandle(first.parent, first.name, upper: false) {
         indexed = indexEntry(named: handle.indexName)?.type == .directory
+      } else if !entry.isDirectory && options.index, case let value?? = try? upper.xattr(namespace.name(.origin)),
+        case .handle(let handle)? = try? FileHandle.decode(value)
+      {
+        // A metacopy upper's lower found by path is its verified origin (`ovl_verify_origin`)
+        // and looked up in the index by it: OVL_INDEX where the entry is this very inode.
+        indexed = indexEntry(named: handle.indexName)?.id == upper.status.id
       }
     } else {
       guard let decoded = decodeOrigin(of: upper) else { return nil }
