@@ -267,7 +267,7 @@ import Testing
     static let names = ["a", "b", "c", "d"]
     static let options = [
       "", "index=on", "index=on,nfs_export=on", "redirect_dir=on", "redirect_dir=on,metacopy=on",
-      "index=on,redirect_dir=on,metacopy=on", "userxattr", "uuid=off,index=on",
+      "index=on,redirect_dir=on,metacopy=on", "userxattr", "uuid=off,index=on", "xino=on,index=on",
     ]
 
     mutating func path() -> String {
