@@ -101,6 +101,9 @@ ssize_t covl_listxattrat(int dirfd, const char *path, char *list, size_t size) {
 }
 #include <sys/file.h>
 int covl_flock(int fd, int exclusive) { return flock(fd, exclusive ? LOCK_EX : LOCK_UN); }
+int covl_flock_mode(int fd, int shared, int nonblocking) {
+  return flock(fd, (shared ? LOCK_SH : LOCK_EX) | (nonblocking ? LOCK_NB : 0));
+}
 const int covl_SEEK_DATA = SEEK_DATA;
 const int covl_SEEK_HOLE = SEEK_HOLE;
 const unsigned int covl_FS_APPEND_FL = FS_APPEND_FL;

@@ -36,6 +36,8 @@ public final class WriteSession {
   var noSharedWhiteout = false
   /// The process's umask, applied to modes of new objects as the VFS applies it.
   let umask = processUmask()
+  /// Held (shared) for the session: a check waits until it is done.
+  private let sessionLock: StackLock?
   var upperPath: String { stack.layerPaths[0] }
   var workPath: String { stack.options.workDir ?? "" }
 
@@ -44,6 +46,7 @@ public final class WriteSession {
       throw .usage("the stack has no upperdir: it is read-only")
     }
     try refuseMountedLayers(stack)
+    sessionLock = try stack.lockForChanges()
     self.stack = stack
     self.upper = upper
     namespace = stack.namespace

@@ -112,6 +112,18 @@ extension FD {
   public borrowing func unlock() {
     _ = covl_flock(rawValue, 0)
   }
+
+  /// A shared or exclusive `flock`; with `wait` false, false where another descriptor
+  /// holds a conflicting lock (EWOULDBLOCK) instead of waiting for it.
+  public borrowing func lock(shared: Bool, wait: Bool) throws(Errno) -> Bool {
+    let fd = rawValue
+    do {
+      _ = try retrying { covl_flock_mode(fd, shared ? 1 : 0, wait ? 0 : 1) }
+      return true
+    } catch .wouldBlock {
+      return false
+    }
+  }
 }
 
 /// How data was copied.

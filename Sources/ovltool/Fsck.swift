@@ -87,7 +87,16 @@ struct FsckRun {
       out.flush()
       return Self.ask(finding, default: answer)
     }
-    Checker(stack: stack, options: options, report: report).run()
+    // Writers of this stack finish first, and wait for the check (their changes are not
+    // damage, and an entry half-way through one is not either).
+    do {
+      try stack.whileLockedForCheck(onWait: { printError("\(program): waiting for the ovltool processes changing this stack") }) {
+        Checker(stack: stack, options: options, report: report).run()
+      }
+    } catch {
+      printError("\(program): \(error)")
+      return 8
+    }
     if progress && report.counts["entries", default: 0] >= 4096 { writeAll(2, Array("\r\u{1B}[K".utf8)) }
     for error in report.operationalErrors { printError("\(program): \(error)") }
     if json {

@@ -40,6 +40,8 @@ ssize_t covl_listxattrat(int dirfd, const char *path, char *list, size_t size);
 extern const int covl_SEEK_DATA, covl_SEEK_HOLE;
 /* flock(2): Swift sees only `struct flock` under that name. */
 int covl_flock(int fd, int exclusive_or_unlock);
+/* flock(2) LOCK_SH or LOCK_EX, with LOCK_NB where nonblocking. */
+int covl_flock_mode(int fd, int shared, int nonblocking);
 /* Inode flags (FS_IOC_GETFLAGS / FS_IOC_SETFLAGS) and the ones overlay cares about. */
 int covl_get_inode_flags(int fd, unsigned int *flags);
 int covl_set_inode_flags(int fd, unsigned int flags);
