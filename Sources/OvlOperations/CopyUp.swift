@@ -38,6 +38,19 @@ extension WriteSession {
       upperParent = cachedUpper
       start = components.count - 1
     }
+    // The whole path is looked up before anything is copied (as open(2) resolves it
+    // first): a missing or non-directory component copies no parent up.
+    var probe = parent
+    for (i, name) in components.enumerated() where i >= start {
+      guard let entry = try stack.lookup(name, in: probe) else {
+        throw .format(path: shown, reason: "no such file or directory in the merged view", errno: .noSuchFileOrDirectory)
+      }
+      if i == components.count - 1 { break }
+      if !entry.isDirectory {
+        throw .format(path: String(decoding: entry.path, as: UTF8.self), reason: "not a directory", errno: .notDirectory)
+      }
+      probe = try stack.open(entry)
+    }
     var result = CopyUpResult.alreadyUpper
     for (i, name) in components.enumerated() where i >= start {
       let last = i == components.count - 1

@@ -171,6 +171,31 @@ import Testing
     _ = dir
   }
 
+  /// copy-up looks the whole path up before it copies anything: a missing name or a file
+  /// on the way copies no parent up and marks nothing impure (as open(2) resolves first).
+  @Test(arguments: ["", "index=on", "index=on,nfs_export=on", "metacopy=on"])
+  func failedCopyUpCopiesNoParent(_ extra: String) throws {
+    let (dir, base) = try stack()
+    let options = base + (extra.isEmpty ? "" : "," + extra)
+    let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
+    let work = options.components(separatedBy: "workdir=")[1].components(separatedBy: ",")[0]
+    // A first session sets up what a first mount writes; only then the snapshot.
+    let setup = Harness.run([Self.binary, "copy-up", "-o", options, "/w"])
+    #expect(setup.status == 0, "\(setup.stderr)")
+    func snapshot() -> String {
+      Harness.run(["/bin/sh", "-c", "for d in \"$1\" \"$2\"; do (cd \"$d\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - . 2>/dev/null); done", "sh", upper, work]).out
+    }
+    let before = snapshot()
+    var cases = [["/a/missing"], ["/a/b/missing/deeper"], ["/a/b/g/x"]]
+    if extra.contains("metacopy") { cases.append(["--metacopy", "/a/b/missing"]) }
+    for args in cases {
+      let r = Harness.run([Self.binary, "copy-up", "-o", options] + args)
+      #expect(r.status != 0 && (r.stderr.contains("No such file") || r.stderr.contains("Not a directory")), "\(args): \(r.stderr)")
+      #expect(snapshot() == before, "copy-up \(args) changed the layers")
+    }
+    _ = dir
+  }
+
   @Test func exitStatusesAndMessages() throws {
     let (dir, options) = try stack()
     func ovltool(_ args: String...) -> Harness.Result { Harness.run([Self.binary] + [args[0], "-o", options] + args.dropFirst()) }
