@@ -37,23 +37,22 @@ struct Export: ParsableCommand {
     var options = ExportOptions()
     options.compression = LayerCompression(rawValue: compress) ?? .none
     options.resolve = resolve
-    // Standard output cannot be taken back: refuse before the first byte.
-    options.checkFirst = ociLayout == nil && (output ?? "-") == "-"
     if let text = getEnvironment("SOURCE_DATE_EPOCH") {
       guard let epoch = Int64(text), epoch >= 0 else { throw OvlError.usage("SOURCE_DATE_EPOCH must be whole seconds since 1970, got '\(text)'") }
       options.mtimeClamp = epoch
     }
     let layout = ociLayout.map { ImageLayout(path: $0) }
-    let path: String
-    if let layout { path = try layout.temporaryBlobPath() } else { path = output ?? "-" }
-    let fd = try step("open", path) { () throws(Errno) in path == "-" ? try FD.standardOutput() : try FD.createFile(atHostPath: path) }
-    let writer = try LayerWriter(output: fd.rawValue, compression: options.compression)
+    // An output file is replaced only when the layer is complete (written beside it, then
+    // renamed); a device, FIFO or standard output is written in place and never removed.
+    let out = try OutputFile(try layout?.temporaryBlobPath() ?? output ?? "-")
+    // What cannot be taken back (standard output, a FIFO): refused before the first byte.
+    options.checkFirst = !out.isRevocable
+    let writer = try LayerWriter(output: out.fd.rawValue, compression: options.compression)
     let exporter = try Exporter(stack: stack, options: options, writer: writer) { printError("ovltool: warning: \($0)") }
     let layer: LayerDescriptor
     do {
       layer = try exporter.run()
     } catch {
-      if path != "-" { removeHostFile(path) }
       // Not representable without --resolve (or a .wh. name): the input, not an I/O error.
       if case .format(_, _, let errno) = error, errno == .notSupported || errno == .invalidArgument {
         printError("ovltool: \(error)")
@@ -61,7 +60,8 @@ struct Export: ParsableCommand {
       }
       throw error
     }
-    try step("fsync", path) { () throws(Errno) in if path != "-" { try fd.sync() } }
+    try out.commit()
+    let path = out.path
     if let layout, let tag {
       try layout.publishBlob(temporary: path, digest: layer.digest)
       if let output, output != "-" { printError("ovltool: warning: --output ignored with --oci-layout") }
@@ -69,8 +69,9 @@ struct Export: ParsableCommand {
       printError("manifest \(manifest)")
     }
     if let descriptor {
-      let out = try step("open", descriptor) { () throws(Errno) in try FD.createFile(atHostPath: descriptor) }
-      try step("write", descriptor) { () throws(Errno) in try out.write(Array((layer.json + "\n").utf8)) }
+      let file = try OutputFile(descriptor)
+      try step("write", descriptor) { () throws(Errno) in try file.fd.write(Array((layer.json + "\n").utf8)) }
+      try file.commit()
     }
     // The digests go to stderr when the layer itself goes to stdout.
     let summary = "diffid \(layer.diffID)\ndigest \(layer.digest)\nsize \(layer.size)"

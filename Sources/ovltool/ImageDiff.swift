@@ -35,12 +35,14 @@ struct LayerOutput: ParsableArguments {
     try body(session)
     guard let toTar else { return }
     let path = toTar
-    let fd = try step("open", path) { () throws(Errno) in path == "-" ? try FD.standardOutput() : try FD.createFile(atHostPath: path) }
+    let out = try OutputFile(path)
     var exportOptions = ExportOptions()
+    exportOptions.checkFirst = !out.isRevocable
     exportOptions.compression = LayerCompression(rawValue: compress) ?? .none
     if let text = getEnvironment("SOURCE_DATE_EPOCH"), let epoch = Int64(text) { exportOptions.mtimeClamp = epoch }
-    let writer = try LayerWriter(output: fd.rawValue, compression: exportOptions.compression)
+    let writer = try LayerWriter(output: out.fd.rawValue, compression: exportOptions.compression)
     let layer = try Exporter(stack: try Stack(options: options), options: exportOptions, writer: writer) { printError("ovltool: warning: \($0)") }.run()
+    try out.commit()
     let summary = "diffid \(layer.diffID)\ndigest \(layer.digest)\nsize \(layer.size)"
     if path == "-" { printError(summary) } else { print(summary) }
   }

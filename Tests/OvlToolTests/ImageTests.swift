@@ -151,6 +151,46 @@ import Testing
     #expect(!FileManager.default.fileExists(atPath: dir.path + "/layer.tar"))
   }
 
+  /// A refused or failed export takes nothing the user had: an existing output file keeps
+  /// its contents, a device or FIFO named as output is written in place and never removed
+  /// (`--output /dev/null` as root once deleted /dev/null), no temporary file is left; a
+  /// successful export replaces a file whole and writes to a device without fsync errors.
+  @Test func exportNeverRemovesWhatItDidNotMake() throws {
+    let dir = Harness.TempDir("img-output")
+    let r = Self.run("""
+      mkdir -p l0 up wk mnt ok-up ok-wk; mklower l0
+      mount -t overlay overlay -o lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on mnt; mutate mnt; umount mnt
+      echo kept > layer.tar; mknod null c 1 3; mkfifo fifo; ln -s layer.tar link.tar
+      O=lowerdir=l0,upperdir=up,workdir=wk,redirect_dir=on,metacopy=on
+      set +e
+      $T export -o $O --output layer.tar 2>/dev/null; echo "file $? $(cat layer.tar)" > status.txt
+      $T export -o $O --output link.tar 2>/dev/null; echo "link $? $(cat link.tar) $(stat -c %F link.tar)" >> status.txt
+      $T export -o $O --output null 2>/dev/null; echo "device $? $(stat -c %F null)" >> status.txt
+      (cat fifo > fifo.out &) ; $T export -o $O --output fifo 2>/dev/null; echo "fifo $? $(stat -c %F fifo)" >> status.txt
+      sleep 0.2; echo "fifo bytes $(stat -c %s fifo.out)" >> status.txt
+      # Success: to the device (no fsync error), over the file (replaced whole), through the link.
+      echo new > ok-up/f
+      $T export -o lowerdir=l0,upperdir=ok-up,workdir=ok-wk --output null > /dev/null; echo "device ok $? $(stat -c %F null)" >> status.txt
+      $T export -o lowerdir=l0,upperdir=ok-up,workdir=ok-wk --output layer.tar > /dev/null; echo "file ok $? $(tar -tf layer.tar | tr '\\n' ' ')" >> status.txt
+      $T export -o lowerdir=l0,upperdir=ok-up,workdir=ok-wk --output link.tar --descriptor d.json > /dev/null; echo "link ok $? $(stat -c %F link.tar) $(tar -tf layer.tar | tr '\\n' ' ')" >> status.txt
+      ls -A | grep ovltool >> status.txt
+      exit 0
+      """, in: dir)
+    let status = (try? String(contentsOfFile: dir.path + "/status.txt", encoding: .utf8)) ?? ""
+    #expect(status == """
+      file 2 kept
+      link 2 kept symbolic link
+      device 2 character special file
+      fifo 2 fifo
+      fifo bytes 0
+      device ok 0 character special file
+      file ok 0 f\u{20}
+      link ok 0 symbolic link f\u{20}
+
+      """, "\(r.stderr)")
+    #expect(FileManager.default.fileExists(atPath: dir.path + "/d.json"))
+  }
+
   // MARK: - Reproducibility
 
   @Test func exportIsReproducible() throws {
