@@ -237,7 +237,8 @@ import Testing
   /// the operations that made them), then 1,000 random operations in chunks of 50, each
   /// chunk through the kernel on one side and `ovltool apply-script` on the other, compared
   /// after every chunk. `OVLTOOL_RANDOM_SEED` / `OVLTOOL_RANDOM_ROUNDS` (stacks, default 2)
-  /// / `OVLTOOL_NS_OPS` (operations per stack) replay or extend the run.
+  /// / `OVLTOOL_NS_OPS` (operations per stack) replay or extend the run;
+  /// `OVLTOOL_NS_OPTIONS` fixes the option set (`metacopy=on,redirect_dir=on`: data-only).
   @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs (set OVLTOOL_REQUIRE_KERNEL=1 to fail instead)"))
   func randomSequencesMatchKernel() throws {
     if Harness.requireKernel { Harness.requireKernelOrFail() }
@@ -268,7 +269,11 @@ import Testing
     static let options = [
       "", "index=on", "index=on,nfs_export=on", "redirect_dir=on", "redirect_dir=on,metacopy=on",
       "index=on,redirect_dir=on,metacopy=on", "userxattr", "uuid=off,index=on", "xino=on,index=on",
+      dataOnly, dataOnlyIndexed,
     ]
+    /// Option sets that also give the stack a data-only layer (`dataOnlySpec`).
+    static let dataOnly = "metacopy=on,redirect_dir=on"
+    static let dataOnlyIndexed = "metacopy=on,redirect_dir=on,index=on"
 
     mutating func path() -> String {
       let depth = rng.weighted([4, 4, 2]) + 1
@@ -302,8 +307,46 @@ import Testing
       }
     }
 
+    /// A composefs-like stack: a metadata layer of directories and metacopy files whose
+    /// absolute redirects name their data in a data-only layer (some plain files too).
+    mutating func dataOnlySpec() -> String {
+      var meta = "[upper]\n[lower meta]\n", data = "[data blobs]\n"
+      var blob = 0
+      func file(_ path: String) {
+        blob += 1
+        let content = "data \(blob) " + String(repeating: "x", count: Int(rng.below(40)))
+        if rng.chance(80) {
+          meta += "file \(path) size=\(content.utf8.count) metacopy redirect=/objects/\(blob % 7)/b\(blob) mode=0644\n"
+          data += "file /objects/\(blob % 7)/b\(blob) \"\(content)\"\n"
+        } else {
+          meta += "file \(path) \"\(content)\"\n"
+        }
+      }
+      for a in Self.names where !rng.chance(20) {
+        if rng.chance(50) { file("/" + a); continue }
+        meta += "dir /\(a)\n"
+        for b in Self.names where rng.chance(50) {
+          if rng.chance(70) { file("/\(a)/\(b)") } else { meta += "dir /\(a)/\(b)\n"; file("/\(a)/\(b)/\(rng.pick(Self.names))") }
+        }
+      }
+      return meta + data
+    }
+
     mutating func makeCase(operations: Int) -> Case {
-      let options = rng.pick(Self.options)
+      // OVLTOOL_NS_OPTIONS fixes the option set of every stack (for exploring).
+      var options = rng.pick(Self.options)
+      if let forced = ProcessInfo.processInfo.environment["OVLTOOL_NS_OPTIONS"] { options = forced }
+      if options == Self.dataOnly || options == Self.dataOnlyIndexed {
+        let spec = dataOnlySpec()
+        var chunks: [String] = []
+        var remaining = operations
+        while remaining > 0 {
+          let n = min(50, remaining)
+          chunks.append((0..<n).map { _ in line(building: false) }.joined(separator: "\n"))
+          remaining -= n
+        }
+        return Case(label: "random data-only", spec: spec, options: options, chunks: chunks, fs: rng.chance(25) ? .tmpfs : .host)
+      }
       let lowerCount = rng.between(1, 3)
       // userxattr excludes redirect_dir=on (the kernel refuses the pair).
       let lowerOptions = options.contains("userxattr") ? "userxattr" : "redirect_dir=on"
@@ -343,8 +386,10 @@ import Testing
     try String(repeating: "0123456789abcdef", count: 8192).write(toFile: dir.path + "/data/big", atomically: true, encoding: .utf8)
     try "".write(toFile: dir.path + "/data/empty", atomically: true, encoding: .utf8)
     let spec = try FixtureSpec(parsing: Array(c.spec.utf8))
+    // Data-only layers (composefs) follow the lowers after `::`.
+    let dataLayers = spec.layers.filter { $0.kind == .data }.map { "::@R@/k/" + $0.name }.joined()
     let lowers = c.lowerScripts.isEmpty
-      ? spec.layers.filter { $0.kind == .lower }.map { "@R@/k/" + $0.name }.joined(separator: ":")
+      ? spec.layers.filter { $0.kind == .lower }.map { "@R@/k/" + $0.name }.joined(separator: ":") + dataLayers
       : (1...c.lowerScripts.count).reversed().map { "@R@/k/b\($0)" }.joined(separator: ":")
     let extra = (spec.options + (c.options.isEmpty ? [] : [c.options])).map { "," + $0 }.joined()
     func options(_ side: String) -> String { "lowerdir=\(lowers),upperdir=@R@/\(side)/upper,workdir=@R@/\(side)/work\(extra)" }
