@@ -28,7 +28,7 @@ extension WriteSession {
   /// Regular files: an O_TMPFILE in the work dir gets data and metadata, then its first
   /// name (`ovl_copy_up_tmpfile`); nothing is visible before it is complete. Returns false
   /// when another process published the same name first.
-  func copyRegularFile(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir) throws(OvlError) -> Bool {
+  func copyRegularFile(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir, indexNlink: [UInt8]? = nil) throws(OvlError) -> Bool {
     let where_ = describe(plan.entry.path)
     // Created with its final owner and mode where it can be (ours, no special bits, nothing
     // the umask cuts): two system calls fewer per file.
@@ -59,6 +59,9 @@ extension WriteSession {
       try step("fsync", where_) { () throws(Errno) in try temp.sync() }
     }
     try apply(try metadata(plan, lowerFlags: flags), to: temp, where_, created: created)
+    if let indexNlink {
+      try step("fsetxattr", where_) { () throws(Errno) in try temp.setXattr(namespace.name(.nlink), indexNlink) }
+    }
     Fault.point("metadata")
     return try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
       do throws(Errno) {
@@ -74,7 +77,7 @@ extension WriteSession {
 
   /// Directories, symlinks and special files: a `#`-named temp in the work dir, completed,
   /// then renamed into place without replacing anything (`ovl_copy_up_workdir`).
-  func copyByTemp(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir, indexedDirectory: Bool) throws(OvlError) -> Bool {
+  func copyByTemp(_ plan: CopyPlan, to name: [UInt8], in destination: LayerDir, indexedDirectory: Bool, indexNlink: [UInt8]? = nil) throws(OvlError) -> Bool {
     let where_ = describe(plan.entry.path)
     let status = plan.status
     let tempName = temporaryName()
@@ -93,10 +96,18 @@ extension WriteSession {
     let tempID = try step("statx", tempPath) { () throws(Errno) in try tempDir.fd.stat(tempName).id }
     Fault.point("temp")
     try apply(try metadata(plan), to: tempName, in: tempDir, type: status.type, tempPath)
+    if let indexNlink {
+      try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(tempName, namespace.name(.nlink), indexNlink) }
+    }
     Fault.point("metadata")
-    // As `ovl_copy_up_workdir`: the directory index right before the rename (until the rename,
-    // the lower directory looks up as an uncovered redirect: EIO).
-    if indexedDirectory { try createDirectoryIndex(plan, tempName: tempName) }
+    // nfs_export: the directory's index entry comes right after the rename, not before it
+    // as in `ovl_copy_up_workdir`: a crash between an index entry and its upper leaves the
+    // lower directory an uncovered redirect (EIO), which the next mount whites out — the
+    // directory gone. An upper with no index entry yet is fine for the kernel and fsck.
+    // The handle is taken now: the renamed directory is the same inode.
+    let upperHandle = indexedDirectory
+      ? try step("name_to_handle_at", tempPath) { () throws(Errno) in try stack.encodeHandle(tempDir, tempName, upper: true).bytes }
+      : nil
     // The work dir before the destination: the global lock order.
     let published = try withLockedParent(tempDir, child: tempName, expected: tempID, path: tempPath) { () throws(OvlError) -> Bool in
       try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
@@ -112,18 +123,16 @@ extension WriteSession {
     }
     if published { temp.commit() }
     markDirty(tempDir)
+    if published, let upperHandle { try createDirectoryIndex(plan, upperHandle: upperHandle) }
     return published
   }
 
   /// nfs_export: a copied-up directory gets `index/<hex of its origin>`, an empty dir of
   /// mode 0000 whose `upper` is the handle of the upper directory.
-  func createDirectoryIndex(_ plan: CopyPlan, tempName: [UInt8]) throws(OvlError) {
+  func createDirectoryIndex(_ plan: CopyPlan, upperHandle: [UInt8]) throws(OvlError) {
     guard let index else { return }
     let hex = try step("name_to_handle_at", plan.entry.path.string) { () throws(Errno) in
       try stack.encodeHandle(plan.lower.parent, plan.lower.name, upper: false).indexName
-    }
-    let upperHandle = try step("name_to_handle_at", workPath + "/" + tempName.string) { () throws(Errno) in
-      try stack.encodeHandle(tempDir, tempName, upper: true).bytes
     }
     let indexTemp = temporaryName()
     try step("mkdir", workPath + "/index/" + indexTemp.string) { () throws(Errno) in

@@ -138,34 +138,53 @@ extension WriteSession {
     let origin: [UInt8]? = isDir || status.links == 1 || toIndex ? originValue(lower) : nil
     try sampleTimes(upperParent)
 
+    // nfs_export indexes every copy-up. A lower with one link goes to its upper name first
+    // and into the index after: an index entry whose lower has one link and that has no
+    // second link is an orphan to the next mount (`ovl_verify_index`), which nfs_export
+    // replaces by a whiteout — a crash between the kernel's two steps (index first) makes
+    // the file disappear. An upper not yet indexed is fine for the kernel and fsck.
+    let indexAfterUpper = toIndex && status.links == 1
     var destination = upperParent
     var destinationName = name
-    if toIndex, let index {
-      destination = index
-      destinationName = try step("name_to_handle_at", entry.path.string) { () throws(Errno) in
+    var indexName: [UInt8] = []
+    if toIndex {
+      indexName = try step("name_to_handle_at", entry.path.string) { () throws(Errno) in
         try stack.encodeHandle(lower.parent, lower.name, upper: false).indexName
       }
+    }
+    if toIndex && !indexAfterUpper, let index {
+      destination = index
+      destinationName = indexName
     } else {
       try setImpure(upperParent)
     }
     Fault.point("impure")
 
     let plan = CopyPlan(entry: entry, lower: lower, origin: origin, metacopy: metacopy)
+    // `ovl_set_nlink_upper` of a new index entry, set before it is published (the kernel
+    // sets it after): an index entry without its link count, left by a crash before the
+    // link-up, is an orphan to the next mount, which deletes it — or with nfs_export
+    // replaces it by a whiteout, and the lower file disappears from the view. With the
+    // count (overlay links = the lower's, relative to the one link it has once in the
+    // index) the mount keeps it and every lower alias finds the copied-up data.
+    // (Linked into the index after its upper name: two upper links for its one.)
+    let indexNlink = toIndex ? NlinkXattr(base: .upper, delta: indexAfterUpper ? -1 : Int(status.links) - 1).value : nil
     let published: Bool
     if status.type == .regular {
-      published = try copyRegularFile(plan, to: destinationName, in: destination)
+      published = try copyRegularFile(plan, to: destinationName, in: destination, indexNlink: indexNlink)
     } else {
-      published = try copyByTemp(plan, to: destinationName, in: destination, indexedDirectory: indexed && isDir)
+      published = try copyByTemp(plan, to: destinationName, in: destination, indexedDirectory: indexed && isDir, indexNlink: indexNlink)
     }
     Fault.point("published")
     if isDir { forgetDirectories(under: entry.path) }
+    if indexAfterUpper, let index {
+      if published { try linkIntoIndex(name, in: upperParent, as: indexName, index: index, path: entry.path) }
+      markDirty(upperParent)
+      return published ? .copied : .alreadyUpper
+    }
     if toIndex, let index {
       let indexedObject = try step("statx", workPath + "/index/" + destinationName.string) { () throws(Errno) in
         RealObject(layer: 0, parent: index, name: destinationName, status: try index.fd.stat(destinationName))
-      }
-      if published {
-        // ovl_set_nlink_upper on the new index entry: overlay links = the lower's.
-        try setNlink(indexedObject, overlayLinks: Int(status.links))
       }
       try linkUp(indexedObject, name: name, into: upperParent, path: entry.path, lowerLinks: Int(status.links))
       return published ? .copied : .linkedUp
@@ -173,6 +192,25 @@ extension WriteSession {
 
     markDirty(upperParent)
     return published ? .copied : .alreadyUpper
+  }
+
+  /// A copied-up upper gets its index entry: a second link named after its origin (the
+  /// index dir locked before the upper parent, the global order; the upper verified to be
+  /// the one just published). An entry already there (another process) is left alone.
+  func linkIntoIndex(_ name: [UInt8], in upperParent: LayerDir, as indexName: [UInt8], index: LayerDir, path: [UInt8]) throws(OvlError) {
+    let shown = describe(path)
+    let id = try step("statx", shown) { () throws(Errno) in try upperParent.fd.stat(name).id }
+    try withLockedParent(index, child: indexName, expected: nil, path: workPath + "/index/" + indexName.string) { () throws(OvlError) in
+      try withLockedParent(upperParent, child: name, expected: id, path: shown) { () throws(OvlError) in
+        do throws(Errno) {
+          try upperParent.fd.link(name, as: indexName, in: index.fd)
+        } catch .fileExists {
+        } catch {
+          throw .system(call: "linkat", path: workPath + "/index/" + indexName.string, errno: error)
+        }
+      }
+    }
+    markDirty(index)
   }
 
   /// The kernel's origin: the stored handle of the lower inode, or empty where the lower

@@ -37,6 +37,7 @@ extension FD {
   public static func open(_ name: [UInt8], in dir: borrowing FD, _ mode: OpenMode) throws(Errno) -> FD {
     let dirfd = dir.rawValue
     let flags = mode.flags | O_CLOEXEC | O_NOFOLLOW
+    if flags & (O_CREAT | O_TRUNC) != 0 { FaultCounter.willChangeLayer() }
     return FD(adopting: try withCString(name) { (cname) throws(Errno) in
       try retrying { Glibc.openat(dirfd, cname, flags, 0) }
     })
@@ -91,6 +92,7 @@ extension FD {
 
   /// Writes all of `bytes`. The corresponding C function is `write`.
   public borrowing func write(_ bytes: [UInt8]) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     try bytes.withBytes { (buffer) throws(Errno) in
       var offset = 0

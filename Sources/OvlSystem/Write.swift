@@ -25,6 +25,7 @@ extension FD {
   /// An unnamed regular file in this directory. The corresponding C call is `openat` with
   /// O_TMPFILE.
   public borrowing func openTemporaryFile(permissions: UInt32) throws(Errno) -> FD {
+    FaultCounter.willChangeLayer()
     let dirfd = rawValue
     return FD(adopting: try retrying { Glibc.openat(dirfd, ".", covl_O_TMPFILE | O_RDWR | O_CLOEXEC, mode_t(permissions)) })
   }
@@ -33,6 +34,7 @@ extension FD {
   /// `linkat(fd, "", dir, name, AT_EMPTY_PATH)` (needs CAP_DAC_READ_SEARCH), else `linkat`
   /// of `/proc/self/fd/N` with AT_SYMLINK_FOLLOW.
   public borrowing func link(as name: [UInt8], in dir: borrowing FD) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     let dirfd = dir.rawValue
     do {
@@ -50,6 +52,7 @@ extension FD {
   /// Renames `name` in this directory to `newName` in `newDirectory`. The corresponding C
   /// function is `renameat2`.
   public borrowing func rename(_ name: [UInt8], to newName: [UInt8], in newDirectory: borrowing FD, flags: RenameFlags = []) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let olddir = rawValue
     let newdir = newDirectory.rawValue
     _ = try withCString(name) { (o) throws(Errno) in
@@ -59,12 +62,14 @@ extension FD {
 
   /// Removes `name` (a directory with `directory`). The corresponding C function is `unlinkat`.
   public borrowing func remove(_ name: [UInt8], directory: Bool = false) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let dirfd = rawValue
     _ = try withCString(name) { (c) throws(Errno) in try retrying { Glibc.unlinkat(dirfd, c, directory ? AT_REMOVEDIR : 0) } }
   }
 
   /// Removes attribute `attribute` of `name` (ENODATA when absent).
   public borrowing func removeXattr(_ name: [UInt8], _ attribute: [UInt8]) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let procPath = Array("/proc/self/fd/\(rawValue)/".utf8) + name
     _ = try withCString(procPath) { (p) throws(Errno) in
       try withCString(attribute) { (a) throws(Errno) in try retrying { lremovexattr(p, a) } }
@@ -73,6 +78,7 @@ extension FD {
 
   /// Sets atime and mtime (ns) of `name`, not following symlinks.
   public borrowing func setTimes(_ name: [UInt8], atime: Int64, mtime: Int64) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let dirfd = rawValue
     let times = [Self.timespec(atime), Self.timespec(mtime)]
     _ = try withCString(name) { (c) throws(Errno) in try retrying { Glibc.utimensat(dirfd, c, times, AT_SYMLINK_NOFOLLOW) } }
@@ -92,12 +98,14 @@ extension FD {
 
   /// The corresponding C call is `ioctl(FS_IOC_SETFLAGS)`.
   public borrowing func setInodeFlags(_ flags: InodeFlags) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     _ = try retrying { covl_set_inode_flags(fd, flags.rawValue) }
   }
 
   /// The corresponding C function is `ftruncate`.
   public borrowing func truncate(size: UInt64) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     _ = try retrying { Glibc.ftruncate(fd, off_t(size)) }
   }
@@ -139,6 +147,7 @@ extension FD {
   public borrowing func copyData(
     from source: borrowing FD, size: UInt64, tryClone: Bool = true, mayHaveHoles: Bool = true
   ) throws(Errno) -> DataCopyMethod {
+    FaultCounter.willChangeLayer()
     if size == 0 { return .none }
     let out = rawValue
     let input = source.rawValue
@@ -216,6 +225,7 @@ extension FD {
 
   /// Sets an attribute of this open file (`fsetxattr`).
   public borrowing func setXattr(_ attribute: [UInt8], _ value: [UInt8]) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     _ = try withCString(attribute) { (a) throws(Errno) in
       try value.withBytes { (raw) throws(Errno) in try retrying { fsetxattr(fd, a, raw.baseAddress, raw.count, 0) } }
@@ -224,6 +234,7 @@ extension FD {
 
   /// Removes an attribute of this open file (`fremovexattr`).
   public borrowing func removeXattr(_ attribute: [UInt8]) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     _ = try withCString(attribute) { (a) throws(Errno) in try retrying { fremovexattr(fd, a) } }
   }
@@ -247,18 +258,21 @@ public func syncFilesystem(_ fd: borrowing FD) throws(Errno) {
 extension FD {
   /// The corresponding C function is `fchown`.
   public borrowing func changeOwner(uid: UInt32, gid: UInt32) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     _ = try retrying { Glibc.fchown(fd, uid, gid) }
   }
 
   /// The corresponding C function is `fchmod`.
   public borrowing func changeMode(permissions: UInt32) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     _ = try retrying { Glibc.fchmod(fd, mode_t(permissions)) }
   }
 
   /// Sets atime and mtime (ns). The corresponding C function is `futimens`.
   public borrowing func setTimes(atime: Int64, mtime: Int64) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let fd = rawValue
     let times = [Self.timespec(atime), Self.timespec(mtime)]
     _ = try retrying { Glibc.futimens(fd, times) }

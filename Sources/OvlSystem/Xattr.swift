@@ -34,6 +34,7 @@ extension FD {
 
   /// Sets attribute `attribute` of `name` (creating or replacing it).
   public borrowing func setXattr(_ name: [UInt8], _ attribute: [UInt8], _ value: [UInt8]) throws(Errno) {
+    FaultCounter.willChangeLayer()
     let procPath = Array("/proc/self/fd/\(rawValue)/".utf8) + name
     _ = try withCString(procPath) { (cpath) throws(Errno) in
       try withCString(attribute) { (cattr) throws(Errno) in
