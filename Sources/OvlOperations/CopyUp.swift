@@ -178,7 +178,10 @@ extension WriteSession {
     Fault.point("published")
     if isDir { forgetDirectories(under: entry.path) }
     if indexAfterUpper, let index {
-      if published { try linkIntoIndex(name, in: upperParent, as: indexName, index: index, path: entry.path) }
+      if published {
+        try linkIntoIndex(name, in: upperParent, as: indexName, index: index, path: entry.path)
+        if let id = try? upperParent.fd.stat(name).id { inodeLinks[id] = Int(status.links) }
+      }
       markDirty(upperParent)
       return published ? .copied : .alreadyUpper
     }
@@ -186,6 +189,7 @@ extension WriteSession {
       let indexedObject = try step("statx", workPath + "/index/" + destinationName.string) { () throws(Errno) in
         RealObject(layer: 0, parent: index, name: destinationName, status: try index.fd.stat(destinationName))
       }
+      if published { inodeLinks[indexedObject.status.id] = Int(status.links) }
       try linkUp(indexedObject, name: name, into: upperParent, path: entry.path, lowerLinks: Int(status.links))
       return published ? .copied : .linkedUp
     }

@@ -24,7 +24,8 @@ extension WriteSession {
       try copyUpForChange(from)
       let (target, newParent) = try withUpperParent(new)
       if target.entry != nil { throw .format(path: new.shown, reason: "file exists", errno: .fileExists) }
-      let (source, _) = try nlinkStart(try relocate(old))
+      let (source, nlink) = try nlinkStart(try relocate(old))
+      if let nlink, inodeLinks[nlink.index.status.id] != nil { inodeLinks[nlink.index.status.id] = nlink.links + 1 }
       guard let entry = source.entry, let upperObject = entry.upper else {
         throw .format(path: old.shown, reason: "no upper object after copy-up", errno: .ioError)
       }

@@ -63,10 +63,14 @@ extension WriteSession {
   }
 
   /// The overlay link count of an indexed inode: its `nlink` xattr relative to the upper
-  /// (or lower) link count, else the upper's count (`ovl_get_nlink`).
+  /// (or lower) link count, else the upper's count (`ovl_get_nlink`). The xattr counts only
+  /// where the lower is a hard link: with no lower, or a lower of one link, the kernel takes
+  /// the upper's own count (so an nfs_export index entry of a single-link file, two upper
+  /// links, survives the removal of its name as a regular file with `U+0`).
   func overlayLinks(_ indexed: RealObject, lowerLinks: Int?) throws(OvlError) -> Int {
     let path = workPath + "/index/" + indexed.name.string
     let upperLinks = Int(try step("statx", path) { () throws(Errno) in try indexed.parent.fd.stat(indexed.name).links })
+    if lowerLinks == 1 { return upperLinks }
     let stored = try step("getxattr", path) { () throws(Errno) in try indexed.parent.fd.xattr(indexed.name, namespace.name(.nlink)) }
     guard let stored, let nlink = NlinkXattr(value: stored) else { return upperLinks }
     switch nlink.base {
@@ -89,7 +93,10 @@ extension WriteSession {
     guard let entry = target.entry, let indexed = try indexEntry(of: entry) else { return (target, nil) }
     if entry.isDirectory { return (target, NlinkState(lock: nil, index: indexed, isDirectory: true, links: 0)) }
     let lock = try InodeLock(indexed, path: workPath + "/index/" + indexed.name.string)
-    let links = try overlayLinks(indexed, lowerLinks: entry.lowers.first.map { Int($0.status.links) })
+    // `ovl_get_nlink`'s lower: the one the lookup found, else the decoded origin.
+    let lower = entry.lowers.first?.status ?? entry.upper.flatMap { stack.decodeOrigin(of: $0)?.status }
+    var links = inodeLinks[indexed.status.id] ?? 0
+    if inodeLinks[indexed.status.id] == nil { links = try overlayLinks(indexed, lowerLinks: lower.map { Int($0.links) }) }
     try setNlink(indexed, overlayLinks: links)
     return (target, NlinkState(lock: lock, index: indexed, isDirectory: false, links: links))
   }
@@ -100,6 +107,7 @@ extension WriteSession {
   func nlinkEnd(_ state: NlinkState?, removed: Bool) throws(OvlError) {
     guard let state, removed, let index else { return }
     let path = workPath + "/index/" + state.index.name.string
+    if inodeLinks[state.index.status.id] != nil { inodeLinks[state.index.status.id] = state.links - 1 }
     if !state.isDirectory {
       guard state.links - 1 <= 0 else { return }
       let upperLinks = try step("statx", path) { () throws(Errno) in try index.fd.stat(state.index.name).links }

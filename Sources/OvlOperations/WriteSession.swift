@@ -29,6 +29,11 @@ public final class WriteSession {
   var parentTimes: [[UInt8]: (dir: LayerDir, atime: Int64, mtime: Int64)] = [:]
   /// Whether reflinks from a lower layer to the upper worked (tried once per layer).
   var cloneWorks: [Int: Bool] = [:]
+  /// The overlay link count of inodes this session copied up into the index, as the
+  /// kernel's in-memory inode keeps it for the rest of its mount: the count its lookup saw
+  /// before the copy-up (the lower's). A later session reads it from the layers instead
+  /// (`ovl_get_nlink`), which for a lower of one link is the upper's own count.
+  var inodeLinks: [FileID: Int] = [:]
   /// Upper dirs (by merged path) known to carry `impure`.
   var knownImpure: Set<[UInt8]> = []
   /// Linking the shared whiteout failed other than with EMLINK: each whiteout is made

@@ -74,7 +74,7 @@ extension Stack {
   /// `ovl_check_origin`: the upper non-directory's `origin` decoded in the lower layer whose
   /// filesystem uuid it names. An empty, unusable or stale handle, or one of an inode of
   /// another type, is no origin (the kernel warns and goes on).
-  func decodeOrigin(of upper: RealObject) -> (status: FileStatus, layer: Int, handle: FileHandle)? {
+  public func decodeOrigin(of upper: RealObject) -> (status: FileStatus, layer: Int, handle: FileHandle)? {
     guard case let value?? = try? upper.xattr(namespace.name(.origin)),
       case .handle(let handle)? = try? FileHandle.decode(value)
     else { return nil }

@@ -225,6 +225,13 @@ import Testing
       Case(label: "renames and links", spec: stack, options: "index=on,redirect_dir=on", chunks: [moves], fs: .xfs),
       // Two sessions: the second starts from the first's upper (kernel: a second mount).
       Case(label: "in two sessions", spec: stack, options: "index=on,redirect_dir=on,metacopy=on", chunks: [basic, moves]),
+      // nfs_export: a name removed after its copy-up in an earlier session. A single-link
+      // file's index entry stays a regular file (`ovl_get_nlink` ignores `nlink` for a lower
+      // of one link: two upper links, one removed); a hard link's goes when its last name does.
+      Case(label: "removals after copy-up", spec: stack, options: "index=on,nfs_export=on",
+           chunks: ["chmod 0600 a/f\nchmod 0640 b/plain\nchmod 0600 b/h1\nchmod 0600 c/m", "rm a/f\nrm b/plain\nrm b/h1\nrm b/h2\nmv c/m c/m2\nrm c/m2"]),
+      Case(label: "removals after copy-up", spec: stack, options: "index=on",
+           chunks: ["chmod 0600 a/f\nchmod 0600 b/h1", "rm a/f\nrm b/h1\nrm b/h2\nrm a/h3"]),
       Case(label: "default ACLs", spec: aclStack, chunks: [aclScript]),
       Case(label: "default ACLs", spec: aclStack, options: "index=on,redirect_dir=on,metacopy=on", chunks: [aclScript]),
       Case(label: "default ACLs", spec: aclStack, options: "userxattr", chunks: [aclScript]),
