@@ -370,16 +370,26 @@ public final class Applier {
   /// D is removed and made again, which the kernel marks opaque (a directory created over a
   /// whiteout); otherwise each child not made by this layer is removed (explicit whiteouts,
   /// the same merged view).
+  ///
+  /// At the layer's root (`.wh..wh..opq` or `./.wh..wh..opq` first, as some image builders
+  /// write for a layer that replaces everything): the kernel ignores an opaque mark on the
+  /// upper root, so every name below that the layer did not make is removed — a whiteout
+  /// for each lower name — and the view shows only the layer's own entries.
   private func makeOpaque(_ dirComponents: [[UInt8]], _ raw: [UInt8]) throws(OvlError) {
     let path = Self.merged(dirComponents)
+    let prefix = dirComponents.isEmpty ? [UInt8(ascii: "/")] : path + [UInt8(ascii: "/")]
+    guard !dirComponents.isEmpty else {
+      let root = try stack.root()
+      let hidden = try stack.list(root).filter { !created.contains(ByteKey(prefix + $0)) }
+      root.forgetListing()
+      try batch.settle(affecting: hidden.map { [$0] })
+      for child in hidden { try whiteout(parent: [], victim: child) }
+      return
+    }
     guard let entry = try lookup(path), entry.isDirectory else {
       throw refused(raw, "opaque marker in something that is not a directory", .notDirectory)
     }
-    guard !dirComponents.isEmpty else {
-      throw refused(raw, "opaque marker for the root: the upper root cannot be opaque", .notPermitted)
-    }
     let children = try stack.list(try stack.open(entry))
-    let prefix = path + [UInt8(ascii: "/")]
     // The upper's own children count too: to this layer the upper is a layer below.
     let hidden = children.filter { !created.contains(ByteKey(prefix + $0)) }
     if hidden.isEmpty { return }

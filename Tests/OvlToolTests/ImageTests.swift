@@ -347,6 +347,35 @@ import Testing
     #expect(err.contains(c.message), "\(err)")
   }
 
+  /// `.wh..wh..opq` at the layer's root (also as `./.wh..wh..opq`, also on a userxattr
+  /// stack): the layer replaces everything below, so the kernel's view of the result shows
+  /// only the layer's entries (the kernel ignores an opaque mark on the upper root; every
+  /// lower name gets a whiteout, the upper's own entries go).
+  @Test(arguments: ["", "./"]) func opaqueMarkerAtTheLayerRoot(_ prefix: String) throws {
+    let dir = Harness.TempDir("img-root-opaque")
+    let r = Self.run(#"""
+      mkdir -p l0/d up wk m upx wkx; echo a > l0/a; echo c > l0/d/c; mkdir up/old; echo o > up/old/o
+      python3 - <<'PY'
+      import tarfile, io
+      t = tarfile.open('root.tar', 'w', format=tarfile.PAX_FORMAT)
+      t.addfile(tarfile.TarInfo('\#(prefix).wh..wh..opq'))
+      i = tarfile.TarInfo('\#(prefix)onlyfile'); i.size = 4; i.mode = 0o644; t.addfile(i, io.BytesIO(b'only'))
+      i = tarfile.TarInfo('\#(prefix)d'); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)
+      i = tarfile.TarInfo('\#(prefix)d/new'); i.size = 1; i.mode = 0o644; t.addfile(i, io.BytesIO(b'n'))
+      t.close()
+      PY
+      $T apply -o lowerdir=l0,upperdir=up,workdir=wk root.tar > /dev/null
+      mount -t overlay o m -o lowerdir=l0,upperdir=up,workdir=wk; (cd m && find . | sort) > kernel.txt; umount m
+      $T apply -o lowerdir=l0,upperdir=upx,workdir=wkx,userxattr root.tar > /dev/null
+      mount -t overlay o m -o lowerdir=l0,upperdir=upx,workdir=wkx,userxattr; (cd m && find . | sort) > kernelx.txt; umount m
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    for file in ["kernel.txt", "kernelx.txt"] {
+      let view = (try? String(contentsOfFile: dir.path + "/" + file, encoding: .utf8)) ?? ""
+      #expect(view == ".\n./d\n./d/new\n./onlyfile\n", "\(file): \(view)")
+    }
+  }
+
   @Test func smuggledOverlayXattrIsNotApplied() throws {
     let dir = Harness.TempDir("img-smuggle")
     let r = Self.run(#"""
