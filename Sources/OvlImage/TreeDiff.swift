@@ -1,3 +1,4 @@
+import OvlFormat
 import OvlOperations
 import OvlStack
 import OvlSystem
@@ -23,11 +24,41 @@ public final class TreeDiff {
     self.warn = warn
   }
 
+  /// The hard link group of each multiply-linked non-directory, by path: its members'
+  /// paths, sorted and joined (absent: a file with one link).
+  private var oldGroups: [ByteKey: [UInt8]] = [:]
+  private var newGroups: [ByteKey: [UInt8]] = [:]
+
   public func run() throws(OvlError) {
+    oldGroups = try Self.linkGroups(old)
+    newGroups = try Self.linkGroups(new)
     let newRoot = try new.root()
     let oldRoot = try old.root()
     try walk(oldRoot, newRoot, [])
     try session.finish()
+  }
+
+  /// Every hard link group of a view: non-directories with more than one link, grouped by
+  /// the inode the view shows.
+  static func linkGroups(_ stack: Stack) throws(OvlError) -> [ByteKey: [UInt8]] {
+    var members: [FileID: [[UInt8]]] = [:]
+    func visit(_ dir: MergedDir, _ components: [[UInt8]]) throws(OvlError) {
+      for name in try stack.list(dir) {
+        guard let entry = try stack.lookup(name, in: dir) else { continue }
+        if entry.isDirectory {
+          try visit(try stack.open(entry), components + [name])
+        } else if entry.status.links > 1 {
+          members[entry.status.id, default: []].append(path(components + [name]))
+        }
+      }
+    }
+    try visit(try stack.root(), [])
+    var groups: [ByteKey: [UInt8]] = [:]
+    for paths in members.values where paths.count > 1 {
+      let key = paths.sorted(by: Stack.byteOrder).joined(separator: [0])
+      for p in paths { groups[ByteKey(p)] = Array(key) }
+    }
+    return groups
   }
 
   private static func path(_ components: [[UInt8]]) -> [UInt8] { Applier.merged(components) }
@@ -63,7 +94,11 @@ public final class TreeDiff {
         try walk(try old.open(oldEntry), try new.open(newEntry), childComponents)
         continue
       }
-      if newEntry.status.type == oldEntry.status.type, try same(oldEntry, oldRecord, newEntry, newRecord) {
+      // A file whose hard link group is not the one it had (it gained or lost names above
+      // the base) is written again with its whole group: a tar hard link can only point
+      // inside its own layer, and an unchanged name left below would keep the old group.
+      let sameGroup = oldGroups[ByteKey(path)] == newGroups[ByteKey(path)]
+      if sameGroup, newEntry.status.type == oldEntry.status.type, try same(oldEntry, oldRecord, newEntry, newRecord) {
         // Unchanged, but a hard link group must survive if another member changes.
         if newEntry.status.links > 1 && newEntry.status.type != .directory && links[newEntry.status.id] == nil {
           links[newEntry.status.id] = path
@@ -80,18 +115,13 @@ public final class TreeDiff {
       && a.xattrs.count == b.xattrs.count && zip(a.xattrs, b.xattrs).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
   }
 
-  /// D5: same type, attributes, size, target, rdev; contents compared unless the mtimes
-  /// agree to the nanosecond.
+  /// D5: same type, attributes, size, target, rdev and mtime (to the nanosecond; an mtime
+  /// that changed is a change even where the contents did not — a touched file, which the
+  /// layer carries again). With the same mtime the contents are taken as the same.
   private func same(_ oldEntry: MergedEntry, _ a: ViewRecord, _ newEntry: MergedEntry, _ b: ViewRecord) throws(OvlError) -> Bool {
-    guard sameAttributes(a, b), a.status.size == b.status.size || a.status.type == .directory,
-      a.target == b.target, a.status.rdevMajor == b.status.rdevMajor, a.status.rdevMinor == b.status.rdevMinor
-    else { return false }
-    guard a.status.type == .regular, a.status.mtime != b.status.mtime else { return true }
-    let x = try old.openData(oldEntry)
-    let y = try new.openData(newEntry)
-    let hx = try step("read", String(decoding: a.path, as: UTF8.self)) { () throws(Errno) in try x.sha256() }
-    let hy = try step("read", String(decoding: b.path, as: UTF8.self)) { () throws(Errno) in try y.sha256() }
-    return hx == hy
+    sameAttributes(a, b) && (a.status.size == b.status.size || a.status.type == .directory)
+      && a.target == b.target && a.status.rdevMajor == b.status.rdevMajor && a.status.rdevMinor == b.status.rdevMinor
+      && (a.status.type == .directory || a.status.mtime == b.status.mtime)
   }
 
   private func setAttributes(_ path: [UInt8], _ record: ViewRecord, isSymlink: Bool, replacingXattrs previous: [([UInt8], [UInt8])] = []) throws(OvlError) {

@@ -429,8 +429,16 @@ import Testing
   /// Random changes through kernel mounts (two layers over a random base), then `merge` over
   /// the base and `--flatten` must equal the stacked view. OVLTOOL_RANDOM_SEED picks the
   /// first seed.
-  @Test(arguments: [1, 2, 3]) func mergeOfRandomKernelStacksEqualsTheStackedView(_ round: Int) throws {
+  /// Every stack is made with one option set (default, index=on, userxattr,
+  /// redirect_dir=on), with touches, chowns and new names for base files among the
+  /// changes; the views compare mtimes (whole seconds, as in a tar) of everything but
+  /// directories, owners, modes, xattrs and hard link groups. `diff` of the base tree and
+  /// the flattened view, applied over the base, must give the stacked view too.
+  static let randomMergeCases: [(Int, String)] = [(1, ""), (2, "index=on"), (3, "userxattr"), (4, "redirect_dir=on"), (5, "index=on,redirect_dir=on")]
+
+  @Test(arguments: randomMergeCases) func mergeOfRandomKernelStacksEqualsTheStackedView(_ round: Int, _ options: String) throws {
     let seed = (Int(ProcessInfo.processInfo.environment["OVLTOOL_RANDOM_SEED"] ?? "") ?? 7) + round
+    let o = options.isEmpty ? "" : "," + options
     let dir = Harness.TempDir("img-random")
     let r = Self.run(#"""
       mkdir -p l0 l1 w1 up wk mnt
@@ -445,7 +453,7 @@ import Testing
           return out
       for i in range(n):
           e = entries(); dirs = [root] + [x for x in e if os.path.isdir(x) and not os.path.islink(x)]
-          op = rng.choice(["file", "file", "dir", "rm", "rmdir", "chmod", "xattr", "link", "symlink", "append"])
+          op = rng.choice(["file", "file", "dir", "rm", "rmdir", "chmod", "xattr", "link", "link", "symlink", "append", "touch", "chown"])
           d = rng.choice(dirs); name = os.path.join(d, "n%d" % rng.randrange(40))
           try:
               if op == "file": open(name, "w").write("f%d" % rng.randrange(1000))
@@ -470,26 +478,49 @@ import Testing
               elif op == "append":
                   files = [x for x in e if os.path.isfile(x) and not os.path.islink(x)]
                   if files: open(rng.choice(files), "a").write("+")
+              elif op == "touch" and e:
+                  x = rng.choice(e); t = 1500000000 + rng.randrange(10**8)
+                  os.utime(x, (t, t), follow_symlinks=False)
+              elif op == "chown" and e:
+                  os.chown(rng.choice(e), rng.randrange(3), rng.randrange(3), follow_symlinks=False)
           except OSError:
               pass
       PY
       }
+      # The view with the mtimes of everything but directories, in whole seconds.
+      tview() { mkdir -p "$W/mnt"; mount -t overlay overlay -o "$1" "$W/mnt"
+        { python3 "$WALK" "$W/mnt" --hash | grep -v '^{"path":"/",' | python3 -c '
+      import sys, re
+      for line in sys.stdin:
+          if "\"type\":\"dir\"" in line: line = re.sub(r",\"mtime\":[0-9]+", "", line)
+          else: line = re.sub(r"\"mtime\":([0-9]+)", lambda m: "\"mtime\":%d" % (int(m.group(1)) // 10**9), line)
+          sys.stdout.write(line)'
+          view "$W/mnt" | grep '^links ' || true; } > "$2"; umount "$W/mnt"; }
       rnd \#(seed) l0 200
-      mount -t overlay overlay -o lowerdir=l0,upperdir=l1,workdir=w1 mnt; rnd \#(seed + 100) mnt 150; umount mnt
-      mount -t overlay overlay -o lowerdir=l1:l0,upperdir=up,workdir=wk mnt; rnd \#(seed + 200) mnt 150; umount mnt
-      kview ro,lowerdir=up:l1:l0 stacked.txt
-      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --to-upper merged >/dev/null
-      kview ro,lowerdir=merged:l0 merged.txt
-      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --to-tar m.tar >/dev/null
-      mkdir up2 wk2; $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 m.tar >/dev/null
-      kview ro,lowerdir=up2:l0 merged-tar.txt
-      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk --flatten --to-upper flat >/dev/null
-      view flat > flat.txt
+      mount -t overlay overlay -o lowerdir=l0,upperdir=l1,workdir=w1\#(o) mnt; rnd \#(seed + 100) mnt 150; umount mnt
+      mount -t overlay overlay -o lowerdir=l1:l0,upperdir=up,workdir=wk\#(o) mnt; rnd \#(seed + 200) mnt 150; umount mnt
+      # The stack as merge reads it: up as the upper (with index=on its index decides hard
+      # links; as a lower layer it would not).
+      tview ro,lowerdir=l1:l0,upperdir=up,workdir=wk\#(o) stacked.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk\#(o) --to-upper merged >/dev/null
+      tview ro,lowerdir=merged:l0\#(o) merged.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk\#(o) --to-tar m.tar >/dev/null
+      mkdir up2 wk2; $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2\#(o) m.tar >/dev/null
+      tview ro,lowerdir=up2:l0\#(o) merged-tar.txt
+      $T merge -o lowerdir=l1:l0,upperdir=up,workdir=wk\#(o) --flatten --to-upper flat >/dev/null
+      view flat > flat.txt; kview ro,lowerdir=l1:l0,upperdir=up,workdir=wk\#(o) stacked-plain.txt
+      $T diff l0 flat --to-upper d >/dev/null
+      tview ro,lowerdir=d:l0 diffed.txt   # diff writes the trusted.overlay.* namespace
+      $T diff l0 flat --to-tar d.tar >/dev/null
+      mkdir up4 wk4; $T apply -o lowerdir=l0,upperdir=up4,workdir=wk4\#(o) d.tar >/dev/null
+      tview ro,lowerdir=up4:l0\#(o) diffed-tar.txt
       """#, in: dir)
     #expect(r.status == 0, "\(r.stderr)")
     Self.expectSameFiles(dir, "stacked.txt", "merged.txt")
     Self.expectSameFiles(dir, "stacked.txt", "merged-tar.txt")
-    Self.expectSameFiles(dir, "stacked.txt", "flat.txt")
+    Self.expectSameFiles(dir, "stacked-plain.txt", "flat.txt")
+    Self.expectSameFiles(dir, "stacked.txt", "diffed.txt")
+    Self.expectSameFiles(dir, "stacked.txt", "diffed-tar.txt")
   }
 
   @Test func hardlinkToALowerFileCopiesItUpFirst() throws {
