@@ -129,3 +129,43 @@ extension WriteSession {
     }
   }
 }
+
+extension WriteSession {
+  /// `ovl_indexdir_cleanup` as a mount does it: a non-directory index entry with no name
+  /// left but its own (one link) whose overlay count is 0 — its lower has one link, or its
+  /// `nlink` says so (`ovl_get_nlink` with fallback 0) — is an orphan: whited out with
+  /// nfs_export (a fresh whiteout, not a link of the shared one: the mount's index cleanup
+  /// makes its own), else removed. An entry whose origin no longer decodes is left alone
+  /// (the kernel deletes it as stale; fsck reports it).
+  func cleanupOrphanIndexEntries() throws(OvlError) {
+    guard let index else { return }
+    let listing = try step("getdents64", workPath + "/index") { () throws(Errno) in try index.fd.entries() }
+    for item in listing where !item.isDirectory && item.name.first != UInt8(ascii: "#") {
+      let path = workPath + "/index/" + item.name.string
+      guard let status = try step("statx", path, { () throws(Errno) in try index.fd.statIfPresent(item.name) }),
+        status.type != .directory, !status.isWhiteoutDevice, status.links == 1
+      else { continue }
+      let object = RealObject(layer: 0, parent: index, name: item.name, status: status)
+      guard let origin = stack.decodeOrigin(of: object) else { continue }
+      var links = 0
+      if origin.status.links > 1,
+        let stored = try step("getxattr", path, { () throws(Errno) in try index.fd.xattr(item.name, namespace.name(.nlink)) }),
+        let nlink = NlinkXattr(value: stored)
+      {
+        links = nlink.overlayLinks(baseLinks: nlink.base == .upper ? 1 : Int(origin.status.links)) ?? 0
+      }
+      guard links == 0 else { continue }
+      if stack.options.nfsExport {
+        let shared = noSharedWhiteout
+        noSharedWhiteout = true
+        defer { noSharedWhiteout = shared }
+        try cleanupAndWhiteout(item.name, in: index, expected: status, path: path)
+      } else {
+        try withLockedParent(index, child: item.name, expected: status.id, path: path) { () throws(OvlError) in
+          try step("unlink", path) { () throws(Errno) in try index.fd.remove(item.name) }
+        }
+        markDirty(index)
+      }
+    }
+  }
+}

@@ -70,6 +70,8 @@ public final class WriteSession {
     try initializeUpperRoot()
     // A mount starts with a new shared whiteout (it empties the work dir); so does a session.
     do throws(Errno) { try tempDir.fd.remove(Self.whiteoutTemplate) } catch {}
+    // And it cleans up the orphans the index holds.
+    try cleanupOrphanIndexEntries()
   }
 
   /// Forgets the cached directory at `path` and every one below it.
