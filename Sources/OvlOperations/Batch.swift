@@ -151,6 +151,8 @@ public final class CreateBatch {
   public func directory(_ components: [[UInt8]]) throws(OvlError) -> BatchDirectory? {
     let key = WriteSession.mergedPath(components)
     if let known = directories[ByteKey(key)] { return known }
+    // Names are about to be made in it.
+    try session.prepareForChange()
     var merged: MergedDir
     do {
       merged = try session.directory(components)

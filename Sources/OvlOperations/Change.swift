@@ -80,6 +80,7 @@ extension WriteSession {
   /// `ovl_copy_up(dentry->d_parent)`: the target's parent is made an upper directory first;
   /// returns the target looked up again and the parent's upper directory.
   func withUpperParent(_ target: Target) throws(OvlError) -> (Target, LayerDir) {
+    try prepareForChange()
     var target = target
     if target.parent.upper == nil {
       _ = try copyUp(Array(target.parentComponents.joined(separator: [UInt8(ascii: "/")])), metacopy: false)
@@ -155,6 +156,7 @@ extension WriteSession {
 
   /// A copy-up for a change that does not write data: metadata only where metacopy=on.
   func copyUpForChange(_ components: [[UInt8]]) throws(OvlError) {
+    try prepareForChange()
     _ = try copyUp(Array(components.joined(separator: [UInt8(ascii: "/")])), metacopy: stack.options.metacopy)
   }
 

@@ -111,6 +111,7 @@ extension WriteSession {
     let path = describe(entry.path)
     let stored = try step("getxattr", path) { () throws(Errno) in try upperDir.xattr(attribute) }
     guard stored != origin else { return }
+    try prepareForChange()
     try step("setxattr", path) { () throws(Errno) in try upperDir.parent.fd.setXattr(upperDir.name, attribute, origin) }
     forgetDirectories(under: entry.path)
     try setImpure(parent)
@@ -125,6 +126,7 @@ extension WriteSession {
 
   /// `ovl_copy_up_one` + `ovl_do_copy_up` for one object whose parent is up already.
   func copyUpOne(_ entry: MergedEntry, name: [UInt8], into upperParent: LayerDir, metacopy: Bool) throws(OvlError) -> CopyUpResult {
+    try prepareForChange()
     if isIndexAlias(entry), let indexed = entry.upper {
       try linkUp(indexed, name: name, into: upperParent, path: entry.path, lowerLinks: Int(entry.lowers.first?.status.links ?? 1))
       return .linkedUp
@@ -229,6 +231,7 @@ extension WriteSession {
     let path = describe(dir.path)
     if knownImpure.contains(dir.path) { return }
     if !Impure.isSet(try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr([0x2E], attribute) })) {
+      try prepareForChange()
       try step("setxattr", path) { () throws(Errno) in try dir.fd.setXattr([0x2E], attribute, Impure.value) }
     }
     knownImpure.insert(dir.path)

@@ -78,6 +78,7 @@ extension WriteSession {
       case .symlink: throw .format(path: target.shown, reason: "is a symlink (put does not follow symlinks)", errno: .tooManySymbolicLinkLevels)
       default: throw .format(path: target.shown, reason: "not a regular file", errno: .invalidArgument)
       }
+      try prepareForChange()
       _ = try copyUp(Array(components.joined(separator: [UInt8(ascii: "/")])), metacopy: false)
       let current = try relocate(target)
       guard let upperObject = current.entry?.upper else {

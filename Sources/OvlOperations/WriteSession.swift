@@ -11,8 +11,11 @@ public final class WriteSession {
   let upper: LayerDir
   /// Where temporary objects are built: `work/work`, or `work/index` with index=on (the
   /// kernel then uses the index dir as its work dir).
-  let tempDir: LayerDir
-  let index: LayerDir?
+  private(set) var tempDir: LayerDir
+  private(set) var index: LayerDir?
+  /// Whether what a first mount writes is done (`prepareForChange`).
+  private var prepared = false
+  private let workRoot: LayerDir
   let namespace: XattrNamespace
   /// Directories whose entries changed, fsynced once by `finish()`: a name is durable
   /// when its directory is, and one fsync per directory, not per file, keeps many
@@ -55,7 +58,29 @@ public final class WriteSession {
     self.stack = stack
     self.upper = upper
     namespace = stack.namespace
-    let workPath = stack.options.workDir ?? ""
+    self.workRoot = workRoot
+    // Nothing is written before the first change: a call that fails its lookups or checks
+    // leaves a never-mounted stack as it was. Until then the temp dir is a descriptor of
+    // /dev/null, on which every *at() call fails (ENOTDIR) — a write that came before
+    // `prepareForChange` could never land in the wrong directory. An index dir that
+    // exists already is read by the lookups from the start.
+    index = stack.options.index ? stack.indexDir : nil
+    if let index { stack.adoptIndexDirectory(index) }
+    do throws(Errno) {
+      tempDir = LayerDir(layer: 0, fd: try FD.openFile(atHostPath: "/dev/null"), path: [])
+    } catch {
+      tempDir = upper
+      try prepareForChange()
+    }
+  }
+
+  /// What a mount does before the first change: `work/` and, with index=on, `index/`
+  /// (mode 0000), the upper root's `uuid` and `origin`, the index dir's `upper`, a new
+  /// shared whiteout, the index's orphans cleaned up. Called by every change right before
+  /// its first write (after its lookups and checks); once per session.
+  func prepareForChange() throws(OvlError) {
+    guard !prepared else { return }
+    prepared = true
     let work = try Self.makeWorkDirectory(workRoot, "work", workPath)
     if stack.options.index {
       let index: LayerDir

@@ -221,9 +221,7 @@ import Testing
     let (dir, options) = try stack()
     let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
     func snapshot() -> String {
-      // The upper root's xattrs aside: a session still writes the first mount's `uuid`
-      // before the operation runs (the lazy first-mount setup is not done yet).
-      Harness.run(["/bin/sh", "-c", "cd \"$1\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - ./* 2>/dev/null", "sh", upper]).out
+      Harness.run(["/bin/sh", "-c", "cd \"$1\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - . 2>/dev/null", "sh", upper]).out
     }
     let before = snapshot()
     let big = Harness.run([Self.binary, "setxattr", "-o", options, "user.big", String(repeating: "v", count: 65537), "/a/b/g"])
@@ -239,6 +237,39 @@ import Testing
     let edge = Harness.run([Self.binary, "setxattr", "-o", options, "user." + String(repeating: "n", count: 250), String(repeating: "v", count: 1000), "/a/b/g"])
     #expect(edge.status == 0, "\(edge.stderr)")
     _ = dir
+  }
+
+  /// On a stack never mounted, a command that fails its lookups or checks writes nothing:
+  /// not even what a first mount writes (`work/work`, `index/`, the upper root's `uuid` and
+  /// `origin`, the index dir's `upper`). The first change that succeeds writes them.
+  @Test(arguments: ["", "index=on", "index=on,nfs_export=on"]) func failedCallsOnANewStackWriteNothing(_ extra: String) throws {
+    let (dir, base) = try stack()
+    let options = base + (extra.isEmpty ? "" : "," + extra)
+    let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
+    let work = options.components(separatedBy: "workdir=")[1].components(separatedBy: ",")[0]
+    func snapshot() -> String {
+      Harness.run(["/bin/sh", "-c", "for d in \"$1\" \"$2\"; do (cd \"$d\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - . 2>/dev/null); done", "sh", upper, work]).out
+    }
+    try "rm /a/missing\n".write(toFile: dir.path + "/script", atomically: true, encoding: .utf8)
+    let before = snapshot()
+    let failing: [[String]] = [
+      ["rm", "/a/missing"], ["rm", "/a"], ["mkdir", "/a"], ["mkdir", "/missing/x"], ["put", "/etc/hostname", "/a"],
+      ["put", "/nonexistent-source", "/a/new"], ["mv", "/a/missing", "/b"], ["mv", "/a", "/a/b/in"], ["ln", "/a", "/a2"],
+      ["ln", "/missing", "/x"], ["chmod", "0600", "/missing"], ["chown", "1:1", "/missing"], ["rmxattr", "user.none", "/a/b/g"],
+      ["mknod", "/a/b/g", "p"], ["symlink", "t", "/a"], ["setxattr", "user.k", "v", "/missing"], ["copy-up", "/a/missing"],
+      ["apply-script", dir.path + "/script"],
+    ]
+    for argv in failing {
+      let r = Harness.run([Self.binary, argv[0], "-o", options] + argv.dropFirst())
+      #expect(r.status != 0, "\(argv) [\(extra)] succeeded")
+      #expect(snapshot() == before, "\(argv) [\(extra)] changed a never-mounted stack before failing: \(r.stderr)")
+    }
+    // The first change that succeeds sets the stack up as a first mount would.
+    let ok = Harness.run([Self.binary, "mkdir", "-o", options, "/new"])
+    #expect(ok.status == 0, "\(ok.stderr)")
+    let kernel = Harness.kernelView(options, in: dir)
+    #expect(kernel.lines != nil, "the kernel refuses the stack after the first change: \(kernel.mountError)")
+    #expect(FileManager.default.fileExists(atPath: work + "/work"))
   }
 
   /// copy-up looks the whole path up before it copies anything: a missing name or a file
