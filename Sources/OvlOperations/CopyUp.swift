@@ -269,6 +269,15 @@ extension WriteSession {
     let overlayLinks = stored.flatMap { NlinkXattr(value: $0) }.flatMap { $0.base == .upper ? Int(before.links) + $0.delta : nil } ?? lowerLinks
     try withLockedParent(index, child: indexed.name, expected: before.id, path: workPath + "/index/" + indexed.name.string) {
       () throws(OvlError) in
+      // The count relative to the lower first (a form `ovl_get_nlink` reads for a lower hard
+      // link): it stays right whether or not the new link exists, so a crash between the
+      // link and the final `U` count cannot show one link too many.
+      if lowerLinks > 1 {
+        let value = NlinkXattr(base: .lower, delta: overlayLinks - lowerLinks).value
+        try step("setxattr", workPath + "/index/" + indexed.name.string) { () throws(Errno) in
+          try index.fd.setXattr(indexed.name, namespace.name(.nlink), value)
+        }
+      }
       try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) in
         Fault.point("link-up")
         do throws(Errno) {

@@ -124,12 +124,20 @@ import Testing
     let done = run(twinOptions)
     #expect(done.status == 0, "\(argv) [\(extra)] without a fault: \(done.stderr)")
     let after = view(twinOptions)
+    // st_nlink as the kernel shows it (the views leave it out).
+    func linkCounts(_ options: String, _ dir: Harness.TempDir) -> String {
+      Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+        "mkdir -p \"$1/ln\" && mount -t overlay o -o \"ro,$2\" \"$1/ln\" && cd \"$1/ln\" && find . ! -type d -printf '%P %n\\n' | sort; cd /; umount \"$1/ln\" 2>/dev/null",
+        "sh", dir.path, options]).out
+    }
+    let linksAfter = linkCounts(twinOptions, twin)
     var crashes = 0
     for n in 1...400 {
       let dir = Harness.TempDir("crash")
       var options = try Harness.build(Self.spec, in: dir)
       if !extra.isEmpty { options += "," + extra }
       let before = view(options)
+      let linksBefore = linkCounts(options, dir)
       let r = run(options, fault: n)
       if r.status == 0 { break }  // fewer writes than n: the sweep is complete
       crashes += 1
@@ -141,6 +149,8 @@ import Testing
       let kernel = Harness.kernelView(options, in: dir)
       #expect(kernel.lines != nil, "\(at): the kernel refuses the stack: \(kernel.mountError)")
       Harness.compare(Harness.ovltoolView(options), kernel, spec: at)
+      let links = linkCounts(options, dir)
+      #expect(multiStep || links == linksBefore || links == linksAfter, "\(at): link counts neither before nor after:\n\(links)")
       let repair = Harness.run([Self.binary, "fsck", "-p", "-o", options])
       #expect(repair.status == 0 || repair.status == 1, "\(at): fsck -p exit \(repair.status): \(repair.out)\(repair.stderr)")
       let check = Harness.run([Self.binary, "fsck", "-n", "-o", options])
