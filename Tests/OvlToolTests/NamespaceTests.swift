@@ -165,6 +165,45 @@ import Testing
     #expect(crashes >= 1, "\(argv): no write to crash at")
   }
 
+  /// Random scripts (the namespace sweep's generator) killed before a random write: the
+  /// kernel mounts the stack and shows ovltool's view, `fsck -p` leaves it clean, and the
+  /// script run again (`--keep-going`) ends in a stack that fsck finds clean and the kernel
+  /// mounts. `OVLTOOL_FAULT_ROUNDS` (default 6) runs more.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs")) func randomScriptsSurviveACrashAtAnyWrite() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let rounds = ProcessInfo.processInfo.environment["OVLTOOL_FAULT_ROUNDS"].flatMap { Int($0) } ?? 6
+    var rng = SplitMix64(seed: ProcessInfo.processInfo.environment["OVLTOOL_RANDOM_SEED"].flatMap { UInt64($0) } ?? 0xC4A5)
+    let optionSets = ["", "index=on", "index=on,nfs_export=on", "index=on,redirect_dir=on,metacopy=on", "redirect_dir=on", "userxattr"]
+    for round in 0..<rounds {
+      let dir = Harness.TempDir("crash-random")
+      try FileManager.default.createDirectory(atPath: dir.path + "/data", withIntermediateDirectories: true)
+      try "small\n".write(toFile: dir.path + "/data/small", atomically: true, encoding: .utf8)
+      try String(repeating: "0123456789abcdef", count: 4096).write(toFile: dir.path + "/data/big", atomically: true, encoding: .utf8)
+      try "".write(toFile: dir.path + "/data/empty", atomically: true, encoding: .utf8)
+      let extra = optionSets[round % optionSets.count]
+      var options = try Harness.build(Self.spec, in: dir)
+      if !extra.isEmpty { options += "," + extra }
+      var generator = NamespaceKernelTests.RandomChanges(seed: rng.next())
+      let script = (0..<60).map { _ in generator.line(building: false) }.joined(separator: "\n").replacingOccurrences(of: "@D@", with: dir.path)
+      try (script + "\n").write(toFile: dir.path + "/script", atomically: true, encoding: .utf8)
+      let n = rng.between(1, 150)
+      let at = "round \(round) [\(extra)] killed before write \(n)"
+      let r = Harness.run([Self.binary, "apply-script", "--keep-going", "-o", options, dir.path + "/script"], environment: ["OVLTOOL_FAULT": String(n)])
+      #expect(r.status == SIGKILL || r.status == 0 || r.status == 1, "\(at): exit \(r.status): \(r.stderr)")
+      let kernel = Harness.kernelView(options, in: dir)
+      #expect(kernel.lines != nil, "\(at): the kernel refuses the stack: \(kernel.mountError)")
+      Harness.compare(Harness.ovltoolView(options), kernel, spec: at)
+      let repair = Harness.run([Self.binary, "fsck", "-p", "-o", options])
+      #expect(repair.status == 0 || repair.status == 1, "\(at): fsck -p exit \(repair.status): \(repair.out)\(repair.stderr)")
+      let again = Harness.run([Self.binary, "apply-script", "--keep-going", "-o", options, dir.path + "/script"])
+      #expect(again.status == 0 || again.status == 1, "\(at): run again: exit \(again.status): \(again.stderr)")
+      let check = Harness.run([Self.binary, "fsck", "-n", "-o", options])
+      #expect(check.status == 0, "\(at): fsck -n after the rerun: exit \(check.status): \(check.out)\(check.stderr)")
+      let end = Harness.kernelView(options, in: dir)
+      #expect(end.lines != nil, "\(at): the kernel refuses the stack after the rerun: \(end.mountError)")
+    }
+  }
+
   /// 4 `apply-script` processes at once on one stack (index=on): each changes its own
   /// directory (removals, new files, renames, links) and all of them copy up the same
   /// shared files (chmod). Every line succeeds; the kernel mounts the result and shows
