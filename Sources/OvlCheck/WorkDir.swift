@@ -10,6 +10,13 @@ import OvlSystem
 extension Checker {
   func checkWorkDir() {
     guard let workRoot = stack.workRoot else { return }
+    // An apply that did not finish (a crash, or a layer refused part-way): the upper holds
+    // part of a layer. Only the same layer applied again completes it.
+    if let pending = ApplyJournal.pending(in: stack) {
+      report.found("interrupted-apply", layer: -1, name: workName, path: "/" + String(decoding: ApplyJournal.name, as: UTF8.self),
+        problem: "an ovltool apply of \(pending) did not finish: the upper holds part of that layer; apply the same layer again to complete it",
+        action: nil, policy: .none)
+    }
     let workPath = options.workDir ?? ""
     if let work = try? open(Array("work".utf8), in: workRoot) {
       workTemp = work

@@ -51,9 +51,12 @@ public final class Applier {
   var stack: Stack { session.stack }
 
   /// Applies every entry; returns the layer's DiffID.
-  public func run(_ reader: LayerReader) throws(OvlError) -> String {
+  /// `journal` (the layer's name) is recorded in the work dir before the first entry and
+  /// removed once the layer is complete and durable (`ApplyJournal`).
+  public func run(_ reader: LayerReader, journal: String? = nil) throws(OvlError) -> String {
     // After a failure the files not yet published are dropped, not left half-made.
     defer { batch.close() }
+    if let journal { try session.beginApply(journal) }
     while let entry = try reader.next() {
       try apply(entry, reader)
     }
@@ -63,6 +66,7 @@ public final class Applier {
       try session.setAttribute(path, .times(mtime))
     }
     try session.finish()
+    if journal != nil { try session.endApply() }
     if let expected = options.diffID, expected != diffID {
       throw .format(path: "layer", reason: "DiffID mismatch: expected \(expected), got \(diffID) (the upper has been changed)", errno: .badMessage)
     }

@@ -74,6 +74,36 @@ public final class WriteSession {
     }
   }
 
+  /// Records that a layer is being applied (`ApplyJournal`): written under a temp name,
+  /// fsynced, renamed into place, the work dir fsynced — before the layer's first change.
+  public func beginApply(_ text: String) throws(OvlError) {
+    try prepareForChange()
+    let temp = Array("ovltool-apply.tmp".utf8)
+    let path = workPath + "/" + String(decoding: ApplyJournal.name, as: UTF8.self)
+    try step("write", path) { () throws(Errno) in
+      try? workRoot.fd.remove(temp)
+      try workRoot.fd.createFile(temp, contents: Array((text + "\n").utf8), permissions: 0o600)
+      let file = try FD.open(temp, in: workRoot.fd, .readOnly)
+      try file.sync()
+      try workRoot.fd.rename(temp, to: ApplyJournal.name, in: workRoot.fd, flags: [])
+      try workRoot.fd.sync()
+    }
+  }
+
+  /// The layer is complete (and `finish()` made it durable): the record goes.
+  public func endApply() throws(OvlError) {
+    let path = workPath + "/" + String(decoding: ApplyJournal.name, as: UTF8.self)
+    try step("unlink", path) { () throws(Errno) in
+      do throws(Errno) {
+        try workRoot.fd.remove(ApplyJournal.name)
+      } catch .noSuchFileOrDirectory {
+      } catch {
+        throw error
+      }
+      try workRoot.fd.sync()
+    }
+  }
+
   /// What a mount does before the first change: `work/` and, with index=on, `index/`
   /// (mode 0000), the upper root's `uuid` and `origin`, the index dir's `upper`, a new
   /// shared whiteout, the index's orphans cleaned up. Called by every change right before

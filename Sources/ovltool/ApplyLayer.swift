@@ -58,13 +58,16 @@ struct ApplyLayer: ParsableCommand {
     let applier = try Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
     do {
       let reader = try LayerReader(fd: fd.rawValue, file: layer == "-" ? nil : layer)
-      let diffID = try applier.run(reader)
+      let diffID = try applier.run(reader, journal: "layer \(layer == "-" ? "(standard input)" : layer)")
       print("diffid \(diffID)")
       // Done and durable: the process ends without taking apart what it built in memory
       // (a set of every path of the layer: milliseconds for nothing).
       exitProcess(0)
     } catch {
       printError("ovltool: \(error)")
+      if ApplyJournal.pending(in: session.stack) != nil {
+        printError("ovltool: the upper holds part of the layer (recorded in the work dir, fsck reports it): apply the same layer again to complete it")
+      }
       if error.errno == .badMessage { throw ExitCode(3) }
       if case .format(let path, _, _) = error, path.hasPrefix("layer") { throw ExitCode(2) }
       throw ExitCode(1)
