@@ -483,7 +483,6 @@ private struct ChunkJob: @unchecked Sendable {
         if let failure = link.file?.failure { throw .system(call: failure.call, path: shown(link), errno: failure.errno) }
       }
       try step("syncfs", upperPath) { () throws(Errno) in try syncFilesystem(tempDir.fd) }
-      Fault.point("chunk")
       var start = 0
       while start < links.count {
         let dir = links[start].dir

@@ -36,7 +36,6 @@ extension WriteSession {
     let direct = s.uid == effectiveUserID() && s.gid == effectiveGroupID() && s.permissions & 0o7000 == 0 && s.permissions & umask == 0
     let created: (uid: UInt32, gid: UInt32, permissions: UInt32)? = direct ? (s.uid, s.gid, s.permissions) : nil
     let temp = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: created?.permissions ?? 0) }
-    Fault.point("temp")
     var flags: InodeFlags?
     if !plan.metacopy {
       let source = try stack.openData(plan.entry)
@@ -54,7 +53,6 @@ extension WriteSession {
       }
       if plan.entry.lowers.count <= 1 && plan.entry.dataRedirect == nil { flags = source.inodeFlags() }
       if method != .none { cloneWorks[plan.lower.layer] = method == .clone }
-      Fault.point("data")
       // fsync=auto: the data is durable before the name appears.
       try step("fsync", where_) { () throws(Errno) in try temp.sync() }
     }
@@ -62,7 +60,6 @@ extension WriteSession {
     if let indexNlink {
       try step("fsetxattr", where_) { () throws(Errno) in try temp.setXattr(namespace.name(.nlink), indexNlink) }
     }
-    Fault.point("metadata")
     return try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
       do throws(Errno) {
         try temp.link(as: name, in: destination.fd)
@@ -94,12 +91,10 @@ extension WriteSession {
     }
     let temp = TempEntry(dir: tempDir, name: tempName, isDirectory: status.type == .directory)
     let tempID = try step("statx", tempPath) { () throws(Errno) in try tempDir.fd.stat(tempName).id }
-    Fault.point("temp")
     try apply(try metadata(plan), to: tempName, in: tempDir, type: status.type, tempPath)
     if let indexNlink {
       try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(tempName, namespace.name(.nlink), indexNlink) }
     }
-    Fault.point("metadata")
     // nfs_export: the directory's index entry comes right after the rename, not before it
     // as in `ovl_copy_up_workdir`: a crash between an index entry and its upper leaves the
     // lower directory an uncovered redirect (EIO), which the next mount whites out — the

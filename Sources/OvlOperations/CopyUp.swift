@@ -160,7 +160,6 @@ extension WriteSession {
     } else {
       try setImpure(upperParent)
     }
-    Fault.point("impure")
 
     let plan = CopyPlan(entry: entry, lower: lower, origin: origin, metacopy: metacopy)
     // `ovl_set_nlink_upper` of a new index entry, set before it is published (the kernel
@@ -177,7 +176,6 @@ extension WriteSession {
     } else {
       published = try copyByTemp(plan, to: destinationName, in: destination, indexedDirectory: indexed && isDir, indexNlink: indexNlink)
     }
-    Fault.point("published")
     if isDir { forgetDirectories(under: entry.path) }
     if indexAfterUpper, let index {
       if published {
@@ -279,7 +277,6 @@ extension WriteSession {
         }
       }
       try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) in
-        Fault.point("link-up")
         do throws(Errno) {
           try index.fd.link(indexed.name, as: name, in: upperParent.fd)
         } catch .fileExists {

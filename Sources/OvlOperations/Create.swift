@@ -148,7 +148,6 @@ extension WriteSession {
     if isDirectory {
       try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(temp, namespace.name(.opaque), Opaque.opaque.value) }
     }
-    Fault.point("temp")
     try publishOverWhiteout(entry, as: current.name, in: upperParent, whiteout: whiteout, path: path)
     forgetDirectories(under: current.path)
     touched(upperParent)
@@ -175,7 +174,6 @@ extension WriteSession {
         throw .system(call: "create", path: path, errno: error)
       }
     }
-    Fault.point("temp")
     let status = try step("statx", path) { () throws(Errno) in try upperParent.fd.stat(name) }
     if status.uid != owner.uid || status.gid != owner.gid {
       try step("fchownat", path) { () throws(Errno) in try upperParent.fd.changeOwner(name, uid: owner.uid, gid: owner.gid) }
@@ -221,7 +219,6 @@ extension WriteSession {
     settled.permissions = owner.permissions
     try apply(settled, to: file, path, xattrs: initial.xattrs)
     try step("fsync", path) { () throws(Errno) in try file.sync() }
-    Fault.point("temp")
     if whiteout == nil {
       try withLockedParent(upperParent, child: current.name, expected: nil, path: path) { () throws(OvlError) in
         try step("linkat", path) { () throws(Errno) in try file.link(as: current.name, in: upperParent.fd) }

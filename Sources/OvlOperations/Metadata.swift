@@ -118,7 +118,6 @@ extension WriteSession {
     let source = try stack.openData(entry)
     _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: source, size: upperObject.status.size) }
     try step("fsync", path) { () throws(Errno) in try file.sync() }
-    Fault.point("data")
     if let capability { try step("setxattr", path) { () throws(Errno) in try file.setXattr(capabilityName, capability) } }
     try step("removexattr", path) { () throws(Errno) in try file.removeXattr(namespace.name(.metacopy)) }
   }

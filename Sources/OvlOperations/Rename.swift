@@ -138,7 +138,6 @@ extension WriteSession {
         // A pure upper directory moved into a merged one must not merge with what is below.
         try step("setxattr", path) { () throws(Errno) in try oldParent.fd.setXattr(source.name, namespace.name(.opaque), Opaque.opaque.value) }
       }
-      Fault.point("rename")
       try step("renameat2", path) { () throws(Errno) in
         try oldParent.fd.rename(source.name, to: target.name, in: newParent.fd, flags: flags)
       }

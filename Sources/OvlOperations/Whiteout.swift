@@ -77,13 +77,11 @@ extension WriteSession {
     let isDirectory = expected?.type == .directory
     let flags: RenameFlags = expected == nil ? .noReplace : isDirectory ? .exchange : []
     try withTempDirAndParentLocked(dir, child: name, expected: expected?.id, path: path) { () throws(OvlError) in
-      Fault.point("whiteout")
       try step("renameat2", path) { () throws(Errno) in try tempDir.fd.rename(whiteout.name, to: name, in: dir.fd, flags: flags) }
     }
     let leftover = whiteout.name
     whiteout.commit()
     if isDirectory {
-      Fault.point("cleanup")
       try step("remove", workPath + "/" + leftover.string) { () throws(Errno) in try tempDir.fd.removeTree(leftover) }
     }
     touched(dir)
@@ -99,7 +97,6 @@ extension WriteSession {
       try withTempDirAndParentLocked(dir, child: name, expected: expected.id, path: path) { () throws(OvlError) in
         try step("renameat2", path) { () throws(Errno) in try dir.fd.rename(name, to: temp, in: tempDir.fd, flags: .noReplace) }
       }
-      Fault.point("cleanup")
       try step("remove", workPath + "/" + temp.string) { () throws(Errno) in try tempDir.fd.removeTree(temp) }
       markDirty(tempDir)
     } else {

@@ -246,8 +246,6 @@ public func xattrCopySkips(_ name: [UInt8]) -> Bool {
   withCString(name) { (c: UnsafePointer<CChar>) -> Bool in attr_copy_action(c, nil) == ATTR_ACTION_SKIP }
 }
 
-/// Ends the process at once, as a crash would (for the crash-safety fault switch).
-public func crashNow(_ status: Int32) -> Never { Glibc._exit(status) }
 
 /// Makes the changes so far durable on the filesystem of `fd` (`syncfs`).
 public func syncFilesystem(_ fd: borrowing FD) throws(Errno) {

@@ -605,7 +605,7 @@ import Testing
   /// several chunks of files in one directory, hard links to files whose first name went
   /// out in an earlier chunk and across directories, a file too big for the queue, modes the umask cuts, setuid, owners,
   /// every special type, new trees under merged directories. The result mounted equals
-  /// umoci's unpack, fsck finds nothing, and a crash at the first publish leaves a stack
+  /// umoci's unpack, fsck finds nothing, and a crash at any of several writes leaves a stack
   /// that mounts with no file half-written.
   @Test func bulkApplyEqualsUmociAndSurvivesACrash() throws {
     guard Self.peersAvailable else { Issue.record("umoci missing: run make deps"); return }
@@ -648,30 +648,36 @@ import Testing
       umoci raw add-layer --image oci:base --tag t bulk.tar >/dev/null
       umoci raw unpack --image oci:t ru >/dev/null 2>&1
       view ru > umoci.txt
-      # A crash when the first chunk is published: the kernel mounts the stack, and each
-      # file it shows is whole (as in the layer) or absent.
-      mkdir up2 wk2; set +e
-      OVLTOOL_FAULT=chunk $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 bulk.tar >/dev/null 2>&1
-      echo "crash $?" > crash.txt; set -e
-      mkdir -p m; mount -t overlay overlay -o ro,lowerdir=up2:l0 m
-      bad=0; for f in m/big/* m/huge; do [ -e "$f" ] || continue; cmp -s "$f" "ru/${f#m/}" || bad=$((bad+1)); done
-      [ -d m/big ] && echo "big made, $(ls m/big | wc -l) files" >> crash.txt
-      echo "bad $bad" >> crash.txt; umount m
-      # Nothing to repair but the interrupted layer, which fsck reports (exit 4).
-      set +e; $T fsck -n -o lowerdir=l0,upperdir=up2,workdir=wk2 > fsck2.txt; echo "fsck $?" >> crash.txt; set -e
-      grep -q "did not finish" fsck2.txt && [ "$(grep -c . fsck2.txt)" = 1 ] || echo "fsck found more: $(cat fsck2.txt)" >> crash.txt
-      # The same apply again completes it: the view of a whole apply.
-      $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 bulk.tar > /dev/null
-      kview "ro,lowerdir=up2:l0" again.txt
-      $T fsck -n -o lowerdir=l0,upperdir=up2,workdir=wk2 > /dev/null
+      # A crash at several writes of the bulk path (the first ones make directories, the
+      # later ones publish chunks of files): the kernel mounts the stack, each file it shows
+      # is whole (as in the layer) or absent, fsck reports nothing but the interrupted layer,
+      # and the same apply again completes it: the view of a whole apply.
+      for n in 5 40 120 400 900; do
+        rm -rf up2 wk2; mkdir up2 wk2; set +e
+        OVLTOOL_FAULT=$n $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 bulk.tar >/dev/null 2>&1; s=$?; set -e
+        [ $s = 137 ] || { echo "write $n: exit $s" >> crash.txt; continue; }
+        mkdir -p m; mount -t overlay overlay -o ro,lowerdir=up2:l0 m
+        for f in m/big/* m/huge; do [ -e "$f" ] || continue; cmp -s "$f" "ru/${f#m/}" || echo "write $n: $f not whole" >> crash.txt; done
+        umount m
+        set +e; $T fsck -n -o lowerdir=l0,upperdir=up2,workdir=wk2 > fsck2.txt; f=$?; set -e
+        # (A crash before the record is written — the first writes set the stack up — leaves
+        # nothing of the layer: fsck is clean.)
+        if [ -e wk2/ovltool-apply ]; then
+          [ $f = 4 ] && grep -q "did not finish" fsck2.txt && [ "$(grep -c . fsck2.txt)" = 1 ] || echo "write $n: fsck $f: $(cat fsck2.txt)" >> crash.txt
+        else
+          [ $f = 0 ] || echo "write $n: fsck $f without a record: $(cat fsck2.txt)" >> crash.txt
+        fi
+        $T apply -o lowerdir=l0,upperdir=up2,workdir=wk2 bulk.tar > /dev/null
+        kview "ro,lowerdir=up2:l0" again.txt
+        cmp -s ovltool.txt again.txt || echo "write $n: applied again, not the whole layer" >> crash.txt
+        $T fsck -n -o lowerdir=l0,upperdir=up2,workdir=wk2 > /dev/null || echo "write $n: fsck after applying again" >> crash.txt
+      done
+      touch crash.txt
       """#, in: dir)
     #expect(r.status == 0, "\(r.stderr)")
     Self.expectSameFiles(dir, "umoci.txt", "ovltool.txt")
-    // The crash came at the first chunk: the directories were made, no file of the chunk
-    // (big/f0, met before its directory existed, went the general way and is whole).
-    let crash = (try? String(contentsOfFile: dir.path + "/crash.txt", encoding: .utf8)) ?? ""
-    #expect(crash == "crash 99\nbig made, 1 files\nbad 0\nfsck 4\n", "\(crash)")
-    Self.expectSameFiles(dir, "ovltool.txt", "again.txt")
+    let crash = (try? String(contentsOfFile: dir.path + "/crash.txt", encoding: .utf8)) ?? "(missing)"
+    #expect(crash.isEmpty, "\(crash)")
   }
 
   /// A whiteout acts on the layers below only, wherever it stands in the layer: `d/` and

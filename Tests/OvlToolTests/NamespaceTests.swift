@@ -48,43 +48,6 @@ import Testing
     ("index=on,redirect_dir=on,metacopy=on", ["chmod", "0600", "/hl2"]),
   ]
 
-  static let faultPoints = ["impure", "temp", "data", "metadata", "published", "link-up", "whiteout", "cleanup", "rename"]
-
-  /// Each command stopped at each step (`OVLTOOL_FAULT`): the kernel mounts the stack and
-  /// shows the same view as ovltool, which is the view before the command or after it, and
-  /// at most a temp entry (and the shared whiteout) is left in the work dir.
-  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs"), arguments: crashCases)
-  func everyCrashPointLeavesAMountableStack(_ extra: String, _ command: [String]) throws {
-    if Harness.requireKernel { Harness.requireKernelOrFail() }
-    let data = Harness.TempDir("data")
-    try "new data\n".write(toFile: data.path + "/f", atomically: true, encoding: .utf8)
-    let argv = command.map { $0 == "@DATA@" ? data.path + "/f" : $0 }
-    // The complete result, on a twin stack.
-    let twin = Harness.TempDir("crash-twin")
-    var twinOptions = try Harness.build(Self.spec, in: twin)
-    if !extra.isEmpty { twinOptions += "," + extra }
-    let done = Harness.run([Self.binary, argv[0], "-o", twinOptions] + argv.dropFirst())
-    #expect(done.status == 0, "\(argv) [\(extra)] without a fault: \(done.stderr)")
-    let after = view(twinOptions)
-    for step in Self.faultPoints {
-      let dir = Harness.TempDir("crash")
-      var options = try Harness.build(Self.spec, in: dir)
-      if !extra.isEmpty { options += "," + extra }
-      let before = view(options)
-      let r = Harness.run([Self.binary, argv[0], "-o", options] + argv.dropFirst(), environment: ["OVLTOOL_FAULT": step])
-      #expect(r.status == 99 || r.status == 0, "\(argv) at \(step): \(r.stderr)")
-      let now = view(options)
-      // rm -r is many system calls: a crash between two leaves the first done.
-      let oneCall = !(argv.count > 1 && argv[1] == "-r")
-      #expect(!oneCall || now == before || now == after, "\(argv) [\(extra)] at \(step): neither the view before nor the one after:\n\(Harness.diff(now, after))")
-      let leftovers = Harness.run(["/bin/sh", "-c", "find \"$0\"/work/work \"$0\"/work/index -mindepth 1 -maxdepth 1 -name '#*' ! -name '#ovltool-whiteout' 2>/dev/null | wc -l", dir.path + "/stack"])
-      #expect(Int(leftovers.out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 9 <= 1, "\(argv) at \(step): temps left: \(leftovers.out)")
-      let kernel = Harness.kernelView(options, in: dir)
-      #expect(kernel.lines != nil, "\(argv) at \(step): the kernel refuses the stack: \(kernel.mountError)")
-      Harness.compare(Harness.ovltoolView(options), kernel, spec: "\(argv) at \(step) [\(extra)]")
-    }
-  }
-
   /// More commands for the per-write sweep: copy-up (full and metadata only, of a hard link
   /// with the index), xattr changes, a multi-line script, a whole-tree removal.
   static let writeCrashCases: [(String, [String])] = crashCases + [
