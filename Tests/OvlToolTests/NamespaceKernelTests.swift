@@ -345,19 +345,18 @@ import Testing
       if let forced = ProcessInfo.processInfo.environment["OVLTOOL_NS_OPTIONS"] { options = forced }
       if options == Self.dataOnly || options == Self.dataOnlyIndexed {
         let spec = dataOnlySpec()
-        var chunks: [String] = []
-        var remaining = operations
-        while remaining > 0 {
-          let n = min(50, remaining)
-          chunks.append((0..<n).map { _ in line(building: false) }.joined(separator: "\n"))
-          remaining -= n
-        }
-        return Case(label: "random data-only", spec: spec, options: options, chunks: chunks, fs: rng.chance(25) ? .tmpfs : .host)
+        return Case(label: "random data-only", spec: spec, options: options, chunks: chunks(operations), fs: rng.chance(25) ? .tmpfs : .host)
       }
       let lowerCount = rng.between(1, 3)
       // userxattr excludes redirect_dir=on (the kernel refuses the pair).
       let lowerOptions = options.contains("userxattr") ? "userxattr" : "redirect_dir=on"
       let lowerScripts = (0..<lowerCount).map { _ in (0..<rng.between(30, 60)).map { _ in line(building: true) }.joined(separator: "\n") }
+      return Case(label: "random", spec: "[upper]\n[lower unused]\n", options: options, chunks: chunks(operations),
+                  fs: rng.chance(25) ? .tmpfs : .host, lowerScripts: lowerScripts, lowerOptions: lowerOptions)
+    }
+
+    /// `operations` random lines in chunks of 50.
+    mutating func chunks(_ operations: Int) -> [String] {
       var chunks: [String] = []
       var remaining = operations
       while remaining > 0 {
@@ -365,8 +364,7 @@ import Testing
         chunks.append((0..<n).map { _ in line(building: false) }.joined(separator: "\n"))
         remaining -= n
       }
-      return Case(label: "random", spec: "[upper]\n[lower unused]\n", options: options, chunks: chunks,
-                  fs: rng.chance(25) ? .tmpfs : .host, lowerScripts: lowerScripts, lowerOptions: lowerOptions)
+      return chunks
     }
   }
 
