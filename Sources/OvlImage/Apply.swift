@@ -232,7 +232,7 @@ public final class Applier {
       // Made by this layer: a directory must still hide what is below it (the general path).
       if created.contains(ByteKey(Self.merged(parent + [victim]))) { return false }
       // Only a directory listed already: listing one for a whiteout alone costs more than the lookups.
-      guard let dir = try batch.knownDirectory(parent) else { return false }
+      guard let dir = batch.knownDirectory(parent) else { return false }
       return dir.isFree(victim)
     }
     let path = Self.merged(parent + [name])

@@ -44,7 +44,7 @@ extension Stack {
       lower = (first.status, first.layer)
       if entry.isDirectory && options.nfsExport, let handle = try? encodeHandle(first.parent, first.name, upper: false) {
         indexed = indexEntry(named: handle.indexName)?.type == .directory
-      } else if !entry.isDirectory && options.index, case let value?? = try? upper.xattr(namespace.name(.origin)),
+      } else if !entry.isDirectory && options.index, case let value? = try? upper.xattr(namespace.name(.origin)),
         case .handle(let handle)? = try? FileHandle.decode(value)
       {
         // A metacopy upper's lower found by path is its verified origin (`ovl_verify_origin`)
@@ -75,7 +75,7 @@ extension Stack {
   /// filesystem uuid it names. An empty, unusable or stale handle, or one of an inode of
   /// another type, is no origin (the kernel warns and goes on).
   public func decodeOrigin(of upper: RealObject) -> (status: FileStatus, layer: Int, handle: FileHandle)? {
-    guard case let value?? = try? upper.xattr(namespace.name(.origin)),
+    guard case let value? = try? upper.xattr(namespace.name(.origin)),
       case .handle(let handle)? = try? FileHandle.decode(value)
     else { return nil }
     for root in lowerRoots + dataRoots where !inodeGeometry.badUUID.contains(root.layer) {
