@@ -49,12 +49,14 @@ public final class WriteSession {
   var upperPath: String { stack.layerPaths[0] }
   var workPath: String { stack.options.workDir ?? "" }
 
-  public init(stack: Stack) throws(OvlError) {
+  /// `onWait` runs once if an `ovltool fsck` of the stack is running (the session waits
+  /// for it to end).
+  public init(stack: Stack, onWait: () -> Void = {}) throws(OvlError) {
     guard let upper = stack.upperRoot, let workRoot = stack.workRoot else {
       throw .usage("the stack has no upperdir: it is read-only")
     }
     try refuseMountedLayers(stack)
-    sessionLock = try stack.lockForChanges()
+    sessionLock = try stack.lockForChanges(onWait: onWait)
     self.stack = stack
     self.upper = upper
     namespace = stack.namespace

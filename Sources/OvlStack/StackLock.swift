@@ -11,9 +11,10 @@ public struct StackLock: ~Copyable {
 }
 
 extension Stack {
-  /// Shared, for a session of changes (waits while a check runs).
-  public func lockForChanges() throws(OvlError) -> StackLock? {
-    try lock(shared: true, onWait: {})
+  /// Shared, for a session of changes: `onWait` runs once if a check holds the stack (then
+  /// it waits until the check is done).
+  public func lockForChanges(onWait: () -> Void = {}) throws(OvlError) -> StackLock? {
+    try lock(shared: true, onWait: onWait)
   }
 
   /// Runs `body` holding the lock exclusive, for a check: `onWait` runs once if writers

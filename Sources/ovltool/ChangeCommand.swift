@@ -32,9 +32,12 @@ extension ChangeCommand {
 }
 
 /// A write session on the stack; a stack that cannot be opened or is mounted exits 2.
+/// Said once when a change waits for an `ovltool fsck` of the same stack.
+func waitingForCheck() { printError("ovltool: waiting for the ovltool fsck of this stack to finish") }
+
 func openSession(_ arguments: StackArguments) throws(StackError) -> WriteSession {
   let stack = try arguments.open()
-  do { return try WriteSession(stack: stack) } catch { throw StackError(error: error) }
+  do { return try WriteSession(stack: stack, onWait: waitingForCheck) } catch { throw StackError(error: error) }
 }
 
 /// Parses a value with one of the script's parsers, as an ArgumentParser validation error.

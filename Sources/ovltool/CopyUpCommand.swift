@@ -46,7 +46,7 @@ struct CopyUp: ParsableCommand {
       throw StackError(error: .usage("--metacopy needs a stack with metacopy=on (the kernel copies data otherwise)"))
     }
     let session: WriteSession
-    do { session = try WriteSession(stack: stack) } catch { throw StackError(error: error) }
+    do { session = try WriteSession(stack: stack, onWait: waitingForCheck) } catch { throw StackError(error: error) }
     let out = OutputBuffer()
     var failed = false
     let list: [[UInt8]]

@@ -31,7 +31,7 @@ struct LayerOutput: ParsableArguments {
     options.upperDir = upper
     options.workDir = work
     let stack = try Stack(options: options)
-    let session = try WriteSession(stack: stack)
+    let session = try WriteSession(stack: stack, onWait: waitingForCheck)
     try body(session)
     guard let toTar else { return }
     let path = toTar

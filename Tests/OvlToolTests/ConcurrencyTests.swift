@@ -102,4 +102,21 @@ import Testing
       Issue.record("8 concurrent writers (-) vs the kernel one script after the other (+), seed \(seed):\n\(Harness.diff(concurrent, sequential))")
     }
   }
+
+  /// A change waits for a running check (the stack lock held exclusive, as fsck holds it)
+  /// and says so once; it goes ahead when the check ends.
+  @Test func aChangeWaitsForACheck() throws {
+    let dir = Harness.TempDir("lock-wait")
+    let options = try Harness.build(Self.spec, in: dir)
+    let work = options.components(separatedBy: "workdir=")[1].components(separatedBy: ",")[0]
+    let r = Harness.run(["/bin/sh", "-c", """
+      python3 -c 'import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); open(sys.argv[2], "w").close(); time.sleep(1.5)' "$1" "$2/held" &
+      while [ ! -e "$2/held" ]; do sleep 0.05; done
+      start=$(date +%s%N); "$OVLTOOL" mkdir -o "$3" /waited; s=$?; end=$(date +%s%N)
+      wait; echo "status $s waited $(( (end - start) / 1000000 ))"
+      """, "sh", work, dir.path, options], environment: ["OVLTOOL": NamespaceTests.binary])
+    #expect(r.stderr.contains("waiting for the ovltool fsck of this stack"), "\(r.stderr)")
+    let words = r.out.split(separator: " ")
+    #expect(words.count == 4 && words[1] == "0" && (Int(words[3].trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= 900, "\(r.out) \(r.stderr)")
+  }
 }
