@@ -51,12 +51,12 @@ public final class Applier {
   var stack: Stack { session.stack }
 
   /// Applies every entry; returns the layer's DiffID.
-  /// `journal` (the layer's name) is recorded in the work dir before the first entry and
-  /// removed once the layer is complete and durable (`ApplyJournal`).
+  /// `journal` (the layer's name) is recorded in the work dir right before the layer's first
+  /// change and removed once the layer is complete and durable (`ApplyJournal`).
   public func run(_ reader: LayerReader, journal: String? = nil) throws(OvlError) -> String {
     // After a failure the files not yet published are dropped, not left half-made.
     defer { batch.close() }
-    if let journal { try session.beginApply(journal) }
+    if let journal { try session.recordApply(journal) }
     while let entry = try reader.next() {
       try apply(entry, reader)
     }

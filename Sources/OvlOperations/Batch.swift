@@ -151,8 +151,6 @@ public final class CreateBatch {
   public func directory(_ components: [[UInt8]]) throws(OvlError) -> BatchDirectory? {
     let key = WriteSession.mergedPath(components)
     if let known = directories[ByteKey(key)] { return known }
-    // Names are about to be made in it.
-    try session.prepareForChange()
     var merged: MergedDir
     do {
       merged = try session.directory(components)
@@ -204,6 +202,7 @@ public final class CreateBatch {
 
   /// A new regular file `name` in `dir` holding `data`, built on the background thread.
   public func createFile(_ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes, data: [UInt8]) throws(OvlError) {
+    try session.prepareForChange()
     let file = TempFile()
     let context = dir.newFiles
     let build: @Sendable () -> Void = {
@@ -227,6 +226,7 @@ public final class CreateBatch {
     _ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes,
     contents: (borrowing FD) throws(OvlError) -> Void
   ) throws(OvlError) {
+    try session.prepareForChange()
     let file = TempFile()
     let fd = try reported(name, in: dir) { () throws(FailedCall) in try Self.open(attributes, dir.newFiles) }
     try contents(fd)
@@ -279,6 +279,7 @@ public final class CreateBatch {
   /// still pending (a second name it gets when published); false otherwise.
   public func link(to target: [UInt8], as name: [UInt8], in dir: BatchDirectory) throws(OvlError) -> Bool {
     guard let source = pendingFile(target) else { return false }
+    try session.prepareForChange()
     pending.append(Pending(source: source, dir: dir, name: name))
     pendingDirectories.insert(ByteKey(dir.path))
     dir.taken.insert(ByteKey(name))
@@ -295,6 +296,7 @@ public final class CreateBatch {
   /// A new directory `name` in `dir`, made in place (`ovl_create_upper`: opaque in a merged
   /// parent where the stack records lower identities); returns it, empty.
   public func createDirectory(_ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes) throws(OvlError) -> BatchDirectory {
+    try session.prepareForChange()
     let path = shown(name, in: dir)
     let parent = dir.upper
     try createInPlace(name, in: dir, path) { () throws(Errno) in try parent.fd.makeDirectory(name, permissions: 0) }
@@ -322,6 +324,7 @@ public final class CreateBatch {
   /// A new symlink or special file `name` in `dir`, made in place. The directory's times
   /// are the caller's to set (they change with every entry made in it).
   public func createNode(_ name: [UInt8], in dir: BatchDirectory, _ object: NewObject, _ attributes: NewAttributes) throws(OvlError) {
+    try session.prepareForChange()
     let path = shown(name, in: dir)
     let parent = dir.upper
     var isSymlink = false

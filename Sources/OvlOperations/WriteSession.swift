@@ -76,10 +76,19 @@ public final class WriteSession {
     }
   }
 
-  /// Records that a layer is being applied (`ApplyJournal`): written under a temp name,
-  /// fsynced, renamed into place, the work dir fsynced — before the layer's first change.
-  public func beginApply(_ text: String) throws(OvlError) {
-    try prepareForChange()
+  /// The apply record to write with the session's first change (`recordApply`).
+  private var pendingApplyRecord: String?
+  private var applyRecorded = false
+
+  /// Records that a layer is being applied (`ApplyJournal`) right before its first change
+  /// (a layer refused before any change leaves nothing, not even the record).
+  public func recordApply(_ text: String) throws(OvlError) {
+    if prepared { try writeApplyRecord(text) } else { pendingApplyRecord = text }
+  }
+
+  /// Written under a temp name, fsynced, renamed into place, the work dir fsynced.
+  private func writeApplyRecord(_ text: String) throws(OvlError) {
+    applyRecorded = true
     let temp = Array("ovltool-apply.tmp".utf8)
     let path = workPath + "/" + String(decoding: ApplyJournal.name, as: UTF8.self)
     try step("write", path) { () throws(Errno) in
@@ -94,6 +103,8 @@ public final class WriteSession {
 
   /// The layer is complete (and `finish()` made it durable): the record goes.
   public func endApply() throws(OvlError) {
+    pendingApplyRecord = nil
+    guard applyRecorded else { return }
     let path = workPath + "/" + String(decoding: ApplyJournal.name, as: UTF8.self)
     try step("unlink", path) { () throws(Errno) in
       do throws(Errno) {
@@ -129,6 +140,10 @@ public final class WriteSession {
     do throws(Errno) { try tempDir.fd.remove(Self.whiteoutTemplate) } catch {}
     // And it cleans up the orphans the index holds.
     try cleanupOrphanIndexEntries()
+    if let record = pendingApplyRecord {
+      pendingApplyRecord = nil
+      try writeApplyRecord(record)
+    }
   }
 
   /// Forgets the cached directory at `path` and every one below it.

@@ -290,6 +290,11 @@ import Testing
     var message: String
     var options = ""
     var testDescription: String { label }
+    /// The layer is refused at its first entry (or before any): the upper and work dirs of
+    /// the never-mounted stack stay exactly as they were.
+    var refusedBeforeAnyChange: Bool {
+      python == "GARBAGE" || (python.components(separatedBy: "add(").count == 2 && !python.contains("range") && !python.contains("TRUNCATE") && !python.contains("GZTRUNC"))
+    }
   }
 
   static let hostile = [
@@ -336,8 +341,11 @@ import Testing
       open('evil.tar', 'wb').write(data)
       PY
       find outside l0 -printf '%p %s %m %T@\n' | sort > before.txt
+      { find up wk -printf '%p %s %m\n' | sort; getfattr -R -d -m - up wk 2>/dev/null; } > layers-before.txt
       set +e; $T apply -o lowerdir=l0,upperdir=up,workdir=wk \#(c.options) evil.tar 2> err.txt; echo "status $?" > status.txt; set -e
       find outside l0 -printf '%p %s %m %T@\n' | sort > after.txt
+      { find up wk -printf '%p %s %m\n' | sort; getfattr -R -d -m - up wk 2>/dev/null; } > layers-after.txt
+      cmp -s layers-before.txt layers-after.txt && echo unchanged > layers.txt || echo changed > layers.txt
       cmp before.txt after.txt
       """#, in: dir)
     #expect(r.status == 0, "\(r.stderr)")
@@ -345,6 +353,10 @@ import Testing
     let err = (try? String(contentsOfFile: dir.path + "/err.txt", encoding: .utf8)) ?? ""
     #expect(status == "status 2\n", "\(err)")
     #expect(err.contains(c.message), "\(err)")
+    if c.refusedBeforeAnyChange {
+      let layers = (try? String(contentsOfFile: dir.path + "/layers.txt", encoding: .utf8)) ?? ""
+      #expect(layers == "unchanged\n", "refused at its first entry, but the upper or work dir changed")
+    }
   }
 
   /// `.wh..wh..opq` at the layer's root (also as `./.wh..wh..opq`, also on a userxattr
