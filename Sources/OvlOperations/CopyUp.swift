@@ -39,9 +39,10 @@ extension WriteSession {
       start = components.count - 1
     }
     // The whole path is looked up before anything is copied (as open(2) resolves it
-    // first): a missing or non-directory component copies no parent up.
+    // first): a missing or non-directory component copies no parent up. (From a parent
+    // known to be up, the loop below looks the one name up before any write itself.)
     var probe = parent
-    for (i, name) in components.enumerated() where i >= start {
+    for (i, name) in components.enumerated() where i >= start && start < components.count - 1 {
       guard let entry = try stack.lookup(name, in: probe) else {
         throw .format(path: shown, reason: "no such file or directory in the merged view", errno: .noSuchFileOrDirectory)
       }
@@ -179,8 +180,8 @@ extension WriteSession {
     if isDir { forgetDirectories(under: entry.path) }
     if indexAfterUpper, let index {
       if published {
-        try linkIntoIndex(name, in: upperParent, as: indexName, index: index, path: entry.path)
-        if let id = try? upperParent.fd.stat(name).id { inodeLinks[id] = Int(status.links) }
+        let id = try linkIntoIndex(name, in: upperParent, as: indexName, index: index, path: entry.path)
+        inodeLinks[id] = Int(status.links)
       }
       markDirty(upperParent)
       return published ? .copied : .alreadyUpper
@@ -201,7 +202,8 @@ extension WriteSession {
   /// A copied-up upper gets its index entry: a second link named after its origin (the
   /// index dir locked before the upper parent, the global order; the upper verified to be
   /// the one just published). An entry already there (another process) is left alone.
-  func linkIntoIndex(_ name: [UInt8], in upperParent: LayerDir, as indexName: [UInt8], index: LayerDir, path: [UInt8]) throws(OvlError) {
+  /// Returns the upper's identity.
+  func linkIntoIndex(_ name: [UInt8], in upperParent: LayerDir, as indexName: [UInt8], index: LayerDir, path: [UInt8]) throws(OvlError) -> FileID {
     let shown = describe(path)
     let id = try step("statx", shown) { () throws(Errno) in try upperParent.fd.stat(name).id }
     try withLockedParent(index, child: indexName, expected: nil, path: workPath + "/index/" + indexName.string) { () throws(OvlError) in
@@ -215,6 +217,7 @@ extension WriteSession {
       }
     }
     markDirty(index)
+    return id
   }
 
   /// The kernel's origin: the stored handle of the lower inode, or empty where the lower

@@ -66,16 +66,19 @@ extension WriteSession {
   /// (or lower) link count, else the upper's count (`ovl_get_nlink`). The xattr counts only
   /// where the lower is a hard link: with no lower, or a lower of one link, the kernel takes
   /// the upper's own count (so an nfs_export index entry of a single-link file, two upper
-  /// links, survives the removal of its name as a regular file with `U+0`).
-  func overlayLinks(_ indexed: RealObject, lowerLinks: Int?) throws(OvlError) -> Int {
+  /// links, survives the removal of its name as a regular file with `U+0`). `fallback` is
+  /// `ovl_get_nlink`'s: what a count that cannot be read gives (nil: the upper's count, as
+  /// the inode lookup passes it; 0 for the mount's orphan check).
+  func overlayLinks(_ indexed: RealObject, lowerLinks: Int?, fallback: Int? = nil) throws(OvlError) -> Int {
     let path = workPath + "/index/" + indexed.name.string
     let upperLinks = Int(try step("statx", path) { () throws(Errno) in try indexed.parent.fd.stat(indexed.name).links })
-    if lowerLinks == 1 { return upperLinks }
+    let fallback = fallback ?? upperLinks
+    if lowerLinks == 1 { return fallback }
     let stored = try step("getxattr", path) { () throws(Errno) in try indexed.parent.fd.xattr(indexed.name, namespace.name(.nlink)) }
-    guard let stored, let nlink = NlinkXattr(value: stored) else { return upperLinks }
+    guard let stored, let nlink = NlinkXattr(value: stored) else { return fallback }
     switch nlink.base {
-    case .upper: return nlink.overlayLinks(baseLinks: upperLinks) ?? upperLinks
-    case .lower: return lowerLinks.flatMap { nlink.overlayLinks(baseLinks: $0) } ?? upperLinks
+    case .upper: return nlink.overlayLinks(baseLinks: upperLinks) ?? fallback
+    case .lower: return lowerLinks.flatMap { nlink.overlayLinks(baseLinks: $0) } ?? fallback
     }
   }
 
@@ -93,10 +96,14 @@ extension WriteSession {
     guard let entry = target.entry, let indexed = try indexEntry(of: entry) else { return (target, nil) }
     if entry.isDirectory { return (target, NlinkState(lock: nil, index: indexed, isDirectory: true, links: 0)) }
     let lock = try InodeLock(indexed, path: workPath + "/index/" + indexed.name.string)
-    // `ovl_get_nlink`'s lower: the one the lookup found, else the decoded origin.
-    let lower = entry.lowers.first?.status ?? entry.upper.flatMap { stack.decodeOrigin(of: $0)?.status }
-    var links = inodeLinks[indexed.status.id] ?? 0
-    if inodeLinks[indexed.status.id] == nil { links = try overlayLinks(indexed, lowerLinks: lower.map { Int($0.links) }) }
+    let links: Int
+    if let known = inodeLinks[indexed.status.id] {
+      links = known
+    } else {
+      // `ovl_get_nlink`'s lower: the one the lookup found, else the decoded origin.
+      let lower = entry.lowers.first?.status ?? entry.upper.flatMap { stack.decodeOrigin(of: $0)?.status }
+      links = try overlayLinks(indexed, lowerLinks: lower.map { Int($0.links) })
+    }
     try setNlink(indexed, overlayLinks: links)
     return (target, NlinkState(lock: lock, index: indexed, isDirectory: false, links: links))
   }
@@ -147,14 +154,7 @@ extension WriteSession {
       else { continue }
       let object = RealObject(layer: 0, parent: index, name: item.name, status: status)
       guard let origin = stack.decodeOrigin(of: object) else { continue }
-      var links = 0
-      if origin.status.links > 1,
-        let stored = try step("getxattr", path, { () throws(Errno) in try index.fd.xattr(item.name, namespace.name(.nlink)) }),
-        let nlink = NlinkXattr(value: stored)
-      {
-        links = nlink.overlayLinks(baseLinks: nlink.base == .upper ? 1 : Int(origin.status.links)) ?? 0
-      }
-      guard links == 0 else { continue }
+      guard try overlayLinks(object, lowerLinks: Int(origin.status.links), fallback: 0) == 0 else { continue }
       if stack.options.nfsExport {
         let shared = noSharedWhiteout
         noSharedWhiteout = true
