@@ -40,44 +40,33 @@ public struct ImageLayout {
   var blobDirectory: String { root + "/blobs/sha256" }
 
   func blobPath(_ digest: String) -> String {
-    blobDirectory + "/" + (digest.hasPrefix("sha256:") ? String(digest.dropFirst(7)) : digest)
+    blobDirectory + "/" + blobName(digest)
   }
 
-  /// Where a blob goes before its digest is known: written there, then renamed.
-  public func temporaryBlobPath() throws(OvlError) -> String {
+  /// A blob's file name in the blob directory.
+  public func blobName(_ digest: String) -> String {
+    digest.hasPrefix("sha256:") ? String(digest.dropFirst(7)) : digest
+  }
+
+  /// A name in the blob directory (made if missing) for a blob whose digest is not known
+  /// yet: an `OutputFile` writes it beside this name and commits it as `blobName(digest)`
+  /// (replacing a copy that is already there, the rename made durable).
+  public func newBlobPath() throws(OvlError) -> String {
     let dir = blobDirectory
     try step("mkdir", dir) { () throws(Errno) in try makeHostDirectories(dir, permissions: 0o777) }
     return dir + "/.ovltool-layer-\(processID())"
-  }
-
-  /// Renames a blob written (and fsynced) at `temporary` to its digest, replacing a copy
-  /// that is already there, and makes the rename durable.
-  public func publishBlob(temporary: String, digest: String) throws(OvlError) {
-    let target = blobPath(digest)
-    try step("rename", target) { () throws(Errno) in try renameHostFile(temporary, to: target) }
-    try syncDirectory(blobDirectory)
   }
 
   private func syncDirectory(_ path: String) throws(OvlError) {
     try step("fsync", path) { () throws(Errno) in try FD.openDirectory(atHostPath: path).sync() }
   }
 
-  /// Writes `bytes` to `path` through a temporary file in the same directory: write, fsync,
-  /// rename. The caller fsyncs the directory.
+  /// Writes `bytes` to `path` as every output file is written (`OutputFile`: beside it,
+  /// fsynced, renamed over it, the directory fsynced).
   private func replaceFile(_ path: String, _ bytes: [UInt8]) throws(OvlError) {
-    let temporary = path + ".ovltool-tmp"
-    do {
-      try step("write", temporary) { () throws(Errno) in
-        let fd = try FD.createFile(atHostPath: temporary, permissions: 0o666)
-        try fd.write(bytes)
-        try fd.sync()
-        try fd.close()
-      }
-      try step("rename", path) { () throws(Errno) in try renameHostFile(temporary, to: path) }
-    } catch {
-      removeHostFile(temporary)
-      throw error
-    }
+    let out = try OutputFile(path)
+    try step("write", path) { () throws(Errno) in try out.fd.write(bytes) }
+    try out.commit()
   }
 
   private func writeBlob(_ bytes: [UInt8], mediaType: String) throws(OvlError) -> Descriptor {
@@ -149,15 +138,13 @@ public struct ImageLayout {
     let manifest = Manifest(schemaVersion: 2, mediaType: Self.manifestType, config: configDescriptor, layers: layers)
     var manifestDescriptor = try writeBlob(manifest.json.encoded(.jsonEncoder), mediaType: Self.manifestType)
     manifestDescriptor.annotations = [JSONMember(Self.refName, .string(tag))]
-    // The blobs (and blobs/sha256 itself, if just made) are durable before the index
-    // that names them.
-    try syncDirectory(blobs)
+    // The blobs (each made durable in blobs/sha256 as it was written — and blobs/sha256
+    // itself, if just made) are durable before the index that names them.
     try syncDirectory(root + "/blobs")
     index.manifests.removeAll { $0.annotation(Self.refName) == tag }
     index.manifests.append(manifestDescriptor)
     // rename(2): readers see the old index or the new one, never a partial file.
     try replaceFile(indexPath, index.json.encoded(.jsonEncoder))
-    try syncDirectory(root)
     return manifestDescriptor.digest
   }
 }

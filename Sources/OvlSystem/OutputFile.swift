@@ -12,8 +12,10 @@ public final class OutputFile {
   public let fd: FD
   /// What the user named (for messages).
   public let path: String
-  /// Where the temporary file is renamed to, and the temporary's path (nil: in place).
+  /// Where the temporary file is renamed to, its directory, and the temporary's path (nil:
+  /// in place).
   private let target: String
+  private let directory: String
   private let temporary: String?
   private let syncs: Bool
   private var committed = false
@@ -27,6 +29,7 @@ public final class OutputFile {
     if path == "-" {
       fd = try step("dup", "standard output") { () throws(Errno) in try FD.standardOutput() }
       target = path
+      directory = "."
       temporary = nil
       syncs = false
       return
@@ -41,6 +44,7 @@ public final class OutputFile {
         FD(adopting: try retrying { Glibc.open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY) })
       }
       target = path
+      directory = "."
       temporary = nil
       syncs = type == S_IFBLK
       return
@@ -54,6 +58,7 @@ public final class OutputFile {
     target = resolved
     let slash = resolved.lastIndex(of: "/")
     let directory = slash.map { $0 == resolved.startIndex ? "/" : String(resolved[..<$0]) } ?? "."
+    self.directory = directory
     let base = slash.map { String(resolved[resolved.index(after: $0)...]) } ?? resolved
     let mode: UInt32 = exists ? UInt32(status.st_mode & 0o7777) : 0o666
     var name = ""
@@ -84,18 +89,19 @@ public final class OutputFile {
     throw .format(path: name, reason: "no free temporary name", errno: .fileExists)
   }
 
-  /// The output is complete: fsynced, renamed over its name, the directory fsynced.
-  public func commit() throws(OvlError) {
+  /// The output is complete: fsynced, renamed over its name — or over `name` in the same
+  /// directory, for an output named only once written (a blob named by its digest) — and
+  /// the directory fsynced.
+  public func commit(as name: String? = nil) throws(OvlError) {
     if syncs { try step("fsync", path) { () throws(Errno) in try fd.sync() } }
     guard let temporary else { committed = true; return }
-    try step("rename", path) { () throws(Errno) in _ = try retrying { Glibc.rename(temporary, target) } }
+    let final = name.map { directory + "/" + $0 } ?? target
+    try step("rename", final) { () throws(Errno) in try renameHostFile(temporary, to: final) }
     committed = true
-    let slash = target.lastIndex(of: "/")
-    let directory = slash.map { $0 == target.startIndex ? "/" : String(target[..<$0]) } ?? "."
     try step("fsync", directory) { () throws(Errno) in try FD.openDirectory(atHostPath: directory).sync() }
   }
 
   deinit {
-    if !committed, let temporary { _ = Glibc.unlink(temporary) }
+    if !committed, let temporary { removeHostFile(temporary) }
   }
 }

@@ -44,7 +44,7 @@ struct Export: ParsableCommand {
     let layout = ociLayout.map { ImageLayout(path: $0) }
     // An output file is replaced only when the layer is complete (written beside it, then
     // renamed); a device, FIFO or standard output is written in place and never removed.
-    let out = try OutputFile(try layout?.temporaryBlobPath() ?? output ?? "-")
+    let out = try OutputFile(try layout?.newBlobPath() ?? output ?? "-")
     // What cannot be taken back (standard output, a FIFO): refused before the first byte.
     options.checkFirst = !out.isRevocable
     let writer = try LayerWriter(output: out.fd.rawValue, compression: options.compression)
@@ -60,10 +60,10 @@ struct Export: ParsableCommand {
       }
       throw error
     }
-    try out.commit()
+    // In an image layout the blob goes straight to its digest.
+    try out.commit(as: layout?.blobName(layer.digest))
     let path = out.path
     if let layout, let tag {
-      try layout.publishBlob(temporary: path, digest: layer.digest)
       if let output, output != "-" { printError("ovltool: warning: --output ignored with --oci-layout") }
       let manifest = try layout.addLayer(layer, tag: tag, base: base, created: options.mtimeClamp ?? 0)
       printError("manifest \(manifest)")
