@@ -32,6 +32,17 @@ import Testing
     }
   }
 
+  /// Every entry (path, type, mode, size) and xattr of the given layer dirs: equal before
+  /// and after means nothing in them changed.
+  static func snapshot(_ dirs: String...) -> String {
+    Harness.run(["/bin/sh", "-c", "for d in \"$@\"; do (cd \"$d\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - . 2>/dev/null); done", "sh"] + dirs).out
+  }
+
+  /// The value of `name=` in a mount option string.
+  static func option(_ name: String, in options: String) -> String {
+    options.components(separatedBy: name + "=")[1].components(separatedBy: ",")[0]
+  }
+
   static let crashCases: [(String, [String])] = [
     ("", ["rm", "-d", "/w"]),
     ("", ["rm", "/a/b/f"]),
@@ -231,10 +242,8 @@ import Testing
   /// empty copy-up path is a usage error (2), not "already in the upper layer".
   @Test func refusedArgumentsChangeNothing() throws {
     let (dir, options) = try stack()
-    let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
-    func snapshot() -> String {
-      Harness.run(["/bin/sh", "-c", "cd \"$1\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - . 2>/dev/null", "sh", upper]).out
-    }
+    let upper = Self.option("upperdir", in: options)
+    func snapshot() -> String { Self.snapshot(upper) }
     let before = snapshot()
     let big = Harness.run([Self.binary, "setxattr", "-o", options, "user.big", String(repeating: "v", count: 65537), "/a/b/g"])
     #expect(big.status != 0 && big.stderr.contains("Argument list too long"), "\(big.stderr)")
@@ -257,11 +266,9 @@ import Testing
   @Test(arguments: ["", "index=on", "index=on,nfs_export=on"]) func failedCallsOnANewStackWriteNothing(_ extra: String) throws {
     let (dir, base) = try stack()
     let options = base + (extra.isEmpty ? "" : "," + extra)
-    let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
-    let work = options.components(separatedBy: "workdir=")[1].components(separatedBy: ",")[0]
-    func snapshot() -> String {
-      Harness.run(["/bin/sh", "-c", "for d in \"$1\" \"$2\"; do (cd \"$d\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - . 2>/dev/null); done", "sh", upper, work]).out
-    }
+    let upper = Self.option("upperdir", in: options)
+    let work = Self.option("workdir", in: options)
+    func snapshot() -> String { Self.snapshot(upper, work) }
     try "rm /a/missing\n".write(toFile: dir.path + "/script", atomically: true, encoding: .utf8)
     let before = snapshot()
     let failing: [[String]] = [
@@ -290,14 +297,12 @@ import Testing
   func failedCopyUpCopiesNoParent(_ extra: String) throws {
     let (dir, base) = try stack()
     let options = base + (extra.isEmpty ? "" : "," + extra)
-    let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
-    let work = options.components(separatedBy: "workdir=")[1].components(separatedBy: ",")[0]
+    let upper = Self.option("upperdir", in: options)
+    let work = Self.option("workdir", in: options)
     // A first session sets up what a first mount writes; only then the snapshot.
     let setup = Harness.run([Self.binary, "copy-up", "-o", options, "/w"])
     #expect(setup.status == 0, "\(setup.stderr)")
-    func snapshot() -> String {
-      Harness.run(["/bin/sh", "-c", "for d in \"$1\" \"$2\"; do (cd \"$d\" && find . -printf '%p %y %m %s\\n' | sort && getfattr -R -h -d -m - . 2>/dev/null); done", "sh", upper, work]).out
-    }
+    func snapshot() -> String { Self.snapshot(upper, work) }
     let before = snapshot()
     var cases = [["/a/missing"], ["/a/b/missing/deeper"], ["/a/b/g/x"]]
     if extra.contains("metacopy") { cases.append(["--metacopy", "/a/b/missing"]) }
