@@ -50,6 +50,13 @@ public final class Applier {
 
   var stack: Stack { session.stack }
 
+  /// The first pass (`LayerCheck`): the layer read whole and checked, nothing changed;
+  /// returns its DiffID. A layer that passes is refused by `run` only for what the layers
+  /// hold at the time (a lookup that fails, a name that another process took).
+  public func check(_ reader: LayerReader) throws(OvlError) -> String {
+    try LayerCheck(stack: stack, options: options).run(reader)
+  }
+
   /// Applies every entry; returns the layer's DiffID.
   /// `journal` (the layer's name) is recorded in the work dir right before the layer's first
   /// change and removed once the layer is complete and durable (`ApplyJournal`).

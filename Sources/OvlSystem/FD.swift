@@ -206,3 +206,36 @@ private func removeContents(_ dir: borrowing FD) throws(Errno) {
     }
   }
 }
+
+extension FD {
+  /// Back to the start of a regular file, for a second reading pass. The corresponding C
+  /// function is `lseek`.
+  public borrowing func seekToStart() throws(Errno) {
+    let fd = rawValue
+    _ = try retrying { Glibc.lseek(fd, 0, SEEK_SET) }
+  }
+
+  /// Whether this descriptor is a regular file (one that can be read twice).
+  public borrowing func isRegularFile() -> Bool {
+    (try? stat().type) == .regular
+  }
+
+  /// A copy of everything `source` still has to give (a pipe: standard input) in an
+  /// unnamed temporary file of the host's temp dir (`$TMPDIR`, else /tmp), positioned at
+  /// its start: the input can then be read twice. The file vanishes with its descriptor.
+  /// The corresponding C calls are `open` with O_TMPFILE, `read` and `write`.
+  public static func spool(_ source: borrowing FD) throws(Errno) -> FD {
+    let dir = getEnvironment("TMPDIR").flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+    let file = FD(adopting: try retrying { Glibc.open(dir, covl_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600) })
+    let capacity = 1 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
+    defer { buffer.deallocate() }
+    while true {
+      let n = try source.read(into: buffer)
+      if n == 0 { break }
+      try FD.write(rawDescriptor: file.rawValue, UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+    }
+    try file.seekToStart()
+    return file
+  }
+}

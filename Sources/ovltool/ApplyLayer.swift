@@ -36,29 +36,33 @@ struct ApplyLayer: ParsableCommand {
     options.diffID = diffid
     options.allowDevices = !noDevices
     options.xattrWhiteouts = whiteouts == "xattr"
-    // A layer file with --diffid is verified before anything changes (one reading pass more);
-    // from standard input it can only be verified as it is applied.
-    if let diffid, layer != "-" {
-      do {
-        let check = try step("open", layer) { () throws(Errno) in try FD.openFile(atHostPath: layer) }
-        let reader = try LayerReader(fd: check.rawValue, file: layer)
-        while try reader.next() != nil {}
-        let actual = try reader.finishDiffID()
-        if actual != diffid {
-          printError("ovltool: \(layer): DiffID mismatch: expected \(diffid), got \(actual); nothing was changed")
-          throw ExitCode(3)
-        }
-      } catch let error as OvlError {
-        printError("ovltool: \(error)")
-        throw ExitCode(2)
-      }
-    }
     let session = try openSession(stack)
-    let fd = try step("open", layer) { () throws(Errno) in layer == "-" ? try FD.standardInput() : try FD.openFile(atHostPath: layer) }
+    // Two passes over the layer: the first reads it whole and checks everything that could
+    // refuse it (the stream, every entry, every parent on the way, the DiffID), changing
+    // nothing; the second applies it. Standard input is spooled to a temp file first.
+    let shown = layer == "-" ? "(standard input)" : layer
+    let input = try step("open", layer) { () throws(Errno) -> FD in
+      if layer == "-" {
+        let stdin = try FD.standardInput()
+        return try FD.spool(stdin)
+      }
+      return try FD.openFile(atHostPath: layer)
+    }
     let applier = try Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
     do {
-      let reader = try LayerReader(fd: fd.rawValue, file: layer == "-" ? nil : layer)
-      let diffID = try applier.run(reader, journal: "layer \(layer == "-" ? "(standard input)" : layer)")
+      let diffID = try applier.check(try LayerReader(fd: input.rawValue, file: layer == "-" ? nil : layer))
+      if let diffid, diffID != diffid {
+        printError("ovltool: \(shown): DiffID mismatch: expected \(diffid), got \(diffID); nothing was changed")
+        throw ExitCode(3)
+      }
+      try step("lseek", layer) { () throws(Errno) in try input.seekToStart() }
+    } catch let error as OvlError {
+      printError("ovltool: \(error) (nothing was changed)")
+      throw ExitCode(Self.status(of: error))
+    }
+    do {
+      let reader = try LayerReader(fd: input.rawValue, file: layer == "-" ? nil : layer)
+      let diffID = try applier.run(reader, journal: "layer \(shown)")
       print("diffid \(diffID)")
       // Done and durable: the process ends without taking apart what it built in memory
       // (a set of every path of the layer: milliseconds for nothing).
@@ -68,9 +72,14 @@ struct ApplyLayer: ParsableCommand {
       if ApplyJournal.pending(in: session.stack) != nil {
         printError("ovltool: the upper holds part of the layer (recorded in the work dir, fsck reports it): apply the same layer again to complete it")
       }
-      if error.errno == .badMessage { throw ExitCode(3) }
-      if case .format(let path, _, _) = error, path.hasPrefix("layer") { throw ExitCode(2) }
-      throw ExitCode(1)
+      throw ExitCode(Self.status(of: error))
     }
+  }
+
+  /// 3: a DiffID mismatch; 2: the layer refused (its stream or an entry); 1: anything else.
+  static func status(of error: OvlError) -> Int32 {
+    if error.errno == .badMessage { return 3 }
+    if case .format(let path, _, _) = error, path.hasPrefix("layer") { return 2 }
+    return 1
   }
 }

@@ -103,6 +103,32 @@ import Testing
     }
   }
 
+  /// Links of one indexed inode from 4 processes at once (index=on, a lower hard link):
+  /// each `ln` counts the links and links a name while it holds the inode's lock, so the
+  /// overlay link count the kernel shows afterwards is exact — 2 lower names plus one per
+  /// `ln` — and fsck finds no wrong `nlink`.
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs (set OVLTOOL_REQUIRE_KERNEL=1 to fail instead)"))
+  func concurrentLinksOfOneInodeKeepItsCount() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    guard Harness.kernelAvailable else { return }
+    let dir = Harness.TempDir("concurrent-links")
+    let options = try Harness.build("[upper]\n[lower l1]\nfile /f \"shared\"\nlink /h /f\n", in: dir) + ",index=on"
+    let r = Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", """
+      D="$1"
+      for p in 1 2 3 4; do
+        for i in 1 2 3 4 5 6 7 8 9 10; do echo "ln /f /n$p-$i"; done > "$D/links$p"
+        "$OVLTOOL" apply-script -o "$OPTS" "$D/links$p" 2>>"$D/links.err" &
+      done
+      wait
+      cat "$D/links.err"
+      "$OVLTOOL" fsck -n -o "$OPTS" || echo "fsck -n: exit $?"
+      mkdir -p "$D/m" && mount -t overlay o -o "ro,$OPTS" "$D/m" || exit 3
+      stat -c 'f %h' "$D/m/f"; stat -c 'n %h' "$D/m/n3-7"; umount "$D/m"
+      """, "sh", dir.path], environment: ["OVLTOOL": NamespaceTests.binary, "OPTS": options])
+    #expect(r.status == 0, "\(r.out) \(r.stderr)")
+    #expect(r.out.contains("f 42\n") && r.out.contains("n 42"), "the kernel's st_nlink after 40 concurrent links of a 2-link inode:\n\(r.out)")
+  }
+
   /// A change waits for a running check (the stack lock held exclusive, as fsck holds it)
   /// and says so once; it goes ahead when the check ends.
   @Test func aChangeWaitsForACheck() throws {

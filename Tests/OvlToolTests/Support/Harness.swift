@@ -56,7 +56,20 @@ enum Harness {
     p.standardError = err
     let input = Pipe()
     p.standardInput = input
-    do { try p.run() } catch { return Result(status: 127, stdout: Data(), stderr: "\(error)") }
+    // The child starts with no signal blocked. Process inherits the calling thread's mask,
+    // and Dispatch's worker threads block nearly every signal — SIGCHLD among them, with
+    // which a shell's `wait` for a job still running sleeps forever.
+    var none = sigset_t()
+    var saved = sigset_t()
+    sigemptyset(&none)
+    pthread_sigmask(SIG_SETMASK, &none, &saved)
+    do {
+      try p.run()
+      pthread_sigmask(SIG_SETMASK, &saved, nil)
+    } catch {
+      pthread_sigmask(SIG_SETMASK, &saved, nil)
+      return Result(status: 127, stdout: Data(), stderr: "\(error)")
+    }
     if let stdin { input.fileHandleForWriting.write(stdin) }
     try? input.fileHandleForWriting.close()
     // Read both pipes concurrently so a chatty child cannot block.

@@ -1,0 +1,174 @@
+import OvlFormat
+import OvlStack
+import OvlSystem
+
+/// The first of `apply`'s two passes: the whole layer read once, before any change, with
+/// every check that can refuse it — the stream's own (a bad checksum, a malformed PAX
+/// record, a truncated or undecodable stream: `LayerReader`), each entry's path, type,
+/// whiteout and hardlink target, and every parent on the way against what the layer made
+/// before it and the merged view (read-only lookups: a symlink or a non-directory on the way
+/// is refused). A layer refused here leaves the stack as it was; the second pass makes the
+/// changes. Nothing is written, the work dir included.
+///
+/// The pass models what the layer does to the namespace, by merged path, only as far as a
+/// refusal depends on it: a directory, a symlink, another object or nothing.
+final class LayerCheck {
+  enum Kind { case directory, symlink, other, absent }
+
+  private let stack: Stack
+  private let options: ApplyOptions
+  /// What the layer left at each path it touched (made, replaced, removed).
+  private var state: [ByteKey: Kind] = [:]
+  /// Directories the layer made, replaced or made opaque: nothing below them shows from the
+  /// layers below (entries of the layer itself are in `state`).
+  private var hiding: Set<ByteKey> = []
+  /// Paths of non-directories the layer made (a second one is a duplicate entry).
+  private var madeObjects: Set<ByteKey> = []
+  /// Merged directories opened for lookups, by merged path (nil: not a directory there).
+  private var directories: [ByteKey: MergedDir] = [:]
+
+  init(stack: Stack, options: ApplyOptions) {
+    self.stack = stack
+    self.options = options
+  }
+
+  /// Reads and checks every entry; returns the layer's DiffID.
+  func run(_ reader: LayerReader) throws(OvlError) -> String {
+    while let entry = try reader.next() { try check(entry) }
+    return try reader.finishDiffID()
+  }
+
+  private func check(_ entry: LayerEntry) throws(OvlError) {
+    let components = try Applier.components(entry.path)
+    guard let name = components.last else { return }
+    let parent = Array(components.dropLast())
+    let path = Applier.merged(components)
+    if name.starts(with: whiteoutPrefix) {
+      if entry.kind == .directory { throw refused(entry.path, "a directory named .wh.*", .invalidArgument) }
+      try parents(parent, entry.path)
+      if name == opaqueMarker {
+        hiding.insert(ByteKey(Applier.merged(parent)))
+        return
+      }
+      let victim = Array(name.dropFirst(whiteoutPrefix.count))
+      if victim.starts(with: whiteoutPrefix) { return }  // AUFS metadata: skipped
+      if victim.isEmpty || victim == [0x2E] || victim == [0x2E, 0x2E] {
+        throw refused(entry.path, "invalid whiteout (it would remove '\(victim.string)')")
+      }
+      whiteOut(Applier.merged(parent + [victim]))
+      return
+    }
+    if madeObjects.contains(ByteKey(path)) && entry.kind != .directory {
+      throw refused(entry.path, "duplicate entry", .fileExists)
+    }
+    if entry.kind == .character && entry.rdevMajor == 0 && entry.rdevMinor == 0 {
+      try parents(parent, entry.path)
+      whiteOut(path)
+      return
+    }
+    try parents(parent, entry.path)
+    switch entry.kind {
+    case .directory:
+      if try kind(path) != .directory { hiding.insert(ByteKey(path)) }
+      state[ByteKey(path)] = .directory
+      return
+    case .hardlink:
+      let target = Applier.merged(try Applier.components(entry.linkTarget ?? []))
+      switch try kind(target) {
+      case .absent:
+        throw refused(entry.path, "hardlink target '\((entry.linkTarget ?? []).string)' is neither in the layer nor in the stack", .noSuchFileOrDirectory)
+      case .directory:
+        throw refused(entry.path, "hardlink to a directory", .notPermitted)
+      case .symlink, .other:
+        if target == path { return }
+      }
+    case .socket: return
+    case .unknown: throw refused(entry.path, "unsupported entry type")
+    case .character, .block:
+      if !options.allowDevices { throw refused(entry.path, "device nodes are not permitted (--no-devices)", .notPermitted) }
+    case .regular:
+      guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
+    default: break
+    }
+    replace(path, with: entry.kind == .symlink ? .symlink : .other)
+  }
+
+  /// Every parent must be a directory (made if missing, as the apply pass makes it); a
+  /// symlink or another object on the way refuses the entry.
+  private func parents(_ parent: [[UInt8]], _ raw: [UInt8]) throws(OvlError) {
+    for depth in 0..<parent.count {
+      let path = Applier.merged(parent[...depth])
+      switch try kind(path) {
+      case .directory: continue
+      case .symlink: throw refused(raw, "the path goes through the symlink '\(path.string)'", .tooManySymbolicLinkLevels)
+      case .other: throw refused(raw, "'\(path.string)' is not a directory", .notDirectory)
+      case .absent:
+        state[ByteKey(path)] = .directory
+        hiding.insert(ByteKey(path))
+      }
+    }
+  }
+
+  /// A whiteout acts on the layers below only: what this layer made stays (a directory it
+  /// made hides the layers below, as it does already).
+  private func whiteOut(_ path: [UInt8]) {
+    switch state[ByteKey(path)] {
+    case .directory?: hiding.insert(ByteKey(path))
+    case .symlink?, .other?: return
+    case .absent?, nil: state[ByteKey(path)] = .absent
+    }
+  }
+
+  private func replace(_ path: [UInt8], with kind: Kind) {
+    state[ByteKey(path)] = kind
+    madeObjects.insert(ByteKey(path))
+  }
+
+  /// What is at `path` after the entries so far: the layer's own, else — unless a directory
+  /// of the layer on the way hides it, or something of the layer on the way is not a
+  /// directory — the merged view's.
+  private func kind(_ path: [UInt8]) throws(OvlError) -> Kind {
+    if let known = state[ByteKey(path)] { return known }
+    var components = path.split(separator: UInt8(ascii: "/")).map { Array($0) }
+    guard !components.isEmpty else { return .directory }
+    let name = components.removeLast()
+    var ancestor: [UInt8] = []
+    var prefixes: [[UInt8]] = [[UInt8(ascii: "/")]]
+    for c in components {
+      ancestor += [UInt8(ascii: "/")] + c
+      prefixes.append(ancestor)
+    }
+    // The nearest ancestor the layer touched decides whether the layers below show here.
+    for prefix in prefixes.reversed() {
+      if let known = state[ByteKey(prefix)], known != .directory { return .absent }
+      if hiding.contains(ByteKey(prefix)) { return .absent }
+      if state[ByteKey(prefix)] == .directory { break }
+    }
+    guard let dir = try mergedDirectory(Array(prefixes.last ?? [UInt8(ascii: "/")])), let entry = try stack.lookup(name, in: dir) else {
+      return .absent
+    }
+    if entry.status.type == .symlink { return .symlink }
+    return entry.isDirectory ? .directory : .other
+  }
+
+  /// The merged directory at `path` (`/` the root), nil when the merged view has no
+  /// directory there.
+  private func mergedDirectory(_ path: [UInt8]) throws(OvlError) -> MergedDir? {
+    if let known = directories[ByteKey(path)] { return known }
+    let dir: MergedDir?
+    if path == [UInt8(ascii: "/")] {
+      dir = try stack.root()
+    } else {
+      var components = path.split(separator: UInt8(ascii: "/")).map { Array($0) }
+      let name = components.removeLast()
+      let parentPath = components.isEmpty ? [UInt8(ascii: "/")] : Applier.merged(components)
+      if let parent = try mergedDirectory(parentPath), let entry = try stack.lookup(name, in: parent), entry.isDirectory, entry.status.type != .symlink {
+        dir = try stack.open(entry)
+      } else {
+        dir = nil
+      }
+    }
+    if let dir { directories[ByteKey(path)] = dir }
+    return dir
+  }
+}
