@@ -94,7 +94,7 @@ extension Checker {
     if stack.options.index, let indexDir = stack.indexDir {
       area = WorkArea(dir: indexDir, shownPath: workPath + "/index")
     } else {
-      area = try WorkArea.open("work", in: workRoot, workPath: workPath, create: true)
+      area = try WorkArea.open("work", in: workRoot, workPath: workPath, create: true, credentials: stack.credentials)
     }
     work = area
     return area

@@ -226,7 +226,9 @@ extension WriteSession {
   /// The kernel's origin: the stored handle of the lower inode, or empty where the lower
   /// filesystem cannot encode handles.
   func originValue(_ lower: RealObject) -> [UInt8] {
-    (try? stack.encodeHandle(lower.parent, lower.name, upper: false).bytes) ?? []
+    // Without handles it could decode, the kernel records an empty origin (a rootless mount).
+    guard caller.canDecodeFileHandles else { return [] }
+    return (try? stack.encodeHandle(lower.parent, lower.name, upper: false).bytes) ?? []
   }
 
   /// `ovl_set_impure`: before any copied-up child appears in a directory.

@@ -113,6 +113,10 @@ extension WriteSession {
   /// whiteout then removed).
   private func createObject(_ target: Target, _ object: NewObject, requested: UInt32?, default: UInt32) throws(OvlError) {
     if target.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
+    // mknod(2)'s own check comes before anything is copied up.
+    if case .node(let type, _, _) = object, type == .character || type == .block, !caller.canMakeDevices {
+      throw .format(path: target.shown, reason: "device nodes need CAP_MKNOD in the initial user namespace", errno: .notPermitted)
+    }
     let (current, upperParent) = try withUpperParent(target)
     if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let path = describe(current.path)

@@ -39,6 +39,38 @@ extension WriteSession {
     }
   }
 
+  /// What the kernel refuses this caller before it copies anything up (`chown_ok`,
+  /// `chgrp_ok`, `inode_owner_or_capable`, `xattr_permission`), decided by the stack's
+  /// credentials: an id the user namespace does not map (EINVAL); without CAP_CHOWN another
+  /// owner, or a group the caller is not in, or any owner change of a file not the caller's
+  /// (EPERM); without CAP_FOWNER a mode of a file not the caller's (EPERM); `trusted.*`
+  /// without CAP_SYS_ADMIN in the initial namespace, `security.*` without any capability
+  /// (EPERM).
+  func checkPermitted(_ change: AttributeChange, _ entry: MergedEntry, _ shown: String) throws(OvlError) {
+    let s = entry.status
+    func denied(_ reason: String, _ errno: Errno = .notPermitted) -> OvlError { .format(path: shown, reason: reason, errno: errno) }
+    switch change {
+    case .owner(let uid, let gid):
+      if let uid, !caller.maps(uid: uid) { throw denied("uid \(uid) has no mapping in this user namespace", .invalidArgument) }
+      if let gid, !caller.maps(gid: gid) { throw denied("gid \(gid) has no mapping in this user namespace", .invalidArgument) }
+      if caller.canChangeOwners { return }
+      if let uid, uid != s.uid || s.uid != caller.uid { throw denied("only a process with CAP_CHOWN gives a file to another owner") }
+      if let gid, gid != s.gid, s.uid != caller.uid || !caller.isMember(of: gid) {
+        throw denied("only the owner may change the group, and only to one of its own groups (or a process with CAP_CHOWN)")
+      }
+    case .mode:
+      if s.uid != caller.uid && !caller.capabilities.contains(.fowner) { throw denied("only the owner (or a process with CAP_FOWNER) changes the mode") }
+    case .setXattr(let name, _), .removeXattr(let name):
+      if name.starts(with: Array("trusted.".utf8)) && !caller.canUseTrustedXattrs {
+        throw denied("trusted.* attributes need CAP_SYS_ADMIN in the initial user namespace")
+      }
+      if name.starts(with: Array("security.".utf8)) && caller.capabilities.isEmpty {
+        throw denied("security.* attributes need a capability (CAP_SYS_ADMIN)")
+      }
+    case .times: return
+    }
+  }
+
   /// Changes metadata as the system call through a mount does: the object is copied up
   /// first — metadata only with metacopy=on — then changed in the upper layer.
   public func setAttribute(_ path: [UInt8], _ change: AttributeChange) throws(OvlError) {
@@ -61,6 +93,7 @@ extension WriteSession {
         }
       default: break
       }
+      try checkPermitted(change, entry, target.shown)
       if case .removeXattr(let name) = change, entry.upper == nil {
         // Nothing to remove: no copy-up (`ovl_xattr_set` checks the lower first).
         let present = try step("getxattr", target.shown) { () throws(Errno) in try entry.shown.xattr(namespace.layerName(name)) }

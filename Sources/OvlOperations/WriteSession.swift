@@ -125,13 +125,13 @@ public final class WriteSession {
   func prepareForChange() throws(OvlError) {
     guard !prepared else { return }
     prepared = true
-    let workDir = try WorkArea.open("work", in: workRoot, workPath: workPath, create: true)
+    let workDir = try WorkArea.open("work", in: workRoot, workPath: workPath, create: true, credentials: caller)
     if stack.options.index {
       let indexArea: WorkArea
       if let existing = stack.indexDir {
         indexArea = WorkArea(dir: existing, shownPath: workPath + "/index")
       } else {
-        indexArea = try WorkArea.open("index", in: workRoot, workPath: workPath, create: true)
+        indexArea = try WorkArea.open("index", in: workRoot, workPath: workPath, create: true, credentials: caller)
       }
       stack.adoptIndexDirectory(indexArea.dir)
       self.index = indexArea.dir

@@ -54,6 +54,17 @@ public final class Stack {
     [options.upperDir ?? ""] + options.lowerDirs + options.dataDirs
   }
 
+  /// A stack whose overlay xattrs are `trusted.overlay.*`, used by a process that cannot
+  /// read them (no CAP_SYS_ADMIN in the initial user namespace: listxattr leaves them out,
+  /// getxattr answers ENODATA) would be read without its opaque dirs, redirects and
+  /// whiteouts of the xattr kind: a wrong view, silently. Refused unless the stack has a
+  /// single layer (nothing to merge).
+  public func refuseUnreadableXattrs() throws(OvlError) {
+    guard !options.userxattr, !credentials.canUseTrustedXattrs else { return }
+    if upperRoot == nil && lowerRoots.count + dataRoots.count < 2 { return }
+    throw .usage("this stack keeps its overlay xattrs in trusted.overlay.*, which only root (CAP_SYS_ADMIN in the initial user namespace) can read: its merged view would be wrong; a rootless stack is given with -o userxattr")
+  }
+
   public init(options: StackOptions) throws(OvlError) {
     self.options = options
     namespace = options.xattrNamespace

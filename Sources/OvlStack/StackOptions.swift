@@ -117,7 +117,11 @@ public struct StackOptionParser {
   }
 
   /// The options after the kernel's rules (`ovl_fs_params_verify`).
-  public mutating func resolve(defaults: KernelDefaults = KernelDefaults()) throws(OvlError) -> StackOptions {
+  /// `credentials`: who uses the stack; without file handles it can decode (no
+  /// CAP_DAC_READ_SEARCH in the initial user namespace: a plain user, any user namespace)
+  /// index, nfs_export and xino fall back to off, as the kernel's mount does
+  /// (`ovl_can_decode_fh`).
+  public mutating func resolve(defaults: KernelDefaults = KernelDefaults(), credentials: Credentials = .current) throws(OvlError) -> StackOptions {
     var o = StackOptions()
     guard let lowerdir, !lowerdir.isEmpty else { throw .usage("missing 'lowerdir'") }
     (o.lowerDirs, o.dataDirs) = try Self.parseLowerdir(lowerdir)
@@ -198,6 +202,15 @@ public struct StackOptionParser {
     }
     // nfs_export may have switched the index on again; without an upper there is none.
     if o.upperDir == nil { o.index = false }
+    if !credentials.canDecodeFileHandles {
+      let why = "this user cannot decode file handles (no CAP_DAC_READ_SEARCH in the initial user namespace)"
+      if o.index { warnings.append("\(why): falling back to index=off, as the kernel does") }
+      if o.nfsExport { warnings.append("\(why): falling back to nfs_export=off, as the kernel does") }
+      if o.xino == .on { warnings.append("\(why): falling back to xino=off, as the kernel does") }
+      o.index = false
+      o.nfsExport = false
+      o.xino = .off
+    }
     o.redirectMode = redirect
     return o
   }

@@ -15,13 +15,32 @@ public struct Credentials: Sendable, Equatable {
   /// The process's uid map is not the initial namespace's identity map (`unshare -U`,
   /// rootless podman): capabilities held here count in that namespace only.
   public let inUserNamespace: Bool
+  /// Supplementary groups (`getgroups`).
+  public let groups: [UInt32]
+  /// The ids this namespace maps (uid_map, gid_map of /proc/self): (first, count) ranges.
+  public let uidRanges: [(UInt32, UInt32)]
+  public let gidRanges: [(UInt32, UInt32)]
 
-  public init(uid: UInt32, gid: UInt32, capabilities: Capabilities, inUserNamespace: Bool) {
+  public init(uid: UInt32, gid: UInt32, capabilities: Capabilities, inUserNamespace: Bool, groups: [UInt32] = [],
+              uidRanges: [(UInt32, UInt32)] = [(0, UInt32.max)], gidRanges: [(UInt32, UInt32)] = [(0, UInt32.max)]) {
     self.uid = uid
     self.gid = gid
     self.capabilities = capabilities
     self.inUserNamespace = inUserNamespace
+    self.groups = groups
+    self.uidRanges = uidRanges
+    self.gidRanges = gidRanges
   }
+
+  public static func == (a: Credentials, b: Credentials) -> Bool {
+    a.uid == b.uid && a.gid == b.gid && a.capabilities == b.capabilities && a.inUserNamespace == b.inUserNamespace && a.groups == b.groups
+  }
+
+  /// Whether `uid` has a mapping here (chown to an unmapped id: EINVAL).
+  public func maps(uid: UInt32) -> Bool { uidRanges.contains { uid >= $0.0 && UInt64(uid) < UInt64($0.0) + UInt64($0.1) } }
+  public func maps(gid: UInt32) -> Bool { gidRanges.contains { gid >= $0.0 && UInt64(gid) < UInt64($0.0) + UInt64($0.1) } }
+  /// Whether the process is in group `gid` (its own or a supplementary one).
+  public func isMember(of gid: UInt32) -> Bool { gid == self.gid || groups.contains(gid) }
 
   /// This process, read at first use.
   public static let current = Credentials.read()
@@ -51,12 +70,33 @@ public struct Credentials: Sendable, Equatable {
       }
     }
     var namespaced = false
+    var uids: [(UInt32, UInt32)] = [(0, UInt32.max)]
+    var gids: [(UInt32, UInt32)] = [(0, UInt32.max)]
     if let map = try? readSmallHostFile("/proc/self/uid_map") {
       // The initial namespace maps every id to itself: "0 0 4294967295".
       let fields = String(decoding: map, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
       namespaced = fields != ["0", "0", "4294967295"]
+      uids = ranges(map)
     }
-    return Credentials(uid: geteuid(), gid: getegid(), capabilities: Capabilities(rawValue: effective), inUserNamespace: namespaced)
+    if let map = try? readSmallHostFile("/proc/self/gid_map") { gids = ranges(map) }
+    var groups: [UInt32] = []
+    let count = getgroups(0, nil)
+    if count > 0 {
+      var list = [gid_t](repeating: 0, count: Int(count))
+      let n = getgroups(count, &list)
+      if n > 0 { groups = Array(list[0..<Int(n)]) }
+    }
+    return Credentials(uid: geteuid(), gid: getegid(), capabilities: Capabilities(rawValue: effective), inUserNamespace: namespaced,
+                       groups: groups, uidRanges: uids, gidRanges: gids)
+  }
+
+  /// `inside outside count` lines: (inside, count) ranges.
+  private static func ranges(_ map: [UInt8]) -> [(UInt32, UInt32)] {
+    String(decoding: map, as: UTF8.self).split(separator: "\n").compactMap { line in
+      let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+      guard f.count == 3, let first = UInt32(f[0]), let count = UInt32(f[2]) else { return nil }
+      return (first, count)
+    }
   }
 
   /// Whether `linkat(fd, "", dir, name, AT_EMPTY_PATH)` works for an O_TMPFILE (the kernel

@@ -23,21 +23,36 @@ public final class WorkArea {
   }
 
   /// `ovl_workdir_create`: the dir `name` (`work` or `index`) of the work root, mode 0000 as
-  /// the kernel makes it, kept if it exists.
-  public static func open(_ name: String, in workRoot: LayerDir, workPath: String, create: Bool) throws(OvlError) -> WorkArea {
+  /// the kernel makes it, kept if it exists. A caller whom permission bits stop (a plain
+  /// user: the kernel's mounter has its capabilities, this process has not) makes it, or an
+  /// existing one of its own, mode 0700: it could not use a 0000 one, and the next mount
+  /// empties the dir and makes it again with mode 0000 anyway.
+  public static func open(_ name: String, in workRoot: LayerDir, workPath: String, create: Bool, credentials: Credentials) throws(OvlError) -> WorkArea {
     let bytes = Array(name.utf8)
     let path = workPath + "/" + name
+    let mode: UInt32 = credentials.overridesPermissions ? 0 : 0o700
     if create {
       do {
-        try workRoot.fd.makeDirectory(bytes, permissions: 0)
-        try workRoot.fd.changeMode(bytes, permissions: 0)
+        try workRoot.fd.makeDirectory(bytes, permissions: mode)
+        try workRoot.fd.changeMode(bytes, permissions: mode)
       } catch .fileExists {
       } catch {
         throw .system(call: "mkdir", path: path, errno: error)
       }
     }
-    let fd = try step("open", path) { () throws(Errno) in try FD.open(bytes, in: workRoot.fd, .directory) }
-    return WorkArea(dir: LayerDir(layer: 0, fd: fd, path: []), shownPath: path)
+    do throws(Errno) {
+      let fd = try FD.open(bytes, in: workRoot.fd, .directory)
+      return WorkArea(dir: LayerDir(layer: 0, fd: fd, path: []), shownPath: path)
+    } catch .permissionDenied where create && !credentials.overridesPermissions {
+      // A 0000 dir a mount made, owned by this user: made usable, as above.
+      let owner = try step("statx", path) { () throws(Errno) in try workRoot.fd.stat(bytes).uid }
+      guard owner == credentials.uid else { throw .system(call: "open", path: path, errno: .permissionDenied) }
+      try step("chmod", path) { () throws(Errno) in try workRoot.fd.changeMode(bytes, permissions: 0o700) }
+      let fd = try step("open", path) { () throws(Errno) in try FD.open(bytes, in: workRoot.fd, .directory) }
+      return WorkArea(dir: LayerDir(layer: 0, fd: fd, path: []), shownPath: path)
+    } catch {
+      throw .system(call: "open", path: path, errno: error)
+    }
   }
 
   public func shown(_ name: [UInt8]) -> String { shownPath + "/" + name.string }

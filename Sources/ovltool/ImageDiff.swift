@@ -50,9 +50,13 @@ struct LayerOutput: ParsableArguments {
 
 /// A plain directory as a one-layer read-only stack (its view is the tree itself).
 /// (The kernel wants two lowers for a read-only mount; a view needs only one.)
+/// A user who cannot use `trusted.*` xattrs gets a userxattr one: what it writes is then a
+/// rootless layer (`user.overlay.*`), as a rootless mount writes it.
 func plainTree(_ path: String) throws -> StackOptions {
   var options = StackOptions()
   options.lowerDirs = [path]
+  options.userxattr = !Credentials.current.canUseTrustedXattrs
+  if options.userxattr { options.redirectMode = .nofollow }
   return options
 }
 

@@ -36,7 +36,9 @@ struct StackArguments: ParsableArguments {
     if let workdir { try parser.add(key: "workdir", value: workdir) }
     let options = try parser.resolve(defaults: .current())
     for warning in parser.warnings { printError("ovltool: warning: \(warning)") }
-    return try Stack(options: options)
+    let stack = try Stack(options: options)
+    try stack.refuseUnreadableXattrs()
+    return stack
   }
 }
 

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+
+/// ovltool run by an unprivileged user (uid 4242, no capabilities: `setpriv`) on layers that
+/// user owns, with `userxattr`, against the kernel's rootless mount of an identical copy
+/// (made by the same user in its own user namespace: `unshare -Urm`). Each script runs as
+/// root only to set the stage, in a private mount namespace.
+@Suite(.serialized) struct RootlessTests {
+  /// Shell functions for the scripts: `as_user CMD…` runs CMD as uid 4242 with no
+  /// capabilities; `kernel_do DIR CMD` runs CMD in the merged dir of a rootless mount of
+  /// DIR's layers (mounted by uid 4242 in its own user namespace, unmounted after).
+  static let prelude = #"""
+    set -u
+    T="$OVLTOOL"
+    as_user() { setpriv --reuid 4242 --regid 4242 --clear-groups --inh-caps=-all --bounding-set=-all -- "$@"; }
+    layers() {  # DIR: a lower with files, a dir, a hard link, all owned by 4242
+      mkdir -p "$1/l/d" "$1/l/ed" "$1/u" "$1/w" "$1/m"
+      echo f > "$1/l/f"; echo del > "$1/l/del"; echo x > "$1/l/d/x"; echo own > "$1/l/own"
+      echo h > "$1/l/h1"; ln "$1/l/h1" "$1/l/h2"; echo n > "$1/l/sub_n"; mkdir "$1/l/sub"
+      chown -R 4242:4242 "$1"; chmod 0755 "$1"
+    }
+    opts() { echo "lowerdir=$1/l,upperdir=$1/u,workdir=$1/w,userxattr"; }
+    kernel_do() {
+      as_user unshare -Urm sh -c 'mount -t overlay o -o "$2" "$1/m" && cd "$1/m" && sh -c "$3"; s=$?; cd /; umount "$1/m"; exit $s' sh "$1" "$(opts "$1")" "$2"
+    }
+    dump() {  # DIR: the upper, raw, without inode numbers (and the uuid, which is random)
+      (cd "$1/u" && find . -printf '%p %y %m %U:%G %s\n' | sort; getfattr -R -h -d -m - -e hex . 2>/dev/null | grep -v '^user.overlay.uuid=')
+    }
+    """#
+
+  static func run(_ script: String, in dir: Harness.TempDir) -> Harness.Result {
+    Harness.run(
+      ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/bash", "-c", prelude + "\nW=\"$1\"; chmod 0755 \"$W\"; cd \"$W\"\n" + script, "bash", dir.path],
+      environment: ["OVLTOOL": Harness.ovltool, "LC_ALL": "C"])
+  }
+
+  static let enabled = Harness.kernelTestsEnabled && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
+
+  /// The same changes through ovltool as uid 4242 and through the kernel's rootless mount:
+  /// the same upper (empty origins, char 0/0 whiteouts, `user.overlay.opaque`, impure), and
+  /// every command succeeds although the work dir the kernel makes is mode 0000.
+  @Test(.enabled(if: enabled, "needs root (to set the stage), setpriv and overlayfs"))
+  func changesAsAPlainUserMatchTheKernelsRootlessMount() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("rootless")
+    let r = Self.run(#"""
+      layers k; layers o
+      kernel_do "$W/k" 'echo more >> f; rm del; rm -r ed; mkdir ed; chmod 0640 own; setfattr -n user.k -v 1 d/x; ln h1 h3; touch sub/new'
+      # A kernel mount made o's work dir as for k (mode 0000, owned by 4242).
+      kernel_do "$W/o" 'true'
+      printf 'f\nmore\n' > data; : > empty; chmod 0644 data empty
+      O=$(opts "$W/o")
+      as_user "$T" put -o "$O" data /f
+      as_user "$T" rm -o "$O" /del
+      as_user "$T" rm -r -o "$O" /ed
+      as_user "$T" mkdir -o "$O" /ed
+      as_user "$T" chmod -o "$O" 0640 /own
+      as_user "$T" setxattr -o "$O" user.k 1 /d/x
+      as_user "$T" ln -o "$O" /h1 /h3
+      as_user "$T" put -o "$O" empty /sub/new
+      dump k > k.txt; dump o > o.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.out) \(r.stderr)")
+    let k = (try? String(contentsOfFile: dir.path + "/k.txt", encoding: .utf8)) ?? "<none>"
+    let o = (try? String(contentsOfFile: dir.path + "/o.txt", encoding: .utf8)) ?? "<none>"
+    #expect(k.contains("# file: f\nuser.overlay.origin=0x\n"), "the kernel's rootless copy-up has an empty origin:\n\(k)")
+    if k != o {
+      Issue.record("ovltool as uid 4242 (-) vs the kernel's rootless mount (+):\n\(Harness.diff(o.split(separator: "\n").map(String.init), k.split(separator: "\n").map(String.init)))")
+    }
+  }
+
+  /// What the kernel refuses this user fails before anything is copied up: chown to another
+  /// owner, a device node, a `trusted.*` attribute (EPERM, exit 1); and a `trusted.overlay.*`
+  /// stack is refused up front (exit 2), not read as if it had no overlay xattrs.
+  @Test(.enabled(if: enabled, "needs root (to set the stage), setpriv and overlayfs"))
+  func refusalsComeBeforeAnyCopyUp() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("rootless-refusals")
+    let r = Self.run(#"""
+      layers o; O=$(opts "$W/o")
+      as_user "$T" mkdir -o "$O" /made || echo "mkdir failed"
+      dump o > before.txt
+      as_user "$T" chown -o "$O" 0:0 /own 2> e1.txt; echo "chown $?"
+      as_user "$T" mknod -o "$O" /sub/null c 1 3 2> e2.txt; echo "mknod $?"
+      as_user "$T" setxattr -o "$O" trusted.x 1 /d/x 2> e3.txt; echo "setxattr $?"
+      dump o > after.txt
+      cmp -s before.txt after.txt && echo "upper unchanged" || diff before.txt after.txt
+      grep -h "not permitted" e1.txt e2.txt e3.txt | wc -l
+      # A trusted.* stack (made by root) read by the user without userxattr.
+      mkdir -p t/l1/d t/l2/d t/u t/w; echo a > t/l2/d/a; setfattr -n trusted.overlay.opaque -v y t/l1/d; chown -R 4242:4242 t
+      as_user "$T" ls -o lowerdir=t/l1:t/l2 /d 2> e4.txt; echo "ls $?"; cat e4.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.out) \(r.stderr)")
+    #expect(r.out.contains("chown 1\nmknod 1\nsetxattr 1\nupper unchanged\n3\n"), "\(r.out)")
+    #expect(r.out.contains("ls 2") && r.out.contains("trusted.overlay"), "\(r.out)")
+  }
+}
