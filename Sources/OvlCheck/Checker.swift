@@ -69,6 +69,8 @@ public final class Checker {
   let options: StackOptions
   let report: Report
   let ns: XattrNamespace
+  /// `ns.prefix`, made once: every entry's xattr names are matched against it.
+  let privatePrefix: [UInt8]
   /// The dir repairs build objects in before publishing them (`work/work`): the kernel
   /// empties it at every mount, so a crash mid-repair leaves only what it cleans.
   var workTemp: LayerDir?
@@ -92,6 +94,7 @@ public final class Checker {
     self.options = options
     self.report = report
     ns = options.xattrNamespace
+    privatePrefix = ns.prefix
   }
 
   /// Runs every check in fsck.overlay's order (redirects first, then whiteouts and impure),
@@ -160,25 +163,26 @@ public final class Checker {
 
   // MARK: Reading
 
-  /// Status and overlay xattrs of `name` in `dir`.
+  /// Status and overlay xattrs of `name` in `dir`: one statx, one listxattr, and a
+  /// getxattr per overlay name only. The path is made only for an error.
   func entry(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> Entry? {
-    let path = stack.layerPaths[dir.layer] + Self.text(Self.join(dir.path, name))
-    guard let status = try step("statx", path, { () throws(Errno) in try dir.fd.statIfPresent(name) }) else { return nil }
+    func path() -> String { stack.layerPaths[dir.layer] + Self.text(Self.join(dir.path, name)) }
+    guard let status = try step("statx", path(), { () throws(Errno) in try dir.fd.statIfPresent(name) }) else { return nil }
     var xattrs: [OverlayXattr: [UInt8]] = [:]
     let names: [[UInt8]]
     do {
-      names = try dir.fd.xattrNames(name)
+      names = try dir.fd.xattrNames(name, prefix: privatePrefix)
     } catch .notSupported {
       names = []
     } catch .noSuchFileOrDirectory {
       return nil
     } catch {
-      throw .system(call: "listxattr", path: path, errno: error)
+      throw .system(call: "listxattr", path: path(), errno: error)
     }
     for attribute in names where ns.isPrivate(attribute) {
-      let suffix = String(decoding: attribute[ns.prefix.count...], as: UTF8.self)
+      let suffix = String(decoding: attribute[privatePrefix.count...], as: UTF8.self)
       guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
-      if let value = try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr(name, attribute) }) {
+      if let value = try step("getxattr", path(), { () throws(Errno) in try dir.fd.xattr(name, attribute) }) {
         xattrs[key] = value
       }
     }
@@ -336,6 +340,8 @@ public final class Checker {
     var subdirs: [PendingDir] = []
     var entries: [Entry] = []
     for raw in try names(of: context.dir) {
+      // The redirect pass looks at dirs only; getdents64's type says which are not.
+      if pass == .redirects && !raw.mayBeDirectory { continue }
       guard let e = try entry(raw.name, in: context.dir) else { continue }
       entries.append(e)
     }

@@ -9,6 +9,8 @@ public struct DirectoryEntry: Sendable {
   public var mayBeWhiteout: Bool { dtype == UInt8(DT_CHR) || dtype == UInt8(DT_UNKNOWN) }
   public var mayBeRegular: Bool { dtype == UInt8(DT_REG) || dtype == UInt8(DT_UNKNOWN) }
   public var isDirectory: Bool { dtype == UInt8(DT_DIR) }
+  /// d_type DT_DIR, or DT_UNKNOWN (a stat tells).
+  public var mayBeDirectory: Bool { dtype == UInt8(DT_DIR) || dtype == UInt8(DT_UNKNOWN) }
 }
 
 extension FD {

@@ -13,15 +13,18 @@ func retrying<T: FixedWidthInteger>(_ call: () -> T) throws(Errno) -> T {
 }
 
 /// Calls `body` with `bytes` as a NUL-terminated C string. Names and paths are raw bytes:
-/// a layer may hold names that are not UTF-8.
+/// a layer may hold names that are not UTF-8. The copy is made on the stack (a name is at
+/// most NAME_MAX bytes; a walk makes several calls per entry).
 @inline(__always)
 func withCString<R, E: Error>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws(E) -> R) throws(E) -> R {
-  var terminated = bytes
-  terminated.append(0)
-  let result: Result<R, E> = terminated.withUnsafeBufferPointer { buffer in
-    buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) { pointer in
-      Result { () throws(E) -> R in try body(pointer) }
+  let result: Result<R, E> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { buffer in
+    bytes.withUnsafeBufferPointer { source in
+      if let base = source.baseAddress {
+        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: base, byteCount: source.count)
+      }
     }
+    buffer[bytes.count] = 0
+    return Result { () throws(E) -> R in try body(buffer.baseAddress!) }
   }
   return try result.get()
 }
