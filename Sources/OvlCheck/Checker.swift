@@ -20,6 +20,62 @@ struct Entry {
   }
 }
 
+/// What reading a layer dir's entries needs, apart from the walk's state: values only, so
+/// the read runs on the second core too (`ReadAhead`).
+struct EntryReader: Sendable {
+  let layerPaths: [String]
+  let ns: XattrNamespace
+  /// `ns.prefix`, made once: every entry's xattr names are matched against it.
+  let privatePrefix: [UInt8]
+
+  /// Status and overlay xattrs of `name` in the dir `fd` (`path` in `layer`): one statx,
+  /// one listxattr, and a getxattr per overlay name only. The path text is made only for
+  /// an error.
+  func entry(_ name: [UInt8], in fd: borrowing FD, layer: Int, path dirPath: [UInt8]) throws(OvlError) -> Entry? {
+    func path() -> String { layerPaths[layer] + Checker.text(Checker.join(dirPath, name)) }
+    guard let status = try step("statx", path(), { () throws(Errno) in try fd.statIfPresent(name) }) else { return nil }
+    var xattrs: [OverlayXattr: [UInt8]] = [:]
+    let names: [[UInt8]]
+    do {
+      names = try fd.xattrNames(name, prefix: privatePrefix)
+    } catch .notSupported {
+      names = []
+    } catch .noSuchFileOrDirectory {
+      return nil
+    } catch {
+      throw .system(call: "listxattr", path: path(), errno: error)
+    }
+    for attribute in names where ns.isPrivate(attribute) {
+      let suffix = String(decoding: attribute[privatePrefix.count...], as: UTF8.self)
+      guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
+      if let value = try step("getxattr", path(), { () throws(Errno) in try fd.xattr(name, attribute) }) {
+        xattrs[key] = value
+      }
+    }
+    return Entry(name: name, status: status, xattrs: xattrs)
+  }
+
+  /// The entries of the dir `fd` (`path` in `layer`) that are present; with `dirsOnly`,
+  /// only those getdents64 does not name as something other than a dir.
+  func entries(of fd: borrowing FD, layer: Int, path: [UInt8], dirsOnly: Bool) throws(OvlError) -> [Entry] {
+    let raw = try step("getdents64", layerPaths[layer] + Checker.text(path)) { () throws(Errno) in try fd.entries() }
+    var result: [Entry] = []
+    result.reserveCapacity(raw.count)
+    for item in raw {
+      // The redirect pass looks at dirs only; getdents64's type says which are not.
+      if dirsOnly && !item.mayBeDirectory { continue }
+      if let e = try entry(item.name, in: fd, layer: layer, path: path) { result.append(e) }
+    }
+    return result
+  }
+}
+
+/// A walk's dir handed to the read-ahead thread. Its layer, descriptor and path never
+/// change, and the thread uses the descriptor for `*at` calls only (no file position).
+struct SharedDir: @unchecked Sendable {
+  let dir: LayerDir
+}
+
 /// How a name is looked up in the lower layers: the kernel's `ovl_lookup_data.name`.
 enum LookupName: Equatable {
   case relative([UInt8])
@@ -69,8 +125,10 @@ public final class Checker {
   let options: StackOptions
   let report: Report
   let ns: XattrNamespace
-  /// `ns.prefix`, made once: every entry's xattr names are matched against it.
-  let privatePrefix: [UInt8]
+  let reader: EntryReader
+  /// Reads the dirs the walk enters next on a second thread, in check-only runs (with
+  /// repairs, an entry read ahead could be one a repair changed since).
+  var readAhead: ReadAhead<Result<[Entry], OvlError>>?
   /// The dir repairs build objects in before publishing them (`work/work`): the kernel
   /// empties it at every mount, so a crash mid-repair leaves only what it cleans.
   var workTemp: LayerDir?
@@ -94,13 +152,18 @@ public final class Checker {
     self.options = options
     self.report = report
     ns = options.xattrNamespace
-    privatePrefix = ns.prefix
+    reader = EntryReader(layerPaths: stack.layerPaths, ns: ns, privatePrefix: ns.prefix)
   }
 
   /// Runs every check in fsck.overlay's order (redirects first, then whiteouts and impure),
   /// bottom lower layer first, so that a repair in a lower layer is seen by the layers above.
   public func run() {
     guard guardLayers() else { return }
+    if report.mode == .check { readAhead = ReadAhead() }
+    defer {
+      readAhead?.close()
+      readAhead = nil
+    }
     checkWorkDir()
     checkLayerIdentity()
     checkIndex()
@@ -163,30 +226,9 @@ public final class Checker {
 
   // MARK: Reading
 
-  /// Status and overlay xattrs of `name` in `dir`: one statx, one listxattr, and a
-  /// getxattr per overlay name only. The path is made only for an error.
+  /// Status and overlay xattrs of `name` in `dir`.
   func entry(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> Entry? {
-    func path() -> String { stack.layerPaths[dir.layer] + Self.text(Self.join(dir.path, name)) }
-    guard let status = try step("statx", path(), { () throws(Errno) in try dir.fd.statIfPresent(name) }) else { return nil }
-    var xattrs: [OverlayXattr: [UInt8]] = [:]
-    let names: [[UInt8]]
-    do {
-      names = try dir.fd.xattrNames(name, prefix: privatePrefix)
-    } catch .notSupported {
-      names = []
-    } catch .noSuchFileOrDirectory {
-      return nil
-    } catch {
-      throw .system(call: "listxattr", path: path(), errno: error)
-    }
-    for attribute in names where ns.isPrivate(attribute) {
-      let suffix = String(decoding: attribute[privatePrefix.count...], as: UTF8.self)
-      guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
-      if let value = try step("getxattr", path(), { () throws(Errno) in try dir.fd.xattr(name, attribute) }) {
-        xattrs[key] = value
-      }
-    }
-    return Entry(name: name, status: status, xattrs: xattrs)
+    try reader.entry(name, in: dir.fd, layer: dir.layer, path: dir.path)
   }
 
   /// Opens subdirectory `name` of `dir` (never following a symlink).
@@ -287,9 +329,42 @@ public final class Checker {
 
   struct DirContext {
     let dir: LayerDir
-    /// The merged lower dirs below this dir (empty for an opaque or pure dir).
-    let below: [LayerDir]
     let isOpaque: Bool
+    private let lower: LowerDirs
+    /// The merged lower dirs below this dir (empty for an opaque or pure dir).
+    var below: [LayerDir] { lower.dirs }
+
+    init(dir: LayerDir, below: [LayerDir], isOpaque: Bool) {
+      self.dir = dir
+      self.isOpaque = isOpaque
+      lower = LowerDirs(below)
+    }
+
+    /// A context whose lower dirs are looked up when first asked for.
+    init(dir: LayerDir, findingBelow find: @escaping () -> [LayerDir]) {
+      self.dir = dir
+      isOpaque = false
+      lower = LowerDirs(find)
+    }
+  }
+
+  /// A dir's merged lower dirs, found when first asked for: the redirect pass needs them only
+  /// in dirs that hold a redirect (and their ancestors), so it does not look up every dir
+  /// of the layers below.
+  final class LowerDirs {
+    private var found: [LayerDir]?
+    private var find: (() -> [LayerDir])?
+
+    init(_ dirs: [LayerDir]) { found = dirs }
+    init(_ find: @escaping () -> [LayerDir]) { self.find = find }
+
+    var dirs: [LayerDir] {
+      if let found { return found }
+      let dirs = find?() ?? []
+      found = dirs
+      find = nil
+      return dirs
+    }
   }
 
   /// A subdirectory still to walk: opened (with its lower dirs) only when its turn comes,
@@ -298,6 +373,8 @@ public final class Checker {
     let parent: DirContext
     /// The entry as the checks left it (a redirect may be gone).
     let entry: Entry
+    /// Its entries, being read ahead.
+    var ticket: ReadAhead<Result<[Entry], OvlError>>.Ticket?
   }
 
   /// Walks one layer depth-first, with each dir's merged lower dirs.
@@ -305,45 +382,79 @@ public final class Checker {
     guard let top = root(layer), !nestedOverlays.contains(layer) else { return }
     let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
     var pending: [PendingDir] = []
-    var next: DirContext? = DirContext(dir: top, below: topBelow, isOpaque: false)
+    var next: (context: DirContext, ticket: ReadAhead<Result<[Entry], OvlError>>.Ticket?)? =
+      (DirContext(dir: top, below: topBelow, isOpaque: false), nil)
     while true {
-      if let context = next {
+      if let (context, ticket) = next {
         next = nil
         do {
-          pending.append(contentsOf: try visit(context, layer: layer, pass: pass).reversed())
+          let read = ticket.flatMap { readAhead?.take($0) }
+          let subdirs = try visit(context, layer: layer, pass: pass, read: read)
+          // Pushed as they are stacked: the thread reads the dir the walk enters next.
+          for var item in subdirs.reversed() {
+            item.ticket = readAhead(item, pass: pass)
+            pending.append(item)
+          }
         } catch {
           report.operational(error.description)
         }
       }
       guard let item = pending.popLast() else { break }
       do {
-        next = try enter(item, layer: layer)
+        next = (try enter(item, layer: layer, pass: pass), item.ticket)
       } catch {
+        if let ticket = item.ticket { readAhead?.discard(ticket) }
         report.operational(error.description)
       }
     }
   }
 
+  /// Starts reading `item`'s entries on the read-ahead thread (from a descriptor of its
+  /// own: the walk's is opened when it enters the dir).
+  func readAhead(_ item: PendingDir, pass: Pass) -> ReadAhead<Result<[Entry], OvlError>>.Ticket? {
+    guard let readAhead else { return nil }
+    let reader = reader
+    let parent = SharedDir(dir: item.parent.dir)
+    let name = item.entry.name
+    let dirsOnly = pass == .redirects
+    return readAhead.push {
+      let dir = parent.dir
+      let path = Checker.join(dir.path, name)
+      do throws(OvlError) {
+        let fd = try step("open", reader.layerPaths[dir.layer] + Checker.text(path)) { () throws(Errno) in
+          try FD.open(name, in: dir.fd, .directory)
+        }
+        return .success(try reader.entries(of: fd, layer: dir.layer, path: path, dirsOnly: dirsOnly))
+      } catch {
+        return .failure(error)
+      }
+    }
+  }
+
   /// Opens a pending subdirectory and finds the lower dirs that merge with it.
-  func enter(_ item: PendingDir, layer: Int) throws(OvlError) -> DirContext {
+  func enter(_ item: PendingDir, layer: Int, pass: Pass) throws(OvlError) -> DirContext {
     let e = item.entry
     let dir = try open(e.name, in: item.parent.dir)
     guard !e.isOpaque else { return DirContext(dir: dir, below: [], isOpaque: true) }
     let redirect = e.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
     let name = redirect.map(LookupName.init) ?? .relative(e.name)
-    let below = lookupBelow(name, below: layer, parentBelow: item.parent.below, mergedDirs: true).dirs
+    let parent = item.parent
+    if pass == .redirects {
+      return DirContext(dir: dir) { self.lookupBelow(name, below: layer, parentBelow: parent.below, mergedDirs: true).dirs }
+    }
+    let below = lookupBelow(name, below: layer, parentBelow: parent.below, mergedDirs: true).dirs
     return DirContext(dir: dir, below: below, isOpaque: false)
   }
 
-  /// Checks the entries of one dir and returns its subdirectories to walk.
-  func visit(_ context: DirContext, layer: Int, pass: Pass) throws(OvlError) -> [PendingDir] {
+  /// Checks the entries of one dir (`read` ahead, or read here) and returns its
+  /// subdirectories to walk.
+  func visit(_ context: DirContext, layer: Int, pass: Pass, read: Result<[Entry], OvlError>? = nil) throws(OvlError) -> [PendingDir] {
     var subdirs: [PendingDir] = []
-    var entries: [Entry] = []
-    for raw in try names(of: context.dir) {
-      // The redirect pass looks at dirs only; getdents64's type says which are not.
-      if pass == .redirects && !raw.mayBeDirectory { continue }
-      guard let e = try entry(raw.name, in: context.dir) else { continue }
-      entries.append(e)
+    let entries: [Entry]
+    if let read {
+      entries = try read.get()
+    } else {
+      entries = try reader.entries(of: context.dir.fd, layer: layer, path: context.dir.path, dirsOnly: pass == .redirects)
     }
     var needsImpure: [String] = []
     var mergeOnly = false
