@@ -20,8 +20,7 @@ struct Entry {
   }
 }
 
-/// What reading a layer dir's entries needs, apart from the walk's state: values only, so
-/// the read runs on the second core too (`ReadAhead`).
+/// What reading a layer dir's entries needs, apart from the walk's state: values only.
 struct EntryReader: Sendable {
   let layerPaths: [String]
   let ns: XattrNamespace
@@ -68,12 +67,6 @@ struct EntryReader: Sendable {
     }
     return result
   }
-}
-
-/// A walk's dir handed to the read-ahead thread. Its layer, descriptor and path never
-/// change, and the thread uses the descriptor for `*at` calls only (no file position).
-struct SharedDir: @unchecked Sendable {
-  let dir: LayerDir
 }
 
 /// How a name is looked up in the lower layers: the kernel's `ovl_lookup_data.name`.
@@ -126,9 +119,6 @@ public final class Checker {
   let report: Report
   let ns: XattrNamespace
   let reader: EntryReader
-  /// Reads the dirs the walk enters next on a second thread, in check-only runs (with
-  /// repairs, an entry read ahead could be one a repair changed since).
-  var readAhead: ReadAhead<Result<[Entry], OvlError>>?
   /// The dir repairs build objects in before publishing them (`work/work`): the kernel
   /// empties it at every mount, so a crash mid-repair leaves only what it cleans.
   var workTemp: LayerDir?
@@ -159,11 +149,6 @@ public final class Checker {
   /// bottom lower layer first, so that a repair in a lower layer is seen by the layers above.
   public func run() {
     guard guardLayers() else { return }
-    if report.mode == .check { readAhead = ReadAhead() }
-    defer {
-      readAhead?.close()
-      readAhead = nil
-    }
     checkWorkDir()
     checkLayerIdentity()
     checkIndex()
@@ -373,8 +358,6 @@ public final class Checker {
     let parent: DirContext
     /// The entry as the checks left it (a redirect may be gone).
     let entry: Entry
-    /// Its entries, being read ahead.
-    var ticket: ReadAhead<Result<[Entry], OvlError>>.Ticket?
   }
 
   /// Walks one layer depth-first, with each dir's merged lower dirs.
@@ -382,51 +365,21 @@ public final class Checker {
     guard let top = root(layer), !nestedOverlays.contains(layer) else { return }
     let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
     var pending: [PendingDir] = []
-    var next: (context: DirContext, ticket: ReadAhead<Result<[Entry], OvlError>>.Ticket?)? =
-      (DirContext(dir: top, below: topBelow, isOpaque: false), nil)
+    var next: DirContext? = DirContext(dir: top, below: topBelow, isOpaque: false)
     while true {
-      if let (context, ticket) = next {
+      if let context = next {
         next = nil
         do {
-          let read = ticket.flatMap { readAhead?.take($0) }
-          let subdirs = try visit(context, layer: layer, pass: pass, read: read)
-          // Pushed as they are stacked: the thread reads the dir the walk enters next.
-          for var item in subdirs.reversed() {
-            item.ticket = readAhead(item, pass: pass)
-            pending.append(item)
-          }
+          pending.append(contentsOf: try visit(context, layer: layer, pass: pass).reversed())
         } catch {
           report.operational(error.description)
         }
       }
       guard let item = pending.popLast() else { break }
       do {
-        next = (try enter(item, layer: layer, pass: pass), item.ticket)
+        next = try enter(item, layer: layer, pass: pass)
       } catch {
-        if let ticket = item.ticket { readAhead?.discard(ticket) }
         report.operational(error.description)
-      }
-    }
-  }
-
-  /// Starts reading `item`'s entries on the read-ahead thread (from a descriptor of its
-  /// own: the walk's is opened when it enters the dir).
-  func readAhead(_ item: PendingDir, pass: Pass) -> ReadAhead<Result<[Entry], OvlError>>.Ticket? {
-    guard let readAhead else { return nil }
-    let reader = reader
-    let parent = SharedDir(dir: item.parent.dir)
-    let name = item.entry.name
-    let dirsOnly = pass == .redirects
-    return readAhead.push {
-      let dir = parent.dir
-      let path = Checker.join(dir.path, name)
-      do throws(OvlError) {
-        let fd = try step("open", reader.layerPaths[dir.layer] + Checker.text(path)) { () throws(Errno) in
-          try FD.open(name, in: dir.fd, .directory)
-        }
-        return .success(try reader.entries(of: fd, layer: dir.layer, path: path, dirsOnly: dirsOnly))
-      } catch {
-        return .failure(error)
       }
     }
   }
@@ -446,16 +399,10 @@ public final class Checker {
     return DirContext(dir: dir, below: below, isOpaque: false)
   }
 
-  /// Checks the entries of one dir (`read` ahead, or read here) and returns its
-  /// subdirectories to walk.
-  func visit(_ context: DirContext, layer: Int, pass: Pass, read: Result<[Entry], OvlError>? = nil) throws(OvlError) -> [PendingDir] {
+  /// Checks the entries of one dir and returns its subdirectories to walk.
+  func visit(_ context: DirContext, layer: Int, pass: Pass) throws(OvlError) -> [PendingDir] {
     var subdirs: [PendingDir] = []
-    let entries: [Entry]
-    if let read {
-      entries = try read.get()
-    } else {
-      entries = try reader.entries(of: context.dir.fd, layer: layer, path: context.dir.path, dirsOnly: pass == .redirects)
-    }
+    let entries = try reader.entries(of: context.dir.fd, layer: layer, path: context.dir.path, dirsOnly: pass == .redirects)
     var needsImpure: [String] = []
     var mergeOnly = false
     for e in entries {
