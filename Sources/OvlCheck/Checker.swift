@@ -28,9 +28,11 @@ struct EntryReader: Sendable {
   let privatePrefix: [UInt8]
 
   /// Status and overlay xattrs of `name` in the dir `fd` (`path` in `layer`): one statx,
-  /// one listxattr, and a getxattr per overlay name only. The path text is made only for
-  /// an error.
-  func entry(_ name: [UInt8], in fd: borrowing FD, layer: Int, path dirPath: [UInt8]) throws(OvlError) -> Entry? {
+  /// one listxattr, and a getxattr per overlay name only (per name of `keys`, when given).
+  /// The path text is made only for an error.
+  func entry(
+    _ name: [UInt8], in fd: borrowing FD, layer: Int, path dirPath: [UInt8], keys: [OverlayXattr]? = nil
+  ) throws(OvlError) -> Entry? {
     func path() -> String { layerPaths[layer] + Checker.text(Checker.join(dirPath, name)) }
     guard let status = try step("statx", path(), { () throws(Errno) in try fd.statIfPresent(name) }) else { return nil }
     var xattrs: [OverlayXattr: [UInt8]] = [:]
@@ -47,6 +49,7 @@ struct EntryReader: Sendable {
     for attribute in names where ns.isPrivate(attribute) {
       let suffix = String(decoding: attribute[privatePrefix.count...], as: UTF8.self)
       guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
+      if let keys, !keys.contains(key) { continue }
       if let value = try step("getxattr", path(), { () throws(Errno) in try fd.xattr(name, attribute) }) {
         xattrs[key] = value
       }
@@ -119,6 +122,9 @@ public final class Checker {
   let report: Report
   let ns: XattrNamespace
   let reader: EntryReader
+  /// The device of the layer being scanned, when its filesystem's dir link counts say
+  /// which dirs have no subdirectory.
+  var leafDevice: UInt64?
   /// The dir repairs build objects in before publishing them (`work/work`): the kernel
   /// empties it at every mount, so a crash mid-repair leaves only what it cleans.
   var workTemp: LayerDir?
@@ -211,10 +217,14 @@ public final class Checker {
 
   // MARK: Reading
 
-  /// Status and overlay xattrs of `name` in `dir`.
-  func entry(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> Entry? {
-    try reader.entry(name, in: dir.fd, layer: dir.layer, path: dir.path)
+  /// Status and overlay xattrs of `name` in `dir` (only those of `keys`, when given).
+  func entry(_ name: [UInt8], in dir: LayerDir, keys: [OverlayXattr]? = nil) throws(OvlError) -> Entry? {
+    try reader.entry(name, in: dir.fd, layer: dir.layer, path: dir.path, keys: keys)
   }
+
+  /// The xattrs a lookup in the layers below acts on: the checks of those layers' own
+  /// values ran when their scan met them.
+  static let lookupKeys: [OverlayXattr] = [.opaque, .redirect, .whiteout]
 
   /// Opens subdirectory `name` of `dir` (never following a symlink).
   func open(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> LayerDir {
@@ -263,7 +273,7 @@ public final class Checker {
       var index = 0
       while index < components.count {
         let component = components[index]
-        guard let e = try? entry(component, in: base) else { break }
+        guard let e = try? entry(component, in: base, keys: Self.lookupKeys) else { break }
         let last = index == components.count - 1
         if e.isWhiteout || e.isXattrWhiteout {
           stop = true
@@ -363,6 +373,7 @@ public final class Checker {
   /// Walks one layer depth-first, with each dir's merged lower dirs.
   func scan(layer: Int, pass: Pass) {
     guard let top = root(layer), !nestedOverlays.contains(layer) else { return }
+    leafDevice = top.fd.countsSubdirectoriesInLinks() ? (try? top.fd.stat())?.id.device : nil
     let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
     var pending: [PendingDir] = []
     var next: DirContext? = DirContext(dir: top, below: topBelow, isOpaque: false)
@@ -424,6 +435,8 @@ public final class Checker {
             mergeOnly = true
           }
         }
+        // A dir without subdirectories holds no redirect: the redirect pass need not list it.
+        if pass == .redirects, let leafDevice, current.status.links == 2, current.status.id.device == leafDevice { continue }
         subdirs.append(PendingDir(parent: context, entry: current))
         continue
       }
