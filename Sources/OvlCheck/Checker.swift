@@ -72,6 +72,18 @@ struct EntryReader: Sendable {
   }
 }
 
+/// A dir read ahead: its descriptor (the walk's, once taken) and its entries.
+struct ReadDir: Sendable {
+  let fd: SharedFD
+  let entries: [Entry]
+}
+
+/// A walk's dir handed to the read-ahead thread. Its layer, descriptor and path never
+/// change, and the thread uses the descriptor for `*at` calls only (no file position).
+struct SharedDir: @unchecked Sendable {
+  let dir: LayerDir
+}
+
 /// How a name is looked up in the lower layers: the kernel's `ovl_lookup_data.name`.
 enum LookupName: Equatable {
   case relative([UInt8])
@@ -122,6 +134,9 @@ public final class Checker {
   let report: Report
   let ns: XattrNamespace
   let reader: EntryReader
+  /// Reads the dirs the walk enters next on a second thread, in check-only runs (with
+  /// repairs, an entry read ahead could be one a repair changed since).
+  var readAhead: ReadAhead<ReadDir?>?
   /// The device of the layer being scanned, when its filesystem's dir link counts say
   /// which dirs have no subdirectory.
   var leafDevice: UInt64?
@@ -155,6 +170,11 @@ public final class Checker {
   /// bottom lower layer first, so that a repair in a lower layer is seen by the layers above.
   public func run() {
     guard guardLayers() else { return }
+    if report.mode == .check { readAhead = ReadAhead() }
+    defer {
+      readAhead?.close()
+      readAhead = nil
+    }
     checkWorkDir()
     checkLayerIdentity()
     checkIndex()
@@ -368,6 +388,8 @@ public final class Checker {
     let parent: DirContext
     /// The entry as the checks left it (a redirect may be gone).
     let entry: Entry
+    /// Its entries, being read ahead.
+    var ticket: ReadAhead<ReadDir?>.Ticket?
   }
 
   /// Walks one layer depth-first, with each dir's merged lower dirs.
@@ -376,12 +398,17 @@ public final class Checker {
     leafDevice = top.fd.countsSubdirectoriesInLinks() ? (try? top.fd.stat())?.id.device : nil
     let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
     var pending: [PendingDir] = []
-    var next: DirContext? = DirContext(dir: top, below: topBelow, isOpaque: false)
+    var next: (context: DirContext, read: [Entry]?)? = (DirContext(dir: top, below: topBelow, isOpaque: false), nil)
     while true {
-      if let context = next {
+      if let (context, read) = next {
         next = nil
         do {
-          pending.append(contentsOf: try visit(context, layer: layer, pass: pass).reversed())
+          let subdirs = try visit(context, layer: layer, pass: pass, read: read)
+          // Pushed as they are stacked: the thread reads the dir the walk enters next.
+          for var item in subdirs.reversed() {
+            item.ticket = readAhead(item, pass: pass)
+            pending.append(item)
+          }
         } catch {
           report.operational(error.description)
         }
@@ -395,25 +422,56 @@ public final class Checker {
     }
   }
 
+  /// Starts opening and reading `item` on the read-ahead thread. A failure there is left
+  /// for the walk to meet again and report (nil).
+  func readAhead(_ item: PendingDir, pass: Pass) -> ReadAhead<ReadDir?>.Ticket? {
+    guard let readAhead else { return nil }
+    let reader = reader
+    let parent = SharedDir(dir: item.parent.dir)
+    let name = item.entry.name
+    let dirsOnly = pass == .redirects
+    return readAhead.push {
+      let dir = parent.dir
+      let path = Checker.join(dir.path, name)
+      guard let fd = try? FD.open(name, in: dir.fd, .directory),
+        let entries = try? reader.entries(of: fd, layer: dir.layer, path: path, dirsOnly: dirsOnly)
+      else { return nil }
+      return ReadDir(fd: SharedFD(fd), entries: entries)
+    }
+  }
+
   /// Opens a pending subdirectory and finds the lower dirs that merge with it.
-  func enter(_ item: PendingDir, layer: Int, pass: Pass) throws(OvlError) -> DirContext {
+  func enter(_ item: PendingDir, layer: Int, pass: Pass) throws(OvlError) -> (context: DirContext, read: [Entry]?) {
     let e = item.entry
-    let dir = try open(e.name, in: item.parent.dir)
-    guard !e.isOpaque else { return DirContext(dir: dir, below: [], isOpaque: true) }
+    let dir: LayerDir
+    var read: [Entry]?
+    if let ticket = item.ticket, let done = readAhead?.take(ticket), let fd = done.fd.take() {
+      dir = LayerDir(layer: item.parent.dir.layer, fd: fd, path: Self.join(item.parent.dir.path, e.name))
+      read = done.entries
+    } else {
+      dir = try open(e.name, in: item.parent.dir)
+    }
+    guard !e.isOpaque else { return (DirContext(dir: dir, below: [], isOpaque: true), read) }
     let redirect = e.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
     let name = redirect.map(LookupName.init) ?? .relative(e.name)
     let parent = item.parent
     if pass == .redirects {
-      return DirContext(dir: dir) { self.lookupBelow(name, below: layer, parentBelow: parent.below, mergedDirs: true).dirs }
+      return (DirContext(dir: dir) { self.lookupBelow(name, below: layer, parentBelow: parent.below, mergedDirs: true).dirs }, read)
     }
     let below = lookupBelow(name, below: layer, parentBelow: parent.below, mergedDirs: true).dirs
-    return DirContext(dir: dir, below: below, isOpaque: false)
+    return (DirContext(dir: dir, below: below, isOpaque: false), read)
   }
 
-  /// Checks the entries of one dir and returns its subdirectories to walk.
-  func visit(_ context: DirContext, layer: Int, pass: Pass) throws(OvlError) -> [PendingDir] {
+  /// Checks the entries of one dir (`read` ahead, or read here) and returns its
+  /// subdirectories to walk.
+  func visit(_ context: DirContext, layer: Int, pass: Pass, read: [Entry]? = nil) throws(OvlError) -> [PendingDir] {
     var subdirs: [PendingDir] = []
-    let entries = try reader.entries(of: context.dir.fd, layer: layer, path: context.dir.path, dirsOnly: pass == .redirects)
+    let entries: [Entry]
+    if let read {
+      entries = read
+    } else {
+      entries = try reader.entries(of: context.dir.fd, layer: layer, path: context.dir.path, dirsOnly: pass == .redirects)
+    }
     var needsImpure: [String] = []
     var mergeOnly = false
     for e in entries {
