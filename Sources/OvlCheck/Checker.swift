@@ -58,9 +58,12 @@ struct EntryReader: Sendable {
   }
 
   /// The entries of the dir `fd` (`path` in `layer`) that are present; with `dirsOnly`,
-  /// only those getdents64 does not name as something other than a dir.
+  /// only those getdents64 does not name as something other than a dir. A layer root is
+  /// listed once per pass, so its descriptor is rewound; others are opened for the listing.
   func entries(of fd: borrowing FD, layer: Int, path: [UInt8], dirsOnly: Bool) throws(OvlError) -> [Entry] {
-    let raw = try step("getdents64", layerPaths[layer] + Checker.text(path)) { () throws(Errno) in try fd.entries() }
+    let raw = try step("getdents64", layerPaths[layer] + Checker.text(path)) { () throws(Errno) in
+      try fd.entries(rewinding: path.isEmpty)
+    }
     var result: [Entry] = []
     result.reserveCapacity(raw.count)
     for item in raw {

@@ -16,11 +16,11 @@ public struct DirectoryEntry: Sendable {
 extension FD {
   /// Every entry of this directory, in the filesystem's order; `.` and `..` only when
   /// `includingDots` (their place in that order matters to overlay readdir). The
-  /// descriptor must be opened with `.directory`. The corresponding C function is
-  /// `getdents64`.
-  public borrowing func entries(includingDots: Bool = false) throws(Errno) -> [DirectoryEntry] {
+  /// descriptor must be opened with `.directory`; one opened for this listing need not be
+  /// `rewinding` to its start. The corresponding C function is `getdents64`.
+  public borrowing func entries(includingDots: Bool = false, rewinding: Bool = true) throws(Errno) -> [DirectoryEntry] {
     let fd = rawValue
-    _ = try retrying { Glibc.lseek(fd, 0, SEEK_SET) }
+    if rewinding { _ = try retrying { Glibc.lseek(fd, 0, SEEK_SET) } }
     var result: [DirectoryEntry] = []
     let capacity = 64 * 1024
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
