@@ -9,7 +9,7 @@
 #   DIR                  stack made by bench/mkstack.sh (DIR/{l1,l2,l3,upper,work}, made
 #                        by kernel mounts with index=on,redirect_dir=on); if omitted, one
 #                        is built in a temp dir and removed at exit
-#   FSCK_BENCH_ENTRIES   entries planned for the temp stack (default 125000: ~140k in
+#   FSCK_BENCH_ENTRIES   entries planned for the temp stack (default 135000: ~143k in
 #                        the layers)
 #   BENCH_REPS           timed runs of each side, the median is reported (default 5)
 #   OVLTOOL              ovltool binary (default .build/release/ovltool)
@@ -31,8 +31,8 @@ if [ $# -ge 1 ]; then
     DIR=$(cd "$1" && pwd) || exit 1
 else
     DIR=$TMP/stack
-    echo "building stack in $DIR (${FSCK_BENCH_ENTRIES:-125000} entries)..."
-    "$REPO/bench/mkstack.sh" "$DIR" "${FSCK_BENCH_ENTRIES:-125000}" || exit 1
+    echo "building stack in $DIR (${FSCK_BENCH_ENTRIES:-135000} entries)..."
+    "$REPO/bench/mkstack.sh" "$DIR" "${FSCK_BENCH_ENTRIES:-135000}" || exit 1
 fi
 [ -x "$OVLTOOL" ] || { echo "fsck.sh: $OVLTOOL not found (make build, or set OVLTOOL)" >&2; exit 1; }
 OPTS="lowerdir=$DIR/l1:$DIR/l2:$DIR/l3,upperdir=$DIR/upper,workdir=$DIR/work,index=on,redirect_dir=on"
@@ -80,7 +80,7 @@ A_T=$(median "${A_TS[@]}"); B_T=$(median "${B_TS[@]}")
 echo
 awk -v t="$A_T" -v r="$A_RSS" 'BEGIN { printf "(a) getfattr -R -h -d -m - : %8.3f s   peak RSS %7.1f MiB (median of runs)\n", t, r / 1024 }'
 awk -v t="$B_T" -v r="$B_RSS" 'BEGIN { printf "(b) ovltool fsck -n        : %8.3f s   peak RSS %7.1f MiB\n", t, r / 1024 }'
-bench_row "fsck -n / getfattr -R ($(find "${LAYERS[@]}" -mindepth 1 | wc -l) entries)" "$B_T" "$A_T" 1.0
+bench_row "fsck -n / getfattr -R ($(find "${LAYERS[@]}" -mindepth 1 | wc -l) entries, median of $REPS)" "$B_T" "$A_T" 1.0
 if [ "$FAIL" = 1 ]; then
     echo "fsck.sh: fsck -n did not exit 0 on a kernel-made stack:" >&2
     "${B[@]}" -v >&2

@@ -173,7 +173,7 @@ public final class Checker {
   /// bottom lower layer first, so that a repair in a lower layer is seen by the layers above.
   public func run() {
     guard guardLayers() else { return }
-    if report.mode == .check { readAhead = ReadAhead() }
+    if report.mode == .check && onlineProcessorCount() > 1 { readAhead = ReadAhead() }
     defer {
       readAhead?.close()
       readAhead = nil

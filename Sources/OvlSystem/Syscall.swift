@@ -29,6 +29,10 @@ func withCString<R, E: Error>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) t
   return try result.get()
 }
 
+/// Processors online: a second thread pays only where there is a second one. The
+/// corresponding C function is `sysconf(_SC_NPROCESSORS_ONLN)`.
+public func onlineProcessorCount() -> Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
 /// The current process's effective user id (tests and privilege checks).
 public func effectiveUserID() -> UInt32 { geteuid() }
 
