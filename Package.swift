@@ -1,9 +1,12 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// Layers, bottom to top: COvlSys/CCrypto/CAttr/CArchive (C) → OvlSystem (typed syscalls) → OvlFormat
-// (pure codecs, no I/O) → OvlStack (stack configuration, merged-view lookup) → OvlOperations
-// (copy-up, ...), OvlCheck (fsck) and OvlImage (OCI layers) → the ovltool CLI. Only OvlSystem imports Glibc and the C shims.
+// Layers, bottom to top: COvlSys/CCrypto/CAttr/CArchive (C) → OvlSystem (typed syscalls; every
+// layer-changing call through one door) → OvlFormat (pure codecs, no I/O) → OvlStack (stack
+// configuration, merged-view lookup) → OvlWrite (the write floor: lock-and-verify, temps,
+// whiteouts, publishing) → OvlOperations (copy-up, ...), OvlCheck (fsck) and OvlImage (OCI
+// layers) → the ovltool CLI. Only OvlSystem imports Glibc and COvlSys/CCrypto/CAttr; OvlImage
+// imports CArchive (libarchive's reader and writer), and nothing else of C.
 let package = Package(
   name: "ovltool",
   products: [
@@ -27,9 +30,11 @@ let package = Package(
     ]),
     .target(name: "OvlFormat"),
     .target(name: "OvlStack", dependencies: ["OvlSystem", "OvlFormat"]),
-    .target(name: "OvlOperations", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
-    .target(name: "OvlCheck", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
-    .target(name: "OvlImage", dependencies: ["OvlStack", "OvlOperations", "OvlSystem", "OvlFormat", "CArchive"]),
+    // The write floor: lock-and-verify, temps, whiteouts and publishing, for every writer.
+    .target(name: "OvlWrite", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
+    .target(name: "OvlOperations", dependencies: ["OvlWrite", "OvlStack", "OvlSystem", "OvlFormat"]),
+    .target(name: "OvlCheck", dependencies: ["OvlWrite", "OvlStack", "OvlSystem", "OvlFormat"]),
+    .target(name: "OvlImage", dependencies: ["OvlStack", "OvlOperations", "OvlWrite", "OvlSystem", "OvlFormat", "CArchive"]),
     .target(name: "OvlFixtures", dependencies: ["OvlSystem", "OvlFormat"]),
     .executableTarget(name: "ovltool", dependencies: [
       "OvlStack", "OvlOperations", "OvlCheck", "OvlImage", .product(name: "ArgumentParser", package: "swift-argument-parser"),

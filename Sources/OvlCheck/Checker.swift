@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// An entry of a layer directory with what the checks need: its status and the overlay
 /// xattrs of the stack's namespace (`trusted.overlay.*`, or `user.overlay.*` with userxattr).
@@ -143,9 +144,10 @@ public final class Checker {
   /// The device of the layer being scanned, when its filesystem's dir link counts say
   /// which dirs have no subdirectory.
   var leafDevice: UInt64?
-  /// The dir repairs build objects in before publishing them (`work/work`): the kernel
-  /// empties it at every mount, so a crash mid-repair leaves only what it cleans.
-  var workTemp: LayerDir?
+  /// Where repairs build objects before publishing them (the kernel's work dir: `index/`
+  /// with index=on, else `work/work`), which it empties at every mount, so a crash
+  /// mid-repair leaves only what it cleans.
+  var work: WorkArea?
   /// Redirect targets seen so far (layer, path) and the redirect dir that claimed them.
   var claimedTargets: [RedirectTarget: String] = [:]
   /// Handles in upper `origin` xattrs seen so far, by handle bytes: the first path, and its

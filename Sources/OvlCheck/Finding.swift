@@ -1,5 +1,6 @@
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// Whether a repair may run without asking: fsck(8)'s "preen" answers yes only to repairs
 /// that keep what the merged view shows (or that the kernel itself would make at mount).
@@ -121,7 +122,7 @@ public final class Report {
     }
     do {
       if let target {
-        try Self.withLockedParent(target, path: "\(name): \(finding.path)", repair)
+        try withLockedParent(target.dir, child: target.name, expected: target.expected, path: "\(name): \(finding.path)", repair)
       } else {
         try repair()
       }
@@ -132,19 +133,6 @@ public final class Report {
       operationalErrors.append("\(name): \(finding.path): \(error.description)")
       return false
     }
-  }
-
-  /// The write rule every ovltool change keeps (the kernel's `lock_parent`): lock the parent
-  /// dir (an `flock` other ovltool writers take too), check that the name is still the
-  /// object the check looked at, then change it; a moved object is left alone.
-  static func withLockedParent(_ target: RepairTarget, path: String, _ body: () throws(OvlError) -> Void) throws(OvlError) {
-    try step("flock", path) { () throws(Errno) in try target.dir.fd.lock() }
-    defer { target.dir.fd.unlock() }
-    if let expected = target.expected {
-      let now = try step("statx", path) { () throws(Errno) in try target.dir.fd.statIfPresent(target.name)?.id }
-      guard now == expected else { throw .staleChild(path: path) }
-    }
-    try body()
   }
 
   /// An error that stopped part of the check.

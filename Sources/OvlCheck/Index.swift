@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// The index dir (`work/index`, index=on): what `ovl_indexdir_cleanup` refuses at mount
 /// (names that are not handles, entries without `origin`, dir entries without `upper`),
@@ -170,13 +171,12 @@ extension Checker {
 
   func removeIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String, problem: String, severity: Severity) {
     report.found("index-entry", layer: -1, name: workName, path: shown, problem: problem,
-      action: "remove the entry", policy: .safe, severity: severity, at: RepairTarget(dir: index, name: name, expected: nil)
+      action: "remove the entry", policy: .safe, severity: severity
     ) { () throws(OvlError) in
-      // Renamed to a `#` temp first: one rename takes the entry out of the index, and a
-      // crash during the removal leaves a temp the kernel's mount cleans.
-      let temp = temporaryName()
-      try step("rename", base + Self.text(name)) { () throws(Errno) in try index.fd.rename(name, to: temp, in: index.fd, flags: .noReplace) }
-      try self.removeTree(temp, in: index, shown: base + Self.text(temp))
+      // Moved to a `#` temp first: one rename takes the entry out of the index, and a crash
+      // during the removal leaves a temp the kernel's mount cleans.
+      guard let status = try step("statx", base + Self.text(name), { () throws(Errno) in try index.fd.statIfPresent(name) }) else { return }
+      try self.workArea().moveOutAndRemove(name, from: index, expected: status.id, path: base + Self.text(name))
     }
   }
 }
@@ -201,9 +201,9 @@ extension Checker {
         let path = Self.join(dir.path, name)
         report.found("uncovered-deleted", layer: 0, name: layerName(0), path: Self.text(path),
           problem: "a lower object the overlay deleted (whiteout index \(Self.text(handle.indexName))) shows again: lookup fails with EIO",
-          action: "put the whiteout back", policy: .safe, at: RepairTarget(dir: dir, name: name, expected: nil)
+          action: "put the whiteout back", policy: .safe
         ) { () throws(OvlError) in
-          try step("mknod", self.stack.layerPaths[0] + Self.text(path)) { () throws(Errno) in try dir.fd.makeWhiteout(name) }
+          try self.workArea().replaceWithWhiteout(name, in: dir, expected: nil, path: self.stack.layerPaths[0] + Self.text(path))
         }
       }
     }
@@ -305,18 +305,11 @@ extension Checker {
   func whiteOutIndexEntry(_ name: [UInt8], in index: LayerDir, shown: String, base: String) {
     report.found("index-entry", layer: -1, name: workName, path: shown,
       problem: "orphan directory index entry (its upper dir is gone): the kernel whites it out at mount",
-      action: "replace it by a whiteout", policy: .safe, severity: .warning, at: RepairTarget(dir: index, name: name, expected: nil)
+      action: "replace it by a whiteout", policy: .safe, severity: .warning
     ) { () throws(OvlError) in
-      let temp = temporaryName()
-      let tempPath = base + Self.text(temp)
-      try step("mknod", tempPath) { () throws(Errno) in try index.fd.makeWhiteout(temp) }
-      do throws(Errno) {
-        try index.fd.rename(temp, to: name, in: index.fd, flags: .exchange)
-      } catch {
-        try? index.fd.remove(temp)
-        throw .system(call: "renameat2", path: base + Self.text(name), errno: error)
-      }
-      try self.removeTree(temp, in: index, shown: tempPath)
+      // A whiteout of its own inode, exchanged with the entry; the old dir removed from the temp.
+      guard let status = try step("statx", base + Self.text(name), { () throws(Errno) in try index.fd.statIfPresent(name) }) else { return }
+      try self.workArea().replaceWithWhiteout(name, in: index, expected: status, path: base + Self.text(name), shared: false)
     }
   }
 }

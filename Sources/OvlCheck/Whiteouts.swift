@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// Whiteouts: char 0/0 whiteouts that hide nothing, xattr whiteouts in the upper layer, and
 /// other tools' `.wh.` names.
@@ -66,19 +67,10 @@ extension Checker {
       problem: listed
         ? "xattr whiteout in the upper layer: lookup hides the lower object, but readdir lists the name (a broken entry; the kernel writes char 0/0 whiteouts, and filters xattr ones only in lower dirs marked opaque=x)"
         : "xattr whiteout in the upper layer (the kernel writes char 0/0 whiteouts): readdir drops it only while the dir is impure",
-      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: listed ? .error : .warning,
-      at: RepairTarget(dir: dir, name: name, expected: e.status.id)
+      action: "replace it by a char 0/0 whiteout", policy: .safe, severity: listed ? .error : .warning
     ) { () throws(OvlError) in
-      let temp = try self.workDirectory()
-      let tempName = temporaryName()
-      let workPath = (self.options.workDir ?? "") + "/work/" + String(decoding: tempName, as: UTF8.self)
-      try step("mknod", workPath) { () throws(Errno) in try temp.fd.makeWhiteout(tempName) }
-      do throws(Errno) {
-        try temp.fd.rename(tempName, to: name, in: dir.fd)
-      } catch {
-        try? temp.fd.remove(tempName)
-        throw .system(call: "rename", path: self.stack.layerPaths[layer] + Self.text(path), errno: error)
-      }
+      // Built in the work dir and renamed over it, the entry verified under the locks.
+      try self.workArea().replaceWithWhiteout(name, in: dir, expected: e.status, path: self.stack.layerPaths[layer] + Self.text(path))
     }
   }
 
@@ -92,20 +84,19 @@ extension Checker {
       policy: .none, severity: .warning)
   }
 
-  /// `work/work`, made as the kernel makes it (mode 0000) if it is missing.
-  func workDirectory() throws(OvlError) -> LayerDir {
-    if let workTemp { return workTemp }
+  /// Where repairs build what they publish, as the kernel's work dir: the index dir with
+  /// index=on, else `work/work` (made, mode 0000, if it is missing).
+  func workArea() throws(OvlError) -> WorkArea {
+    if let work { return work }
     guard let workRoot = stack.workRoot else { throw .usage("the stack has no workdir") }
-    let path = (options.workDir ?? "") + "/work"
-    do {
-      try workRoot.fd.makeDirectory(Array("work".utf8), permissions: 0)
-    } catch .fileExists {
-    } catch {
-      throw .system(call: "mkdir", path: path, errno: error)
+    let workPath = options.workDir ?? ""
+    let area: WorkArea
+    if stack.options.index, let indexDir = stack.indexDir {
+      area = WorkArea(dir: indexDir, shownPath: workPath + "/index")
+    } else {
+      area = try WorkArea.open("work", in: workRoot, workPath: workPath, create: true)
     }
-    let fd = try step("open", path) { () throws(Errno) in try FD.open(Array("work".utf8), in: workRoot.fd, .directory) }
-    let dir = LayerDir(layer: 0, fd: fd, path: Array("work".utf8))
-    workTemp = dir
-    return dir
+    work = area
+    return area
   }
 }

@@ -19,7 +19,6 @@ extension Checker {
     }
     let workPath = options.workDir ?? ""
     if let work = try? open(Array("work".utf8), in: workRoot) {
-      workTemp = work
       for child in (try? names(of: work)) ?? [] {
         report.count("work dir leftovers")
         if child.name == Array("incompat".utf8) {
@@ -82,19 +81,10 @@ extension Checker {
     }
   }
 
-  /// Removes `name` and everything under it, never following a symlink. Used only inside
-  /// the work dir, which the kernel empties at mount: a crash midway leaves a smaller tree.
+  /// Removes `name` and everything under it, never following a symlink (OvlSystem's
+  /// `removeTree`). Used only inside the work dir, which the kernel empties at mount: a crash
+  /// midway leaves a smaller tree.
   func removeTree(_ name: [UInt8], in parent: LayerDir, shown: String) throws(OvlError) {
-    let status = try step("statx", shown) { () throws(Errno) in try parent.fd.statIfPresent(name) }
-    guard let status else { return }
-    if status.type == .directory {
-      let dir = try open(name, in: parent)
-      for child in try names(of: dir) {
-        try removeTree(child.name, in: dir, shown: shown + "/" + Self.text(child.name))
-      }
-    }
-    try step(status.type == .directory ? "rmdir" : "unlink", shown) { () throws(Errno) in
-      try parent.fd.remove(name, directory: status.type == .directory)
-    }
+    try step("remove", shown) { () throws(Errno) in try parent.fd.removeTree(name) }
   }
 }

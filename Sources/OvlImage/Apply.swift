@@ -426,17 +426,7 @@ public final class Applier {
       guard let entry = try lookup(dirPath), let upper = entry.upper else { return }
       upperDir = try LayerDir(layer: 0, fd: step("open", dirPath.string) { () throws(Errno) in try upper.open(.directory) }, path: Array(dirPath.dropFirst()))
     }
-    let ns = stack.namespace
-    let shown = dirPath.string + "/" + victim.string
-    guard let status = try step("fstatat", shown, { () throws(Errno) in try upperDir.fd.statIfPresent(victim) }), status.isWhiteoutDevice else { return }
-    let file = try step("open", shown) { () throws(Errno) in try upperDir.fd.openTemporaryFile(permissions: 0) }
-    try step("setxattr", shown) { () throws(Errno) in try file.setXattr(ns.name(.whiteout), []) }
-    try step("unlinkat", shown) { () throws(Errno) in try upperDir.fd.remove(victim) }
-    try step("linkat", shown) { () throws(Errno) in try file.link(as: victim, in: upperDir.fd) }
-    let opaque = try step("getxattr", dirPath.string) { () throws(Errno) in try upperDir.fd.xattr([0x2E], ns.name(.opaque)) }
-    if Opaque(value: opaque) != .opaque {
-      try step("setxattr", dirPath.string) { () throws(Errno) in try upperDir.fd.setXattr([0x2E], ns.name(.opaque), Opaque.xwhiteouts.value) }
-    }
+    try session.convertToXattrWhiteout(victim, in: upperDir, dirShown: stack.layerPaths[0] + dirPath.string)
   }
 }
 

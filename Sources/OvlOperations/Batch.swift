@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// The attributes a batch gives a new object (a layer entry's): owner before mode (a chown
 /// clears setuid bits), xattrs after the chown (it clears file capabilities), times last.
@@ -135,7 +136,7 @@ public final class CreateBatch {
     let budget = max(192, min(49152, raiseOpenFileLimit() - 64))
     pendingLimit = budget / 3
     directoryLimit = budget / 3
-    caller = (effectiveUserID(), effectiveGroupID())
+    caller = (session.caller.uid, session.caller.gid)
     queue = BackgroundQueue(limit: 256)
   }
 

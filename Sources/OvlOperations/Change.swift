@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// A merged-view path resolved for a change: its parent directory and the entry under the
 /// name (nil when the name is free or whited out).

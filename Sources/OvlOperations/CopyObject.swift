@@ -1,28 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
-
-/// A named temporary object in the work dir. It removes itself when dropped, unless
-/// `commit()` consumed it after it was published.
-struct TempEntry: ~Copyable {
-  let dir: LayerDir
-  let name: [UInt8]
-  let isDirectory: Bool
-  private var published = false
-
-  init(dir: LayerDir, name: [UInt8], isDirectory: Bool) {
-    self.dir = dir
-    self.name = name
-    self.isDirectory = isDirectory
-  }
-
-  /// The temp now has its final name: nothing to remove.
-  consuming func commit() { published = true }
-
-  deinit {
-    if !published { try? dir.fd.remove(name, directory: isDirectory) }
-  }
-}
+import OvlWrite
 
 extension WriteSession {
   /// Regular files: an O_TMPFILE in the work dir gets data and metadata, then its first
@@ -33,7 +12,7 @@ extension WriteSession {
     // Created with its final owner and mode where it can be (ours, no special bits, nothing
     // the umask cuts): two system calls fewer per file.
     let s = plan.status
-    let direct = s.uid == effectiveUserID() && s.gid == effectiveGroupID() && s.permissions & 0o7000 == 0 && s.permissions & umask == 0
+    let direct = s.uid == caller.uid && s.gid == caller.gid && s.permissions & 0o7000 == 0 && s.permissions & umask == 0
     let created: (uid: UInt32, gid: UInt32, permissions: UInt32)? = direct ? (s.uid, s.gid, s.permissions) : nil
     let temp = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: created?.permissions ?? 0) }
     var flags: InodeFlags?
@@ -90,7 +69,6 @@ extension WriteSession {
       }
     }
     let temp = TempEntry(dir: tempDir, name: tempName, isDirectory: status.type == .directory)
-    let tempID = try step("statx", tempPath) { () throws(Errno) in try tempDir.fd.stat(tempName).id }
     try apply(try metadata(plan), to: tempName, in: tempDir, type: status.type, tempPath)
     if let indexNlink {
       try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(tempName, namespace.name(.nlink), indexNlink) }
@@ -103,21 +81,7 @@ extension WriteSession {
     let upperHandle = indexedDirectory
       ? try step("name_to_handle_at", tempPath) { () throws(Errno) in try stack.encodeHandle(tempDir, tempName, upper: true).bytes }
       : nil
-    // The work dir before the destination: the global lock order.
-    let published = try withLockedParent(tempDir, child: tempName, expected: tempID, path: tempPath) { () throws(OvlError) -> Bool in
-      try withLockedParent(destination, child: name, expected: nil, path: where_) { () throws(OvlError) -> Bool in
-        do throws(Errno) {
-          try tempDir.fd.rename(tempName, to: name, in: destination.fd, flags: .noReplace)
-        } catch .fileExists {
-          return false
-        } catch {
-          throw .system(call: "renameat2", path: where_, errno: error)
-        }
-        return true
-      }
-    }
-    if published { temp.commit() }
-    markDirty(tempDir)
+    let published = try work.publish(temp, as: name, in: destination, expected: nil, flags: .noReplace, path: where_)
     if published, let upperHandle { try createDirectoryIndex(plan, upperHandle: upperHandle) }
     return published
   }

@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// What `copyUp` did for one path.
 public enum CopyUpResult: String, Sendable {
@@ -113,7 +114,9 @@ extension WriteSession {
     let stored = try step("getxattr", path) { () throws(Errno) in try upperDir.xattr(attribute) }
     guard stored != origin else { return }
     try prepareForChange()
-    try step("setxattr", path) { () throws(Errno) in try upperDir.parent.fd.setXattr(upperDir.name, attribute, origin) }
+    try withLockedParent(upperDir.parent, child: upperDir.name, expected: upperDir.status.id, path: path) { () throws(OvlError) in
+      try step("setxattr", path) { () throws(Errno) in try upperDir.parent.fd.setXattr(upperDir.name, attribute, origin) }
+    }
     forgetDirectories(under: entry.path)
     try setImpure(parent)
   }
@@ -233,7 +236,9 @@ extension WriteSession {
     if knownImpure.contains(dir.path) { return }
     if !Impure.isSet(try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr([0x2E], attribute) })) {
       try prepareForChange()
-      try step("setxattr", path) { () throws(Errno) in try dir.fd.setXattr([0x2E], attribute, Impure.value) }
+      try withLockedParent(dir, child: [], expected: nil, path: path) { () throws(OvlError) in
+        try step("setxattr", path) { () throws(Errno) in try dir.fd.setXattr([0x2E], attribute, Impure.value) }
+      }
     }
     knownImpure.insert(dir.path)
   }
@@ -247,7 +252,8 @@ extension WriteSession {
     parentTimes[dir.path] = (dir, status.atime, status.mtime)
   }
 
-  /// `ovl_set_nlink_upper`: the overlay link count relative to the upper inode's.
+  /// `ovl_set_nlink_upper`: the overlay link count relative to the upper inode's. The
+  /// caller holds the index dir's lock.
   func setNlink(_ object: RealObject, overlayLinks: Int) throws(OvlError) {
     let path = workPath + "/index/" + object.name.string
     let links = try step("statx", path) { () throws(Errno) in try object.parent.fd.stat(object.name).links }
@@ -260,8 +266,7 @@ extension WriteSession {
     guard let index else { return }
     try sampleTimes(upperParent)
     try setImpure(upperParent)
-    let lock = try InodeLock(indexed, path: workPath + "/index/" + indexed.name.string)
-    defer { withExtendedLifetime(lock) {} }
+    try InodeLock.whileLocked(indexed, path: workPath + "/index/" + indexed.name.string) { () throws(OvlError) in
     // The overlay link count stays what it was: upper links + the stored delta.
     let before = try step("statx", workPath + "/index/" + indexed.name.string) { () throws(Errno) in try index.fd.stat(indexed.name) }
     let stored = try step("getxattr", workPath + "/index/" + indexed.name.string) { () throws(Errno) in
@@ -293,7 +298,7 @@ extension WriteSession {
         try setNlink(indexed, overlayLinks: overlayLinks)
       }
     }
-
+    }
     markDirty(upperParent)
   }
 }

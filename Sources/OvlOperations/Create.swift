@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// What `create` makes.
 public enum NewObject: Sendable {
@@ -85,9 +86,13 @@ extension WriteSession {
         throw .format(path: target.shown, reason: "no upper file after copy-up", errno: .ioError)
       }
       let where_ = describe(current.path)
-      let file = try step("open", where_) { () throws(Errno) in try upperObject.open(.truncatingWrite) }
-      try write(contents, to: file, where_)
-      try apply(attributes, to: file, where_)
+      // Truncated and rewritten under the parent's lock, the file verified to be the one
+      // copied up.
+      try withLockedParent(upperObject.parent, child: upperObject.name, expected: upperObject.status.id, path: where_) { () throws(OvlError) in
+        let file = try step("open", where_) { () throws(Errno) in try upperObject.open(.truncatingWrite) }
+        try write(contents, to: file, where_)
+        try apply(attributes, to: file, where_)
+      }
       markDirty(upperObject.parent)
     }
   }
@@ -98,8 +103,8 @@ extension WriteSession {
   private func newOwner(_ parent: LayerDir, isDirectory: Bool, permissions: UInt32, exact: Bool) throws(OvlError) -> (uid: UInt32, gid: UInt32, permissions: UInt32) {
     let status = try step("statx", describe(parent.path)) { () throws(Errno) in try parent.fd.stat() }
     let setgid: UInt32 = 0o2000
-    guard status.permissions & setgid != 0 else { return (effectiveUserID(), effectiveGroupID(), permissions) }
-    return (effectiveUserID(), status.gid, isDirectory && !exact ? permissions | setgid : permissions)
+    guard status.permissions & setgid != 0 else { return (caller.uid, caller.gid, permissions) }
+    return (caller.uid, status.gid, isDirectory && !exact ? permissions | setgid : permissions)
   }
 
   /// `ovl_create_upper` / `ovl_create_over_whiteout` for a directory, symlink or special
@@ -133,7 +138,7 @@ extension WriteSession {
       }
     }
     let entry = TempEntry(dir: tempDir, name: temp, isDirectory: isDirectory)
-    if owner.uid != effectiveUserID() || owner.gid != effectiveGroupID() {
+    if owner.uid != caller.uid || owner.gid != caller.gid {
       try step("fchownat", tempPath) { () throws(Errno) in try tempDir.fd.changeOwner(temp, uid: owner.uid, gid: owner.gid) }
     }
     // The parent's default ACL, which the kernel applies to the object it builds in the

@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// Everything a copied-up object gets besides its data (`ovl_copy_up_metadata`), decided
 /// from the lower object before anything is written.

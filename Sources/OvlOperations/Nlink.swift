@@ -1,26 +1,48 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// The kernel's `ovl_inode_lock` across processes: an flock on the index entry, held while
 /// its link count is read, changed and stored. Taken before any directory lock.
-final class InodeLock {
-  private let fd: FD
+/// The lock on an indexed inode that a change of its link count holds from `ovl_nlink_start`
+/// to `ovl_nlink_end` (the kernel's `ovl_inode_lock`): an `flock` on the index entry, so
+/// two ovltool processes never count and link the same inode at once. Released when its
+/// owner goes out of scope (`withNlinkStarted`), after the change's `linkat`/`unlink`.
+struct InodeLock: ~Copyable {
+  /// The open index entry whose `flock` is the lock; closing it releases the lock. None for
+  /// an entry that is not a regular file (opening a fifo blocks, a device opens the device;
+  /// such hard links are rare and keep the directory locks only), and for one this user may
+  /// not open (mode 0000 without CAP_DAC_OVERRIDE): the directory locks remain.
+  private let fd: FD?
 
-  /// Nil for an entry that is not a regular file (opening a fifo blocks, a device opens the
-  /// device); such hard links are rare and keep the directory locks only.
-  init?(_ entry: RealObject, path: String) throws(OvlError) {
-    guard entry.status.type == .regular, let fd = try? FD.open(entry.name, in: entry.parent.fd, .readOnly) else { return nil }
-    try step("flock", path) { () throws(Errno) in try fd.lock() }
-    self.fd = fd
+  init(_ entry: RealObject, path: String) throws(OvlError) {
+    fd = entry.status.type == .regular ? try Self.lockedDescriptor(entry, path: path) : nil
   }
 
-  deinit { fd.unlock() }
+  private static func lockedDescriptor(_ entry: RealObject, path: String) throws(OvlError) -> FD? {
+    do throws(Errno) {
+      let opened = try FD.open(entry.name, in: entry.parent.fd, .readOnly)
+      try opened.lock()
+      return opened
+    } catch .permissionDenied {
+      return nil
+    } catch {
+      throw .system(call: "open+flock", path: path, errno: error)
+    }
+  }
+
+  /// `body` run while the lock is held: the lock ends after it, however it ends.
+  static func whileLocked<R>(_ entry: RealObject, path: String, _ body: () throws(OvlError) -> R) throws(OvlError) -> R {
+    let lock = try InodeLock(entry, path: path)
+    return try lock.holding(body)
+  }
+
+  private borrowing func holding<R>(_ body: () throws(OvlError) -> R) throws(OvlError) -> R { try body() }
 }
 
 /// An indexed inode whose overlay link count a change is about to move (`ovl_nlink_start`).
 struct NlinkState {
-  let lock: InodeLock?
   /// The index entry (`index/<hex>`), or nil for a directory index of nfs_export.
   let index: RealObject
   let isDirectory: Bool
@@ -82,20 +104,22 @@ extension WriteSession {
     }
   }
 
-  /// `ovl_nlink_start`: before a change that drops or adds a link of `target`'s inode, an
-  /// indexed lower without an upper alias is copied up (to have an index entry to count on),
-  /// and the overlay link count is stored relative to the upper's. Returns the target looked
-  /// up again and what `nlinkEnd` needs.
-  func nlinkStart(_ target: Target) throws(OvlError) -> (Target, NlinkState?) {
-    guard let entry = target.entry else { return (target, nil) }
+  /// `ovl_nlink_start` … `ovl_nlink_end`: before a change that drops or adds a link of
+  /// `target`'s inode, an indexed lower without an upper alias is copied up (to have an
+  /// index entry to count on), the inode is locked, and the overlay link count is stored
+  /// relative to the upper's; `body` gets the target looked up again and what `nlinkEnd`
+  /// needs, and makes the change while the inode lock is held.
+  func withNlinkStarted<R>(_ target: Target, _ body: (Target, NlinkState?) throws(OvlError) -> R) throws(OvlError) -> R {
+    guard let entry = target.entry else { return try body(target, nil) }
     var target = target
     if needsIndex(entry) && !hasUpperAlias(entry) {
       try copyUpForChange(target.components)
       target = try relocate(target)
     }
-    guard let entry = target.entry, let indexed = try indexEntry(of: entry) else { return (target, nil) }
-    if entry.isDirectory { return (target, NlinkState(lock: nil, index: indexed, isDirectory: true, links: 0)) }
-    let lock = try InodeLock(indexed, path: workPath + "/index/" + indexed.name.string)
+    guard let entry = target.entry, let indexed = try indexEntry(of: entry) else { return try body(target, nil) }
+    if entry.isDirectory { return try body(target, NlinkState(index: indexed, isDirectory: true, links: 0)) }
+    let path = workPath + "/index/" + indexed.name.string
+    return try InodeLock.whileLocked(indexed, path: path) { () throws(OvlError) -> R in
     let links: Int
     if let known = inodeLinks[indexed.status.id] {
       links = known
@@ -104,8 +128,11 @@ extension WriteSession {
       let lower = entry.lowers.first?.status ?? entry.upper.flatMap { stack.decodeOrigin(of: $0)?.status }
       links = try overlayLinks(indexed, lowerLinks: lower.map { Int($0.links) })
     }
-    try setNlink(indexed, overlayLinks: links)
-    return (target, NlinkState(lock: lock, index: indexed, isDirectory: false, links: links))
+    try withLockedParent(indexed.parent, child: indexed.name, expected: indexed.status.id, path: path) { () throws(OvlError) in
+      try setNlink(indexed, overlayLinks: links)
+    }
+    return try body(target, NlinkState(index: indexed, isDirectory: false, links: links))
+    }
   }
 
   /// `ovl_nlink_end` after a change that removed a name of the inode: when the overlay
@@ -156,10 +183,7 @@ extension WriteSession {
       guard let origin = stack.decodeOrigin(of: object) else { continue }
       guard try overlayLinks(object, lowerLinks: Int(origin.status.links), fallback: 0) == 0 else { continue }
       if stack.options.nfsExport {
-        let shared = noSharedWhiteout
-        noSharedWhiteout = true
-        defer { noSharedWhiteout = shared }
-        try cleanupAndWhiteout(item.name, in: index, expected: status, path: path)
+        try work.replaceWithWhiteout(item.name, in: index, expected: status, path: path, shared: false)
       } else {
         try withLockedParent(index, child: item.name, expected: status.id, path: path) { () throws(OvlError) in
           try step("unlink", path) { () throws(Errno) in try index.fd.remove(item.name) }

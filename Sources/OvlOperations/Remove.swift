@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// How `rm` treats directories.
 public enum RemoveMode: Sendable {
@@ -58,21 +59,21 @@ extension WriteSession {
     let lowerPositive = try stack.lowerPositive(target.name, in: target.parent, entry: entry)
     let pureUpper = try isPureUpper(entry)
     if directory && (lowerPositive || !pureUpper) { try requireEmpty(entry) }
-    var (current, upperParent) = try withUpperParent(target)
-    let nlink: NlinkState?
-    (current, nlink) = try nlinkStart(current)
-    guard let entry = current.entry else {
-      throw .format(path: target.shown, reason: "gone while being removed", errno: .noSuchFileOrDirectory)
+    let (located, upperParent) = try withUpperParent(target)
+    try withNlinkStarted(located) { (current, nlink) throws(OvlError) in
+      guard let entry = current.entry else {
+        throw .format(path: target.shown, reason: "gone while being removed", errno: .noSuchFileOrDirectory)
+      }
+      let path = describe(current.path)
+      let upperObject = hasUpperAlias(entry) ? entry.upper?.status : nil
+      if lowerPositive {
+        try cleanupAndWhiteout(current.name, in: upperParent, expected: upperObject, path: path)
+      } else {
+        guard let upperObject else { throw .format(path: target.shown, reason: "no upper object to remove", errno: .staleNFSFileHandle) }
+        try removeUpper(current.name, in: upperParent, expected: upperObject, mayHoldWhiteouts: !pureUpper, path: path)
+      }
+      try nlinkEnd(nlink, removed: true)
+      forgetDirectories(under: current.path)
     }
-    let path = describe(current.path)
-    let upperObject = hasUpperAlias(entry) ? entry.upper?.status : nil
-    if lowerPositive {
-      try cleanupAndWhiteout(current.name, in: upperParent, expected: upperObject, path: path)
-    } else {
-      guard let upperObject else { throw .format(path: target.shown, reason: "no upper object to remove", errno: .staleNFSFileHandle) }
-      try removeUpper(current.name, in: upperParent, expected: upperObject, mayHoldWhiteouts: !pureUpper, path: path)
-    }
-    try nlinkEnd(nlink, removed: true)
-    forgetDirectories(under: current.path)
   }
 }

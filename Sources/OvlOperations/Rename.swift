@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 extension WriteSession {
   /// rename(2) on the merged view (`ovl_rename`): `destination` is the new name; an existing
@@ -103,53 +104,54 @@ extension WriteSession {
 
     try copyUpForChange(from)
     _ = try withUpperParent(new)
-    var target = try relocate(new)
-    var nlink: NlinkState?
-    if target.entry != nil { (target, nlink) = try nlinkStart(target) }
-    var source = try relocate(old)
-    guard let moving = source.entry, let movingUpper = moving.upper, let oldParent = source.parent.upper,
-      let newParent = target.parent.upper
-    else {
-      throw .format(path: old.shown, reason: "no upper object after copy-up", errno: .ioError)
-    }
-    if let replaced = target.entry, replaced.isDirectory, let upperDir = replaced.upper, !(try isPureUpper(replaced)) {
-      // The destination dir may hold whiteouts: replace it by an empty opaque copy first.
-      try clearEmpty(target.name, in: newParent, expected: upperDir.status, path: describe(target.path))
-      target = try relocate(target)
-      source = try relocate(old)
-    }
-    let sameDirectory = oldParent.fd.rawValue == newParent.fd.rawValue || source.parent.path == target.parent.path
-    if !sameDirectory, try hasOrigin(moving) { try setImpure(newParent) }
+    // A replaced name's inode stays locked until the rename is done.
+    try withNlinkStarted(try relocate(new)) { (located, nlink) throws(OvlError) in
+      var target = located
+      var source = try relocate(old)
+      guard let moving = source.entry, let movingUpper = moving.upper, let oldParent = source.parent.upper,
+        let newParent = target.parent.upper
+      else {
+        throw .format(path: old.shown, reason: "no upper object after copy-up", errno: .ioError)
+      }
+      if let replaced = target.entry, replaced.isDirectory, let upperDir = replaced.upper, !(try isPureUpper(replaced)) {
+        // The destination dir may hold whiteouts: replace it by an empty opaque copy first.
+        try clearEmpty(target.name, in: newParent, expected: upperDir.status, path: describe(target.path))
+        target = try relocate(target)
+        source = try relocate(old)
+      }
+      let sameDirectory = oldParent.fd.rawValue == newParent.fd.rawValue || source.parent.path == target.parent.path
+      if !sameDirectory, try hasOrigin(moving) { try setImpure(newParent) }
 
-    // The destination's upper: nil (free name), the whiteout, or the object replaced.
-    let destinationStatus = try step("statx", describe(target.path)) { () throws(Errno) in try newParent.fd.statIfPresent(target.name) }
-    if flags.contains(.exchange) && destinationStatus == nil {
-      throw .staleChild(path: describe(target.path))
-    }
-    let path = describe(source.path)
-    try withLockedPair(oldParent, newParent) { () throws(OvlError) in
-      let now = try step("statx", path) { () throws(Errno) in try oldParent.fd.statIfPresent(source.name) }
-      guard now?.id == movingUpper.status.id else { throw .staleChild(path: path) }
-      let then = try step("statx", describe(target.path)) { () throws(Errno) in try newParent.fd.statIfPresent(target.name) }
-      guard then?.id == destinationStatus?.id else { throw .staleChild(path: describe(target.path)) }
-      if isMergeOrLower(moving) {
-        try setRedirect(source, moving, sameDirectory: sameDirectory)
-      } else if isDirectory, !(try isOpaque(movingUpper)), target.parent.isMerge {
-        // A pure upper directory moved into a merged one must not merge with what is below.
-        try step("setxattr", path) { () throws(Errno) in try oldParent.fd.setXattr(source.name, namespace.name(.opaque), Opaque.opaque.value) }
+      // The destination's upper: nil (free name), the whiteout, or the object replaced.
+      let destinationStatus = try step("statx", describe(target.path)) { () throws(Errno) in try newParent.fd.statIfPresent(target.name) }
+      if flags.contains(.exchange) && destinationStatus == nil {
+        throw .staleChild(path: describe(target.path))
       }
-      try step("renameat2", path) { () throws(Errno) in
-        try oldParent.fd.rename(source.name, to: target.name, in: newParent.fd, flags: flags)
+      let path = describe(source.path)
+      try withLockedPair(oldParent, newParent) { () throws(OvlError) in
+        let now = try step("statx", path) { () throws(Errno) in try oldParent.fd.statIfPresent(source.name) }
+        guard now?.id == movingUpper.status.id else { throw .staleChild(path: path) }
+        let then = try step("statx", describe(target.path)) { () throws(Errno) in try newParent.fd.statIfPresent(target.name) }
+        guard then?.id == destinationStatus?.id else { throw .staleChild(path: describe(target.path)) }
+        if isMergeOrLower(moving) {
+          try setRedirect(source, moving, sameDirectory: sameDirectory)
+        } else if isDirectory, !(try isOpaque(movingUpper)), target.parent.isMerge {
+          // A pure upper directory moved into a merged one must not merge with what is below.
+          try step("setxattr", path) { () throws(Errno) in try oldParent.fd.setXattr(source.name, namespace.name(.opaque), Opaque.opaque.value) }
+        }
+        try step("renameat2", path) { () throws(Errno) in
+          try oldParent.fd.rename(source.name, to: target.name, in: newParent.fd, flags: flags)
+        }
       }
+      if removeWhiteoutAfter {
+        try step("unlink", path) { () throws(Errno) in try oldParent.fd.remove(source.name) }
+      }
+      touched(oldParent)
+      touched(newParent)
+      forgetDirectories(under: source.path)
+      forgetDirectories(under: target.path)
+      try nlinkEnd(nlink, removed: true)
     }
-    if removeWhiteoutAfter {
-      try step("unlink", path) { () throws(Errno) in try oldParent.fd.remove(source.name) }
-    }
-    touched(oldParent)
-    touched(newParent)
-    forgetDirectories(under: source.path)
-    forgetDirectories(under: target.path)
-    try nlinkEnd(nlink, removed: true)
   }
 
   /// Locks two upper directories in the global order (the shallower first; one lock when

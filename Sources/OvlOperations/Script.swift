@@ -1,5 +1,6 @@
 import OvlFormat
 import OvlSystem
+import OvlWrite
 
 /// One namespace change, as a command line or a line of an `apply-script` names it.
 public enum Change: Sendable {

@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// A metadata change of one object (`ovl_setattr`, `ovl_xattr_set`).
 public enum AttributeChange: Sendable {
@@ -73,24 +74,27 @@ extension WriteSession {
       let dir = upperObject.parent
       let name = upperObject.name
       let where_ = describe(current.path)
-      switch change {
-      case .mode(let mode):
-        try step("fchmodat", where_) { () throws(Errno) in try dir.fd.changeMode(name, permissions: mode) }
-      case .owner(let uid, let gid):
-        try step("fchownat", where_) { () throws(Errno) in try dir.fd.changeOwner(name, uid: uid ?? UInt32.max, gid: gid ?? UInt32.max) }
-      case .times(let time?):
-        try step("utimensat", where_) { () throws(Errno) in try dir.fd.setTimes(name, atime: time, mtime: time) }
-      case .times(nil):
-        try step("utimensat", where_) { () throws(Errno) in try dir.fd.touchNow(name) }
-      case .setXattr(let attribute, let value):
-        try step("lsetxattr", where_) { () throws(Errno) in try dir.fd.setXattr(name, namespace.layerName(attribute), value) }
-      case .removeXattr(let attribute):
-        do throws(Errno) {
-          try dir.fd.removeXattr(name, namespace.layerName(attribute))
-        } catch .noData {
-          throw .format(path: target.shown, reason: "no such attribute \(attribute.string)", errno: .noData)
-        } catch {
-          throw .system(call: "lremovexattr", path: where_, errno: error)
+      // Under the parent's lock, the object verified to be the one copied up.
+      try withLockedParent(dir, child: name, expected: upperObject.status.id, path: where_) { () throws(OvlError) in
+        switch change {
+        case .mode(let mode):
+          try step("fchmodat", where_) { () throws(Errno) in try dir.fd.changeMode(name, permissions: mode) }
+        case .owner(let uid, let gid):
+          try step("fchownat", where_) { () throws(Errno) in try dir.fd.changeOwner(name, uid: uid ?? UInt32.max, gid: gid ?? UInt32.max) }
+        case .times(let time?):
+          try step("utimensat", where_) { () throws(Errno) in try dir.fd.setTimes(name, atime: time, mtime: time) }
+        case .times(nil):
+          try step("utimensat", where_) { () throws(Errno) in try dir.fd.touchNow(name) }
+        case .setXattr(let attribute, let value):
+          try step("lsetxattr", where_) { () throws(Errno) in try dir.fd.setXattr(name, namespace.layerName(attribute), value) }
+        case .removeXattr(let attribute):
+          do throws(Errno) {
+            try dir.fd.removeXattr(name, namespace.layerName(attribute))
+          } catch .noData {
+            throw .format(path: target.shown, reason: "no such attribute \(attribute.string)", errno: .noData)
+          } catch {
+            throw .system(call: "lremovexattr", path: where_, errno: error)
+          }
         }
       }
       markDirty(dir)

@@ -1,6 +1,7 @@
 import OvlFormat
 import OvlStack
 import OvlSystem
+import OvlWrite
 
 /// A stack opened for changes: refused if a mounted overlay uses it; its upper and work
 /// dirs made what the kernel's first mount with the same options makes them (`work/` and,
@@ -11,7 +12,8 @@ public final class WriteSession {
   let upper: LayerDir
   /// Where temporary objects are built: `work/work`, or `work/index` with index=on (the
   /// kernel then uses the index dir as its work dir).
-  private(set) var tempDir: LayerDir
+  private(set) var work: WorkArea
+  var tempDir: LayerDir { work.dir }
   private(set) var index: LayerDir?
   /// Whether what a first mount writes is done (`prepareForChange`).
   private var prepared = false
@@ -39,9 +41,8 @@ public final class WriteSession {
   var inodeLinks: [FileID: Int] = [:]
   /// Upper dirs (by merged path) known to carry `impure`.
   var knownImpure: Set<[UInt8]> = []
-  /// Linking the shared whiteout failed other than with EMLINK: each whiteout is made
-  /// anew (the kernel's `no_shared_whiteout`).
-  var noSharedWhiteout = false
+  /// Who writes (`creator_cred`): the stack's credentials.
+  var caller: Credentials { stack.credentials }
   /// The process's umask, applied to modes of new objects as the VFS applies it.
   let umask = processUmask()
   /// Held (shared) for the session: a check waits until it is done.
@@ -69,9 +70,9 @@ public final class WriteSession {
     index = stack.options.index ? stack.indexDir : nil
     if let index { stack.adoptIndexDirectory(index) }
     do throws(Errno) {
-      tempDir = LayerDir(layer: 0, fd: try FD.openFile(atHostPath: "/dev/null"), path: [])
+      work = WorkArea(dir: LayerDir(layer: 0, fd: try FD.openFile(atHostPath: "/dev/null"), path: []), shownPath: "/dev/null")
     } catch {
-      tempDir = upper
+      work = WorkArea(dir: upper, shownPath: stack.layerPaths[0])
       try prepareForChange()
     }
   }
@@ -124,20 +125,24 @@ public final class WriteSession {
   func prepareForChange() throws(OvlError) {
     guard !prepared else { return }
     prepared = true
-    let work = try Self.makeWorkDirectory(workRoot, "work", workPath)
+    let workDir = try WorkArea.open("work", in: workRoot, workPath: workPath, create: true)
     if stack.options.index {
-      let index: LayerDir
-      if let existing = stack.indexDir { index = existing } else { index = try Self.makeWorkDirectory(workRoot, "index", workPath) }
-      stack.adoptIndexDirectory(index)
-      self.index = index
-      tempDir = index
+      let indexArea: WorkArea
+      if let existing = stack.indexDir {
+        indexArea = WorkArea(dir: existing, shownPath: workPath + "/index")
+      } else {
+        indexArea = try WorkArea.open("index", in: workRoot, workPath: workPath, create: true)
+      }
+      stack.adoptIndexDirectory(indexArea.dir)
+      self.index = indexArea.dir
+      work = indexArea
     } else {
       index = nil
-      tempDir = work
+      work = workDir
     }
     try initializeUpperRoot()
     // A mount starts with a new shared whiteout (it empties the work dir); so does a session.
-    do throws(Errno) { try tempDir.fd.remove(Self.whiteoutTemplate) } catch {}
+    work.dropSharedWhiteout()
     // And it cleans up the orphans the index holds.
     try cleanupOrphanIndexEntries()
     if let record = pendingApplyRecord {
@@ -155,7 +160,8 @@ public final class WriteSession {
   }
 
   func markDirty(_ dir: LayerDir) {
-    let key: [UInt8] = dir === tempDir ? [0, 1] : dir === index ? [0, 2] : [UInt8(ascii: "/")] + dir.path
+    if dir === tempDir { return work.markChanged() }
+    let key: [UInt8] = dir === index ? [0, 2] : [UInt8(ascii: "/")] + dir.path
     dirty[key] = dir
   }
 
@@ -168,6 +174,10 @@ public final class WriteSession {
       try step("fsync", describe(dir.path)) { () throws(Errno) in try dir.fd.sync() }
     }
     dirty.removeAll()
+    if prepared && work.changed {
+      try step("fsync", work.shownPath) { () throws(Errno) in try tempDir.fd.sync() }
+      work.clearChanged()
+    }
   }
 
   /// Puts back the times of the parents that copy-ups changed (deepest first: restoring a
@@ -182,21 +192,6 @@ public final class WriteSession {
       }
     }
     parentTimes.removeAll()
-  }
-
-  /// `ovl_workdir_create`: a directory of mode 0000 in the work dir, kept if it exists.
-  static func makeWorkDirectory(_ workRoot: LayerDir, _ name: String, _ workPath: String) throws(OvlError) -> LayerDir {
-    let bytes = Array(name.utf8)
-    let path = workPath + "/" + name
-    do {
-      try workRoot.fd.makeDirectory(bytes, permissions: 0)
-      try workRoot.fd.changeMode(bytes, permissions: 0)
-    } catch .fileExists {
-    } catch {
-      throw .system(call: "mkdir", path: path, errno: error)
-    }
-    let fd = try step("open", path) { () throws(Errno) in try FD.open(bytes, in: workRoot.fd, .directory) }
-    return LayerDir(layer: 0, fd: fd, path: [])
   }
 
   /// What a first mount writes on the upper root and the index dir.

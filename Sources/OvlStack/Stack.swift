@@ -24,6 +24,9 @@ public final class LayerDir {
 public final class Stack {
   public let options: StackOptions
   public let namespace: XattrNamespace
+  /// What the process opening the stack may do, read once (the kernel's `creator_cred`):
+  /// every writer asks it.
+  public let credentials: Credentials
   public let upperRoot: LayerDir?
   /// Regular lower layers (layer 1...), top-most first.
   let lowerRoots: [LayerDir]
@@ -54,6 +57,7 @@ public final class Stack {
   public init(options: StackOptions) throws(OvlError) {
     self.options = options
     namespace = options.xattrNamespace
+    credentials = Credentials.current
     func open(_ path: String) throws(OvlError) -> FD {
       try step("open", path) { () throws(Errno) in try FD.openDirectory(atHostPath: path) }
     }

@@ -22,10 +22,9 @@ extension OpenMode {
 extension FD {
   /// Sets atime and mtime of `name` to the current time (UTIME_NOW), not following symlinks.
   public borrowing func touchNow(_ name: [UInt8]) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let dirfd = rawValue
     let now = Glibc.timespec(tv_sec: 0, tv_nsec: (1 << 30) - 1)  // UTIME_NOW (a macro Swift cannot import)
-    _ = try withCString(name) { (c) throws(Errno) in try retrying { Glibc.utimensat(dirfd, c, [now, now], AT_SYMLINK_NOFOLLOW) } }
+    _ = try withCString(name) { (c) throws(Errno) in try changingLayer { Glibc.utimensat(dirfd, c, [now, now], AT_SYMLINK_NOFOLLOW) } }
   }
 
   /// Removes `name` and, if it is a directory, everything below it, never following a

@@ -48,9 +48,9 @@ extension FD {
   public static func open(_ name: [UInt8], in dir: borrowing FD, _ mode: OpenMode) throws(Errno) -> FD {
     let dirfd = dir.rawValue
     let flags = mode.flags | O_CLOEXEC | O_NOFOLLOW
-    if flags & (O_CREAT | O_TRUNC) != 0 { FaultCounter.willChangeLayer() }
+    let changes = flags & (O_CREAT | O_TRUNC) != 0
     return FD(adopting: try withCString(name) { (cname) throws(Errno) in
-      try retrying { Glibc.openat(dirfd, cname, flags, 0) }
+      changes ? try changingLayer { Glibc.openat(dirfd, cname, flags, 0) } : try retrying { Glibc.openat(dirfd, cname, flags, 0) }
     })
   }
 
@@ -103,12 +103,11 @@ extension FD {
 
   /// Writes all of `bytes`. The corresponding C function is `write`.
   public borrowing func write(_ bytes: [UInt8]) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
     try bytes.withBytes { (buffer) throws(Errno) in
       var offset = 0
       while offset < buffer.count {
-        offset += try retrying { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
+        offset += try changingLayer { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
       }
     }
   }

@@ -25,63 +25,62 @@ extension FD {
   /// An unnamed regular file in this directory. The corresponding C call is `openat` with
   /// O_TMPFILE.
   public borrowing func openTemporaryFile(permissions: UInt32) throws(Errno) -> FD {
-    FaultCounter.willChangeLayer()
     let dirfd = rawValue
-    return FD(adopting: try retrying { Glibc.openat(dirfd, ".", covl_O_TMPFILE | O_RDWR | O_CLOEXEC, mode_t(permissions)) })
+    return FD(adopting: try changingLayer { Glibc.openat(dirfd, ".", covl_O_TMPFILE | O_RDWR | O_CLOEXEC, mode_t(permissions)) })
   }
 
   /// Gives this O_TMPFILE file the name `name` in `dir`. The corresponding C call is
   /// `linkat(fd, "", dir, name, AT_EMPTY_PATH)` (needs CAP_DAC_READ_SEARCH), else `linkat`
   /// of `/proc/self/fd/N` with AT_SYMLINK_FOLLOW.
   public borrowing func link(as name: [UInt8], in dir: borrowing FD) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
     let dirfd = dir.rawValue
-    do {
-      _ = try withCString(name) { (n) throws(Errno) in try retrying { Glibc.linkat(fd, "", dirfd, n, covl_AT_EMPTY_PATH) } }
-      return
-    } catch .noSuchFileOrDirectory, .notPermitted {
-      // Without the capability the kernel answers ENOENT: go through /proc.
+    // Decided once per process (`Credentials.emptyPathLinks`), not retried for every file.
+    if Credentials.emptyPathLinks.load(ordering: .relaxed) != 2 {
+      do {
+        _ = try withCString(name) { (n) throws(Errno) in try changingLayer { Glibc.linkat(fd, "", dirfd, n, covl_AT_EMPTY_PATH) } }
+        Credentials.emptyPathLinks.store(1, ordering: .relaxed)
+        return
+      } catch let e where (e == .noSuchFileOrDirectory || e == .notPermitted) && Credentials.emptyPathLinks.load(ordering: .relaxed) == 0 {
+        // Without the capability the kernel answers ENOENT: go through /proc from now on.
+        Credentials.emptyPathLinks.store(2, ordering: .relaxed)
+      }
     }
     let source = Array("/proc/self/fd/\(fd)".utf8)
     _ = try withCString(source) { (s) throws(Errno) in
-      try withCString(name) { (n) throws(Errno) in try retrying { Glibc.linkat(AT_FDCWD, s, dirfd, n, AT_SYMLINK_FOLLOW) } }
+      try withCString(name) { (n) throws(Errno) in try changingLayer { Glibc.linkat(AT_FDCWD, s, dirfd, n, AT_SYMLINK_FOLLOW) } }
     }
   }
 
   /// Renames `name` in this directory to `newName` in `newDirectory`. The corresponding C
   /// function is `renameat2`.
   public borrowing func rename(_ name: [UInt8], to newName: [UInt8], in newDirectory: borrowing FD, flags: RenameFlags = []) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let olddir = rawValue
     let newdir = newDirectory.rawValue
     _ = try withCString(name) { (o) throws(Errno) in
-      try withCString(newName) { (n) throws(Errno) in try retrying { covl_renameat2(olddir, o, newdir, n, flags.rawValue) } }
+      try withCString(newName) { (n) throws(Errno) in try changingLayer { covl_renameat2(olddir, o, newdir, n, flags.rawValue) } }
     }
   }
 
   /// Removes `name` (a directory with `directory`). The corresponding C function is `unlinkat`.
   public borrowing func remove(_ name: [UInt8], directory: Bool = false) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let dirfd = rawValue
-    _ = try withCString(name) { (c) throws(Errno) in try retrying { Glibc.unlinkat(dirfd, c, directory ? AT_REMOVEDIR : 0) } }
+    _ = try withCString(name) { (c) throws(Errno) in try changingLayer { Glibc.unlinkat(dirfd, c, directory ? AT_REMOVEDIR : 0) } }
   }
 
   /// Removes attribute `attribute` of `name` (ENODATA when absent).
   public borrowing func removeXattr(_ name: [UInt8], _ attribute: [UInt8]) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let procPath = Array("/proc/self/fd/\(rawValue)/".utf8) + name
     _ = try withCString(procPath) { (p) throws(Errno) in
-      try withCString(attribute) { (a) throws(Errno) in try retrying { lremovexattr(p, a) } }
+      try withCString(attribute) { (a) throws(Errno) in try changingLayer { lremovexattr(p, a) } }
     }
   }
 
   /// Sets atime and mtime (ns) of `name`, not following symlinks.
   public borrowing func setTimes(_ name: [UInt8], atime: Int64, mtime: Int64) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let dirfd = rawValue
     let times = [Self.timespec(atime), Self.timespec(mtime)]
-    _ = try withCString(name) { (c) throws(Errno) in try retrying { Glibc.utimensat(dirfd, c, times, AT_SYMLINK_NOFOLLOW) } }
+    _ = try withCString(name) { (c) throws(Errno) in try changingLayer { Glibc.utimensat(dirfd, c, times, AT_SYMLINK_NOFOLLOW) } }
   }
 
   static func timespec(_ ns: Int64) -> Glibc.timespec {
@@ -98,16 +97,14 @@ extension FD {
 
   /// The corresponding C call is `ioctl(FS_IOC_SETFLAGS)`.
   public borrowing func setInodeFlags(_ flags: InodeFlags) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
-    _ = try retrying { covl_set_inode_flags(fd, flags.rawValue) }
+    _ = try changingLayer { covl_set_inode_flags(fd, flags.rawValue) }
   }
 
   /// The corresponding C function is `ftruncate`.
   public borrowing func truncate(size: UInt64) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
-    _ = try retrying { Glibc.ftruncate(fd, off_t(size)) }
+    _ = try changingLayer { Glibc.ftruncate(fd, off_t(size)) }
   }
 
   /// An exclusive `flock` on this descriptor (a directory opened for reading), held until
@@ -147,11 +144,10 @@ extension FD {
   public borrowing func copyData(
     from source: borrowing FD, size: UInt64, tryClone: Bool = true, mayHaveHoles: Bool = true
   ) throws(Errno) -> DataCopyMethod {
-    FaultCounter.willChangeLayer()
     if size == 0 { return .none }
     let out = rawValue
     let input = source.rawValue
-    if tryClone && covl_ficlone(out, input) == 0 { return .clone }
+    if tryClone, (try? changingLayer { covl_ficlone(out, input) }) != nil { return .clone }
     var method = DataCopyMethod.copyFileRange
     var offset = 0
     let end = Int(size)
@@ -193,11 +189,11 @@ extension FD {
   private borrowing func copyChunk(from input: Int32, to out: Int32, offset: Int, count: Int, method: inout DataCopyMethod) throws(Errno) -> Int {
     let chunk = min(count, 1 << 30)
     if method == .copyFileRange {
-      let n = covl_copy_file_range(input, Int64(offset), out, Int64(offset), chunk)
-      if n >= 0 { return n }
-      let e = Errno(rawValue: errno)
-      guard e == .improperLink || e == .invalidArgument || e == .notSupported || e == .noFunction || e == .badFileDescriptor else { throw e }
-      method = .readWrite
+      do throws(Errno) {
+        return try changingLayer { covl_copy_file_range(input, Int64(offset), out, Int64(offset), chunk) }
+      } catch let e where e == .improperLink || e == .invalidArgument || e == .notSupported || e == .noFunction || e == .badFileDescriptor {
+        method = .readWrite
+      }
     }
     return try copyByReadWrite(from: input, to: out, offset: offset, count: chunk)
   }
@@ -210,7 +206,7 @@ extension FD {
     if n == 0 { return 0 }  // the file shrank: stop at its end
     var written = 0
     while written < n {
-      written += try retrying { Glibc.pwrite(out, buffer + written, n - written, off_t(offset) + off_t(written)) }
+      written += try changingLayer { Glibc.pwrite(out, buffer + written, n - written, off_t(offset) + off_t(written)) }
     }
     return n
   }
@@ -225,18 +221,16 @@ extension FD {
 
   /// Sets an attribute of this open file (`fsetxattr`).
   public borrowing func setXattr(_ attribute: [UInt8], _ value: [UInt8]) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
     _ = try withCString(attribute) { (a) throws(Errno) in
-      try value.withBytes { (raw) throws(Errno) in try retrying { fsetxattr(fd, a, raw.baseAddress, raw.count, 0) } }
+      try value.withBytes { (raw) throws(Errno) in try changingLayer { fsetxattr(fd, a, raw.baseAddress, raw.count, 0) } }
     }
   }
 
   /// Removes an attribute of this open file (`fremovexattr`).
   public borrowing func removeXattr(_ attribute: [UInt8]) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
-    _ = try withCString(attribute) { (a) throws(Errno) in try retrying { fremovexattr(fd, a) } }
+    _ = try withCString(attribute) { (a) throws(Errno) in try changingLayer { fremovexattr(fd, a) } }
   }
 }
 
@@ -256,24 +250,21 @@ public func syncFilesystem(_ fd: borrowing FD) throws(Errno) {
 extension FD {
   /// The corresponding C function is `fchown`.
   public borrowing func changeOwner(uid: UInt32, gid: UInt32) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
-    _ = try retrying { Glibc.fchown(fd, uid, gid) }
+    _ = try changingLayer { Glibc.fchown(fd, uid, gid) }
   }
 
   /// The corresponding C function is `fchmod`.
   public borrowing func changeMode(permissions: UInt32) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
-    _ = try retrying { Glibc.fchmod(fd, mode_t(permissions)) }
+    _ = try changingLayer { Glibc.fchmod(fd, mode_t(permissions)) }
   }
 
   /// Sets atime and mtime (ns). The corresponding C function is `futimens`.
   public borrowing func setTimes(atime: Int64, mtime: Int64) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let fd = rawValue
     let times = [Self.timespec(atime), Self.timespec(mtime)]
-    _ = try retrying { Glibc.futimens(fd, times) }
+    _ = try changingLayer { Glibc.futimens(fd, times) }
   }
 
   /// The value of an attribute of this open file, or nil (`fgetxattr`).

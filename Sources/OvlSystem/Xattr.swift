@@ -70,12 +70,11 @@ extension FD {
 
   /// Sets attribute `attribute` of `name` (creating or replacing it).
   public borrowing func setXattr(_ name: [UInt8], _ attribute: [UInt8], _ value: [UInt8]) throws(Errno) {
-    FaultCounter.willChangeLayer()
     let procPath = Array("/proc/self/fd/\(rawValue)/".utf8) + name
     _ = try withCString(procPath) { (cpath) throws(Errno) in
       try withCString(attribute) { (cattr) throws(Errno) in
         try value.withBytes { (raw) throws(Errno) in
-          try retrying { lsetxattr(cpath, cattr, raw.baseAddress, raw.count, 0) }
+          try changingLayer { lsetxattr(cpath, cattr, raw.baseAddress, raw.count, 0) }
         }
       }
     }

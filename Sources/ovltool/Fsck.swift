@@ -67,7 +67,7 @@ struct FsckRun {
     if userxattr { printError("\(program): the upper layer holds user.overlay.* xattrs only: checking it as a userxattr stack") }
     // Without CAP_SYS_ADMIN listxattr silently leaves trusted.* out: every layer would
     // look like it has no overlay xattrs, and "repairs" would follow.
-    if !options.userxattr && effectiveUserID() != 0 {
+    if !options.userxattr && !stack.credentials.canUseTrustedXattrs {
       printError("\(program): reading trusted.overlay.* xattrs needs root (or a userxattr stack)")
       return 8
     }

@@ -388,6 +388,43 @@ import Testing
     }
   }
 
+  /// `apply --whiteouts xattr` turns each char whiteout into an xattr whiteout in one rename
+  /// over it: killed before every write, a name once hidden stays hidden at every later
+  /// crash point (an unlink of the char whiteout before the link of the xattr one, as
+  /// before, uncovered the lower file for one write), and the kernel mounts each state with
+  /// the upper as a lower layer.
+  @Test func xattrWhiteoutConversionNeverUncoversTheLowerFile() throws {
+    let dir = Harness.TempDir("img-xwh-crash")
+    let r = Self.run(#"""
+      mkdir -p l0/d mnt; for n in a b c; do echo $n > l0/d/$n; done
+      python3 - <<'PY'
+      import tarfile
+      t = tarfile.open('l.tar', 'w', format=tarfile.PAX_FORMAT)
+      i = tarfile.TarInfo('d'); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)
+      for n in 'abc': t.addfile(tarfile.TarInfo('d/.wh.' + n))
+      t.close()
+      PY
+      prev=0; n=1
+      while [ $n -le 300 ]; do
+        rm -rf up wk; mkdir up wk
+        set +e; OVLTOOL_FAULT=$n $T apply --whiteouts xattr -o lowerdir=l0,upperdir=up,workdir=wk l.tar > /dev/null 2>&1; s=$?; set -e
+        mount -t overlay o mnt -o ro,lowerdir=up:l0 2>/dev/null || { echo "write $n: the kernel refuses the layers"; break; }
+        hidden=0; for x in a b c; do [ -e mnt/d/$x ] || hidden=$((hidden + 1)); done
+        listed=$(ls mnt/d | tr '\n' ' '); umount mnt
+        [ $hidden -ge $prev ] || echo "write $n: $hidden names hidden, $prev at the write before (listed: $listed)"
+        prev=$hidden
+        [ $s = 0 ] && break
+        [ $s = 137 ] || { echo "write $n: exit $s"; break; }
+        n=$((n + 1))
+      done
+      [ $prev = 3 ] || echo "the complete apply hides $prev names, not 3"
+      echo "writes $n" >&2
+      """#, in: dir)
+    #expect(r.status == 0 && r.out.isEmpty, "\(r.out)\(r.stderr)")
+    let writes = r.stderr.split(separator: "\n").first { $0.hasPrefix("writes ") }.flatMap { Int($0.dropFirst(7)) } ?? 0
+    #expect(writes > 6, "\(r.stderr)")
+  }
+
   /// A crash at any write of `apply` leaves the record of the interrupted layer in the work
   /// dir: `fsck -n` reports it (exit 4), the kernel mounts the stack, and applying the same
   /// layer again completes it (the record goes, fsck is clean, the view is the one a
