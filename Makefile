@@ -52,7 +52,10 @@ fuzz: deps
 demo: build
 	sh scripts/demo.sh
 
+# Each benchmark adds its ratios to one table, printed at the end (bench/table.sh).
+bench: export BENCH_TABLE = $(CURDIR)/.build/bench-table.tsv
 bench: build
+	@rm -f .build/bench-table.tsv
 	bash bench/run.sh
 	bash bench/copyup.sh
 	bash bench/namespace.sh
@@ -60,6 +63,7 @@ bench: build
 	bash bench/image.sh
 	BENCH_IMAGE_ENTRIES=100000 bash bench/image.sh
 	bash bench/diff.sh
+	@bash bench/table.sh .build/bench-table.tsv
 
 # The man page is generated from the argument parser with a fixed date, then the
 # hand-written sections in man/sections.mdoc replace its empty EXIT STATUS section.

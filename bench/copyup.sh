@@ -16,18 +16,20 @@ FILES=${BENCH_COPYUP_FILES:-10000}
 T=$(mktemp -d "$BASE/ovlbench-copyup.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 
-exec unshare --mount --propagation private bash -s "$T" "$OVLTOOL" "$SIZE_MB" "$FILES" <<'INNER'
+exec unshare --mount --propagation private bash -s "$T" "$OVLTOOL" "$SIZE_MB" "$FILES" "$REPO" <<'INNER'
 set -eu
-T=$1 OVLTOOL=$2 SIZE_MB=$3 FILES=$4
+T=$1 OVLTOOL=$2 SIZE_MB=$3 FILES=$4 REPO=$5
+. "$REPO/bench/table.sh"
 now() { date +%s.%N; }
 elapsed() { echo "$2 - $1" | bc; }
 # Writeback of earlier work (the tree benchmark's stack, the last round) skews timings on a
 # shared disk: start every round from a synced, settled state.
 fresh() { rm -rf "$1/uk" "$1/wk" "$1/uo" "$1/wo"; mkdir -p "$1/uk" "$1/wk" "$1/uo" "$1/wo" "$1/m"; sync; sleep 1; }
 
-# $1 dir with lower/, $2.. paths: kernel (write-open through a mount) vs ovltool.
+# $1 dir with lower/ and paths, $2 the name in the table: kernel (write-open through a
+# mount) vs ovltool.
 race() {
-  local d=$1; shift
+  local d=$1 name=$2
   local best_k=999999 best_o=999999
   # The second of two big writes in a row is slower on a shared disk: alternate who goes
   # first, take each side's best.
@@ -42,6 +44,7 @@ race() {
     best_o=$(echo "if ($o < $best_o) $o else $best_o" | bc)
   done
   printf '  kernel %8.3f s   ovltool %8.3f s   ratio %.2f\n' "$best_k" "$best_o" "$(echo "$best_o / $best_k" | bc -l)"
+  bench_row "$name (best of 4)" "$best_o" "$best_k" -
 }
 
 # The kernel's copy-up: open each path for writing through a mount (the mount itself is
@@ -71,7 +74,7 @@ echo "1. one ${SIZE_MB} MiB file, $(stat -f -c %T "$T")"
 mkdir -p "$T/big/lower"
 head -c $((SIZE_MB << 20)) /dev/urandom > "$T/big/lower/file"
 echo /file > "$T/big/paths"
-race "$T/big"
+race "$T/big" "copy-up ${SIZE_MB} MiB file / kernel copy-up"
 
 echo "2. the same on XFS with reflink (loop device)"
 if command -v mkfs.xfs >/dev/null; then
@@ -79,7 +82,7 @@ if command -v mkfs.xfs >/dev/null; then
   mkfs.xfs -q -m reflink=1 "$T/xfs.img"
   mkdir "$T/xfs"; mount -o loop "$T/xfs.img" "$T/xfs"
   mkdir -p "$T/xfs/lower"; cp "$T/big/lower/file" "$T/xfs/lower/file"; echo /file > "$T/xfs/paths"
-  race "$T/xfs"
+  race "$T/xfs" "copy-up ${SIZE_MB} MiB file, XFS reflink / kernel copy-up"
   umount "$T/xfs"
 else
   echo "  skipped: mkfs.xfs not installed (apt-get install xfsprogs)"
@@ -98,5 +101,5 @@ with open(root + "/paths", "w") as paths:
             f.write(os.urandom(64 + i % 4000))
         paths.write("/d%02d/f%05d\n" % (i % 100, i))
 PY
-race "$T/small"
+race "$T/small" "copy-up ${FILES} small files / kernel copy-up"
 INNER

@@ -23,6 +23,7 @@
 # BENCH_DIFF_ENTRIES (default 10000) sets the size of OLD. Needs root (mount, umoci as root).
 set -eu
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/table.sh"
 OVLTOOL=${OVLTOOL:-$REPO/.build/release/ovltool}
 N=${BENCH_DIFF_ENTRIES:-10000}
 [ -x "$OVLTOOL" ] || { echo "diff.sh: build first (make build)" >&2; exit 1; }
@@ -143,3 +144,4 @@ uok=$(check umoci "$ulayer") || { echo "$uok"; exit 1; }
 printf 'diff: %d entries, %d changed  ovltool %.3fs (gzip %.3fs)  umoci unpack+change+repack %.3fs = %.1fx (repack alone %.3fs = %.1fx, umoci %s)  layers %s/%s KiB  check ovltool %s, umoci %s\n' \
   "$(find old | wc -l)" "$changed" "$od" "$oz" "$ua" "$(echo "$ua/$od" | bc -l)" "$ur" "$(echo "$ur/$od" | bc -l)" "$ucomp" \
   "$(($(stat -c %s o.tar) / 1024))" "$(($(stat -c %s "$ulayer") / 1024))" "$ook" "$uok"
+bench_row "diff --to-tar $(find old | wc -l) entries / umoci unpack+change+repack (best of 3)" "$od" "$ua" -

@@ -8,6 +8,7 @@ set -eu
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OVLTOOL=${OVLTOOL:-$REPO/.build/release/ovltool}
 N=${BENCH_IMAGE_ENTRIES:-10000}
+. "$REPO/bench/table.sh"
 [ -x "$OVLTOOL" ] || { echo "image.sh: build first (make build)" >&2; exit 1; }
 T=$(mktemp -d /dev/shm/ovlbench-image.XXXXXX)
 trap 'rm -rf "$T"' EXIT
@@ -49,3 +50,5 @@ ovl_x() { "$OVLTOOL" apply -o "lowerdir=$T/lower,upperdir=$T/u2,workdir=$T/w2" "
 read -r tc oc <<< "$(pair none tar_c none ovl_c)"; read -r tx ox <<< "$(pair tar_prep tar_x ovl_prep ovl_x)"
 printf 'image: %d entries  export %.3fs vs tar -c %.3fs = %.2fx   apply %.3fs vs tar -x %.3fs = %.2fx\n' \
   "$(find upper | wc -l)" "$oc" "$tc" "$(echo "$oc/$tc" | bc -l)" "$ox" "$tx" "$(echo "$ox/$tx" | bc -l)"
+bench_row "export $(find upper | wc -l) entries / tar -c (best of 7)" "$oc" "$tc" 1.0
+bench_row "apply $(find upper | wc -l) entries / tar -x (best of 7)" "$ox" "$tx" 1.0

@@ -65,6 +65,7 @@ PY
 exec unshare --mount --propagation private bash -s "$T" "$OVLTOOL" "$REPO" <<'INNER'
 set -eu
 T=$1 OVLTOOL=$2 REPO=$3
+. "$REPO/bench/table.sh"
 now() { date +%s.%N; }
 fresh() { rm -rf "$T/u" "$T/w"; mkdir -p "$T/u" "$T/w" "$T/m"; sync; sleep 1; }
 kernel_run() {
@@ -95,4 +96,5 @@ for round in 1 2 3 4; do
 done
 echo "apply-script, $(wc -l < "$T/script") mixed operations ($(wc -l < "$T/kernel.fail") failing through the kernel, $(grep -c '^ovltool:' "$T/ovltool.err" || true) in ovltool), best of 4:"
 printf '  kernel (python driver) %8.3f s   ovltool %8.3f s   ratio %.2f (goal <= 2)\n' "$best_k" "$best_o" "$(echo "$best_o / $best_k" | bc -l)"
+bench_row "apply-script $(wc -l < "$T/script") operations / kernel (python driver) (best of 4)" "$best_o" "$best_k" 2
 INNER

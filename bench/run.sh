@@ -19,6 +19,7 @@ set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OVLTOOL=${OVLTOOL:-$REPO/.build/release/ovltool}
 REPS=${BENCH_REPS:-3}
+. "$REPO/bench/table.sh"
 WALK=$REPO/Tests/oracle/ovlwalk.py
 
 TMP=$(mktemp -d /tmp/ovlbench.XXXXXX)
@@ -143,6 +144,7 @@ awk -v t="$A_T" -v r="$A_RSS" 'BEGIN { printf "(a) python ovlwalk --hash : %8.3f
 if [ "$HAVE_TOOL" = 1 ]; then
     awk -v t="$B_T" -v r="$B_RSS" 'BEGIN { printf "(b) ovltool tree --hash   : %8.3f s   peak RSS %7.1f MiB\n", t, r / 1024 }'
     awk -v a="$A_T" -v b="$B_T" 'BEGIN { printf "ratio b/a: %.2f\n", b / a }'
+    bench_row "tree --json --hash / python ovlwalk.py on a mount (best of $REPS)" "$B_T" "$A_T" -
     sed -E 's/,"layer":[0-9]+//g' "$TMP/b.jsonl" > "$TMP/b.nolayer.jsonl"
     if cmp -s "$TMP/a.jsonl" "$TMP/b.nolayer.jsonl"; then
         echo "outputs identical: yes ($(wc -l < "$TMP/a.jsonl") lines)"

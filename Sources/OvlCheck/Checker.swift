@@ -21,6 +21,73 @@ struct Entry {
   }
 }
 
+/// What reading a layer dir's entries needs, apart from the walk's state: values only.
+struct EntryReader: Sendable {
+  let layerPaths: [String]
+  let ns: XattrNamespace
+  /// `ns.prefix`, made once: every entry's xattr names are matched against it.
+  let privatePrefix: [UInt8]
+
+  /// Status and overlay xattrs of `name` in the dir `fd` (`path` in `layer`): one statx,
+  /// one listxattr, and a getxattr per overlay name only (per name of `keys`, when given).
+  /// The path text is made only for an error.
+  func entry(
+    _ name: [UInt8], in fd: borrowing FD, layer: Int, path dirPath: [UInt8], keys: [OverlayXattr]? = nil
+  ) throws(OvlError) -> Entry? {
+    func path() -> String { layerPaths[layer] + Checker.text(Checker.join(dirPath, name)) }
+    guard let status = try step("statx", path(), { () throws(Errno) in try fd.statIfPresent(name) }) else { return nil }
+    var xattrs: [OverlayXattr: [UInt8]] = [:]
+    let names: [[UInt8]]
+    do {
+      names = try fd.xattrNames(name, prefix: privatePrefix)
+    } catch .notSupported {
+      names = []
+    } catch .noSuchFileOrDirectory {
+      return nil
+    } catch {
+      throw .system(call: "listxattr", path: path(), errno: error)
+    }
+    for attribute in names where ns.isPrivate(attribute) {
+      let suffix = String(decoding: attribute[privatePrefix.count...], as: UTF8.self)
+      guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
+      if let keys, !keys.contains(key) { continue }
+      if let value = try step("getxattr", path(), { () throws(Errno) in try fd.xattr(name, attribute) }) {
+        xattrs[key] = value
+      }
+    }
+    return Entry(name: name, status: status, xattrs: xattrs)
+  }
+
+  /// The entries of the dir `fd` (`path` in `layer`) that are present; with `dirsOnly`,
+  /// only those getdents64 does not name as something other than a dir. A layer root is
+  /// listed once per pass, so its descriptor is rewound; others are opened for the listing.
+  func entries(of fd: borrowing FD, layer: Int, path: [UInt8], dirsOnly: Bool) throws(OvlError) -> [Entry] {
+    let raw = try step("getdents64", layerPaths[layer] + Checker.text(path)) { () throws(Errno) in
+      try fd.entries(rewinding: path.isEmpty)
+    }
+    var result: [Entry] = []
+    result.reserveCapacity(raw.count)
+    for item in raw {
+      // The redirect pass looks at dirs only; getdents64's type says which are not.
+      if dirsOnly && !item.mayBeDirectory { continue }
+      if let e = try entry(item.name, in: fd, layer: layer, path: path) { result.append(e) }
+    }
+    return result
+  }
+}
+
+/// A dir read ahead: its descriptor (the walk's, once taken) and its entries.
+struct ReadDir: Sendable {
+  let fd: SharedFD
+  let entries: [Entry]
+}
+
+/// A walk's dir handed to the read-ahead thread. Its layer, descriptor and path never
+/// change, and the thread uses the descriptor for `*at` calls only (no file position).
+struct SharedDir: @unchecked Sendable {
+  let dir: LayerDir
+}
+
 /// How a name is looked up in the lower layers: the kernel's `ovl_lookup_data.name`.
 enum LookupName: Equatable {
   case relative([UInt8])
@@ -70,6 +137,13 @@ public final class Checker {
   let options: StackOptions
   let report: Report
   let ns: XattrNamespace
+  let reader: EntryReader
+  /// Reads the dirs the walk enters next on a second thread, in check-only runs (with
+  /// repairs, an entry read ahead could be one a repair changed since).
+  var readAhead: ReadAhead<ReadDir?>?
+  /// The device of the layer being scanned, when its filesystem's dir link counts say
+  /// which dirs have no subdirectory.
+  var leafDevice: UInt64?
   /// Where repairs build objects before publishing them (the kernel's work dir: `index/`
   /// with index=on, else `work/work`), which it empties at every mount, so a crash
   /// mid-repair leaves only what it cleans.
@@ -94,12 +168,18 @@ public final class Checker {
     self.options = options
     self.report = report
     ns = options.xattrNamespace
+    reader = EntryReader(layerPaths: stack.layerPaths, ns: ns, privatePrefix: ns.prefix)
   }
 
   /// Runs every check in fsck.overlay's order (redirects first, then whiteouts and impure),
   /// bottom lower layer first, so that a repair in a lower layer is seen by the layers above.
   public func run() {
     guard guardLayers() else { return }
+    if report.mode == .check && onlineProcessorCount() > 1 { readAhead = ReadAhead() }
+    defer {
+      readAhead?.close()
+      readAhead = nil
+    }
     checkWorkDir()
     checkLayerIdentity()
     checkIndex()
@@ -162,30 +242,14 @@ public final class Checker {
 
   // MARK: Reading
 
-  /// Status and overlay xattrs of `name` in `dir`.
-  func entry(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> Entry? {
-    let path = stack.layerPaths[dir.layer] + Self.text(Self.join(dir.path, name))
-    guard let status = try step("statx", path, { () throws(Errno) in try dir.fd.statIfPresent(name) }) else { return nil }
-    var xattrs: [OverlayXattr: [UInt8]] = [:]
-    let names: [[UInt8]]
-    do {
-      names = try dir.fd.xattrNames(name)
-    } catch .notSupported {
-      names = []
-    } catch .noSuchFileOrDirectory {
-      return nil
-    } catch {
-      throw .system(call: "listxattr", path: path, errno: error)
-    }
-    for attribute in names where ns.isPrivate(attribute) {
-      let suffix = String(decoding: attribute[ns.prefix.count...], as: UTF8.self)
-      guard let key = OverlayXattr(rawValue: suffix) else { continue }  // not the kernel's
-      if let value = try step("getxattr", path, { () throws(Errno) in try dir.fd.xattr(name, attribute) }) {
-        xattrs[key] = value
-      }
-    }
-    return Entry(name: name, status: status, xattrs: xattrs)
+  /// Status and overlay xattrs of `name` in `dir` (only those of `keys`, when given).
+  func entry(_ name: [UInt8], in dir: LayerDir, keys: [OverlayXattr]? = nil) throws(OvlError) -> Entry? {
+    try reader.entry(name, in: dir.fd, layer: dir.layer, path: dir.path, keys: keys)
   }
+
+  /// The xattrs a lookup in the layers below acts on: the checks of those layers' own
+  /// values ran when their scan met them.
+  static let lookupKeys: [OverlayXattr] = [.opaque, .redirect, .whiteout]
 
   /// Opens subdirectory `name` of `dir` (never following a symlink).
   func open(_ name: [UInt8], in dir: LayerDir) throws(OvlError) -> LayerDir {
@@ -234,7 +298,7 @@ public final class Checker {
       var index = 0
       while index < components.count {
         let component = components[index]
-        guard let e = try? entry(component, in: base) else { break }
+        guard let e = try? entry(component, in: base, keys: Self.lookupKeys) else { break }
         let last = index == components.count - 1
         if e.isWhiteout || e.isXattrWhiteout {
           stop = true
@@ -285,9 +349,42 @@ public final class Checker {
 
   struct DirContext {
     let dir: LayerDir
-    /// The merged lower dirs below this dir (empty for an opaque or pure dir).
-    let below: [LayerDir]
     let isOpaque: Bool
+    private let lower: LowerDirs
+    /// The merged lower dirs below this dir (empty for an opaque or pure dir).
+    var below: [LayerDir] { lower.dirs }
+
+    init(dir: LayerDir, below: [LayerDir], isOpaque: Bool) {
+      self.dir = dir
+      self.isOpaque = isOpaque
+      lower = LowerDirs(below)
+    }
+
+    /// A context whose lower dirs are looked up when first asked for.
+    init(dir: LayerDir, findingBelow find: @escaping () -> [LayerDir]) {
+      self.dir = dir
+      isOpaque = false
+      lower = LowerDirs(find)
+    }
+  }
+
+  /// A dir's merged lower dirs, found when first asked for: the redirect pass needs them only
+  /// in dirs that hold a redirect (and their ancestors), so it does not look up every dir
+  /// of the layers below.
+  final class LowerDirs {
+    private var found: [LayerDir]?
+    private var find: (() -> [LayerDir])?
+
+    init(_ dirs: [LayerDir]) { found = dirs }
+    init(_ find: @escaping () -> [LayerDir]) { self.find = find }
+
+    var dirs: [LayerDir] {
+      if let found { return found }
+      let dirs = find?() ?? []
+      found = dirs
+      find = nil
+      return dirs
+    }
   }
 
   /// A subdirectory still to walk: opened (with its lower dirs) only when its turn comes,
@@ -296,50 +393,89 @@ public final class Checker {
     let parent: DirContext
     /// The entry as the checks left it (a redirect may be gone).
     let entry: Entry
+    /// Its entries, being read ahead.
+    var ticket: ReadAhead<ReadDir?>.Ticket?
   }
 
   /// Walks one layer depth-first, with each dir's merged lower dirs.
   func scan(layer: Int, pass: Pass) {
     guard let top = root(layer), !nestedOverlays.contains(layer) else { return }
+    leafDevice = top.fd.countsSubdirectoriesInLinks() ? (try? top.fd.stat())?.id.device : nil
     let topBelow: [LayerDir] = (layer + 1 <= stack.lowerCount) ? Array((layer + 1)...stack.lowerCount).compactMap { root($0) } : []
     var pending: [PendingDir] = []
-    var next: DirContext? = DirContext(dir: top, below: topBelow, isOpaque: false)
+    var next: (context: DirContext, read: [Entry]?)? = (DirContext(dir: top, below: topBelow, isOpaque: false), nil)
     while true {
-      if let context = next {
+      if let (context, read) = next {
         next = nil
         do {
-          pending.append(contentsOf: try visit(context, layer: layer, pass: pass).reversed())
+          let subdirs = try visit(context, layer: layer, pass: pass, read: read)
+          // Pushed as they are stacked: the thread reads the dir the walk enters next.
+          for var item in subdirs.reversed() {
+            item.ticket = readAhead(item, pass: pass)
+            pending.append(item)
+          }
         } catch {
           report.operational(error.description)
         }
       }
       guard let item = pending.popLast() else { break }
       do {
-        next = try enter(item, layer: layer)
+        next = try enter(item, layer: layer, pass: pass)
       } catch {
         report.operational(error.description)
       }
     }
   }
 
-  /// Opens a pending subdirectory and finds the lower dirs that merge with it.
-  func enter(_ item: PendingDir, layer: Int) throws(OvlError) -> DirContext {
-    let e = item.entry
-    let dir = try open(e.name, in: item.parent.dir)
-    guard !e.isOpaque else { return DirContext(dir: dir, below: [], isOpaque: true) }
-    let redirect = e.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
-    let name = redirect.map(LookupName.init) ?? .relative(e.name)
-    let below = lookupBelow(name, below: layer, parentBelow: item.parent.below, mergedDirs: true).dirs
-    return DirContext(dir: dir, below: below, isOpaque: false)
+  /// Starts opening and reading `item` on the read-ahead thread. A failure there is left
+  /// for the walk to meet again and report (nil).
+  func readAhead(_ item: PendingDir, pass: Pass) -> ReadAhead<ReadDir?>.Ticket? {
+    guard let readAhead else { return nil }
+    let reader = reader
+    let parent = SharedDir(dir: item.parent.dir)
+    let name = item.entry.name
+    let dirsOnly = pass == .redirects
+    return readAhead.push {
+      let dir = parent.dir
+      let path = Checker.join(dir.path, name)
+      guard let fd = try? FD.open(name, in: dir.fd, .directory),
+        let entries = try? reader.entries(of: fd, layer: dir.layer, path: path, dirsOnly: dirsOnly)
+      else { return nil }
+      return ReadDir(fd: SharedFD(fd), entries: entries)
+    }
   }
 
-  /// Checks the entries of one dir and returns its subdirectories to walk.
-  func visit(_ context: DirContext, layer: Int, pass: Pass) throws(OvlError) -> [PendingDir] {
+  /// Opens a pending subdirectory and finds the lower dirs that merge with it.
+  func enter(_ item: PendingDir, layer: Int, pass: Pass) throws(OvlError) -> (context: DirContext, read: [Entry]?) {
+    let e = item.entry
+    let dir: LayerDir
+    var read: [Entry]?
+    if let ticket = item.ticket, let done = readAhead?.take(ticket), let fd = done.fd.take() {
+      dir = LayerDir(layer: item.parent.dir.layer, fd: fd, path: Self.join(item.parent.dir.path, e.name))
+      read = done.entries
+    } else {
+      dir = try open(e.name, in: item.parent.dir)
+    }
+    guard !e.isOpaque else { return (DirContext(dir: dir, below: [], isOpaque: true), read) }
+    let redirect = e.xattrs[.redirect].flatMap { try? Redirect(value: $0) }
+    let name = redirect.map(LookupName.init) ?? .relative(e.name)
+    let parent = item.parent
+    if pass == .redirects {
+      return (DirContext(dir: dir) { self.lookupBelow(name, below: layer, parentBelow: parent.below, mergedDirs: true).dirs }, read)
+    }
+    let below = lookupBelow(name, below: layer, parentBelow: parent.below, mergedDirs: true).dirs
+    return (DirContext(dir: dir, below: below, isOpaque: false), read)
+  }
+
+  /// Checks the entries of one dir (`read` ahead, or read here) and returns its
+  /// subdirectories to walk.
+  func visit(_ context: DirContext, layer: Int, pass: Pass, read: [Entry]? = nil) throws(OvlError) -> [PendingDir] {
     var subdirs: [PendingDir] = []
-    var entries: [Entry] = []
-    for raw in try names(of: context.dir) {
-      guard let e = try entry(raw.name, in: context.dir) else { continue }
-      entries.append(e)
+    let entries: [Entry]
+    if let read {
+      entries = read
+    } else {
+      entries = try reader.entries(of: context.dir.fd, layer: layer, path: context.dir.path, dirsOnly: pass == .redirects)
     }
     var needsImpure: [String] = []
     var mergeOnly = false
@@ -362,6 +498,8 @@ public final class Checker {
             mergeOnly = true
           }
         }
+        // A dir without subdirectories holds no redirect: the redirect pass need not list it.
+        if pass == .redirects, let leafDevice, current.status.links == 2, current.status.id.device == leafDevice { continue }
         subdirs.append(PendingDir(parent: context, entry: current))
         continue
       }

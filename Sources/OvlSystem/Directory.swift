@@ -9,16 +9,18 @@ public struct DirectoryEntry: Sendable {
   public var mayBeWhiteout: Bool { dtype == UInt8(DT_CHR) || dtype == UInt8(DT_UNKNOWN) }
   public var mayBeRegular: Bool { dtype == UInt8(DT_REG) || dtype == UInt8(DT_UNKNOWN) }
   public var isDirectory: Bool { dtype == UInt8(DT_DIR) }
+  /// d_type DT_DIR, or DT_UNKNOWN (a stat tells).
+  public var mayBeDirectory: Bool { dtype == UInt8(DT_DIR) || dtype == UInt8(DT_UNKNOWN) }
 }
 
 extension FD {
   /// Every entry of this directory, in the filesystem's order; `.` and `..` only when
   /// `includingDots` (their place in that order matters to overlay readdir). The
-  /// descriptor must be opened with `.directory`. The corresponding C function is
-  /// `getdents64`.
-  public borrowing func entries(includingDots: Bool = false) throws(Errno) -> [DirectoryEntry] {
+  /// descriptor must be opened with `.directory`; one opened for this listing need not be
+  /// `rewinding` to its start. The corresponding C function is `getdents64`.
+  public borrowing func entries(includingDots: Bool = false, rewinding: Bool = true) throws(Errno) -> [DirectoryEntry] {
     let fd = rawValue
-    _ = try retrying { Glibc.lseek(fd, 0, SEEK_SET) }
+    if rewinding { _ = try retrying { Glibc.lseek(fd, 0, SEEK_SET) } }
     var result: [DirectoryEntry] = []
     let capacity = 64 * 1024
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)

@@ -20,6 +20,17 @@ public struct FD: ~Copyable {
   }
 }
 
+/// A descriptor handed from one thread to another: whoever takes it owns it; if no one
+/// does, it closes with the box.
+public final class SharedFD: @unchecked Sendable {
+  private var fd: FD?
+
+  public init(_ fd: consuming FD) { self.fd = consume fd }
+
+  /// The descriptor, once (nil after the first take). Not for two threads at a time.
+  public func take() -> FD? { fd.take() }
+}
+
 /// How to open one name in a directory. Every open adds O_CLOEXEC and O_NOFOLLOW: a symlink
 /// inside a layer is an entry, never a path to follow.
 public struct OpenMode: Sendable {

@@ -22,6 +22,15 @@ extension FD {
 
   /// OVERLAYFS_SUPER_MAGIC: a layer that is itself an overlay mount.
   public static let overlayMagic: UInt64 = 0x794C_7630
+
+  /// Whether a directory's link count on this descriptor's filesystem is 2 plus its number
+  /// of subdirectories, so that a count of 2 proves it has none: ext2/3/4 (past 65,000
+  /// subdirectories dir_nlink writes 1, never 2), XFS and tmpfs. Others (btrfs: always 1)
+  /// answer false.
+  public borrowing func countsSubdirectoriesInLinks() -> Bool {
+    guard let magic = try? filesystemMagic() else { return false }
+    return magic == 0xEF53 || magic == 0x5846_5342 || magic == 0x0102_1994
+  }
 }
 
 extension FD {

@@ -13,18 +13,25 @@ func retrying<T: FixedWidthInteger>(_ call: () -> T) throws(Errno) -> T {
 }
 
 /// Calls `body` with `bytes` as a NUL-terminated C string. Names and paths are raw bytes:
-/// a layer may hold names that are not UTF-8.
+/// a layer may hold names that are not UTF-8. The copy is made on the stack (a name is at
+/// most NAME_MAX bytes; a walk makes several calls per entry).
 @inline(__always)
 func withCString<R, E: Error>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws(E) -> R) throws(E) -> R {
-  var terminated = bytes
-  terminated.append(0)
-  let result: Result<R, E> = terminated.withUnsafeBufferPointer { buffer in
-    buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) { pointer in
-      Result { () throws(E) -> R in try body(pointer) }
+  let result: Result<R, E> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { buffer in
+    bytes.withUnsafeBufferPointer { source in
+      if let base = source.baseAddress {
+        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: base, byteCount: source.count)
+      }
     }
+    buffer[bytes.count] = 0
+    return Result { () throws(E) -> R in try body(buffer.baseAddress!) }
   }
   return try result.get()
 }
+
+/// Processors online: a second thread pays only where there is a second one. The
+/// corresponding C function is `sysconf(_SC_NPROCESSORS_ONLN)`.
+public func onlineProcessorCount() -> Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
 /// The current process's effective user id (tests and privilege checks).
 public func effectiveUserID() -> UInt32 { geteuid() }

@@ -16,6 +16,42 @@ extension FD {
     })
   }
 
+  /// Names of the extended attributes of `name` that start with `prefix`: one listxattr
+  /// into a buffer on the stack, and an array only for the names that match (a walk of a
+  /// layer asks this of every entry; most have no overlay xattr).
+  public borrowing func xattrNames(_ name: [UInt8], prefix: [UInt8]) throws(Errno) -> [[UInt8]] {
+    let capacity = 4096
+    let listed: Result<[[UInt8]]?, Errno> = withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 1) { raw in
+      let list = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+      let count: Int
+      do throws(Errno) {
+        count = try xattrCall(name) { dirfd, path, proc in
+          if let proc { return llistxattr(proc, list, capacity) }
+          return covl_listxattrat(dirfd, path, list, capacity)
+        }
+      } catch .outOfRange {
+        return .success(nil)
+      } catch {
+        return .failure(error)
+      }
+      return .success(Self.names(in: UnsafeRawBufferPointer(rebasing: raw[0..<count]), prefix: prefix))
+    }
+    if let names = try listed.get() { return names }
+    return try xattrNames(name).filter { $0.starts(with: prefix) }
+  }
+
+  /// The names of a NUL-separated list that start with `prefix`.
+  private static func names(in list: UnsafeRawBufferPointer, prefix: [UInt8]) -> [[UInt8]] {
+    var result: [[UInt8]] = []
+    var start = 0
+    for index in list.indices where list[index] == 0 {
+      let candidate = UnsafeRawBufferPointer(rebasing: list[start..<index])
+      if candidate.count > 0 && candidate.starts(with: prefix) { result.append(Array(candidate)) }
+      start = index + 1
+    }
+    return result
+  }
+
   /// The value of attribute `attribute` of `name`, or nil when it is not set (ENODATA).
   public borrowing func xattr(_ name: [UInt8], _ attribute: [UInt8]) throws(Errno) -> [UInt8]? {
     do {
