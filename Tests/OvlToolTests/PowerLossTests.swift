@@ -97,7 +97,11 @@ import Testing
       if let mark, mark.hasPrefix("call-"), let k = Int(mark.dropFirst(5)) { completed = k }
       guard chosen.contains(n) else { continue }
       let label = "\(fs) entry \(index) (\(flags)\(mark.map { " " + $0 } ?? ""), \(completed) calls done)"
-      let r = Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", Self.check, "sh", dir.path, fs, Harness.ovltool, Harness.walker, Self.stackOptions, Self.replayer, String(applied + 1), String(index)])
+      // An apply cut short is reported by fsck until the same layer is applied again
+      // (ApplyJournal): the check does that and looks at the view it completes.
+      let inProgress = completed < Self.calls.count ? Self.calls[completed] : nil
+      let reapply = inProgress.map { $0.command.first == "apply" ? $0.command.joined(separator: " ") : "" } ?? ""
+      let r = Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", Self.check, "sh", dir.path, fs, Harness.ovltool, Harness.walker, Self.stackOptions, Self.replayer, String(applied + 1), String(index), reapply])
       applied = index
       states += 1
       if states % 25 == 0 || mark != nil { Self.progress("power loss on \(fs): \(states) states checked, entry \(index) of \(entries.count), \(failures) failed") }
@@ -164,7 +168,19 @@ import Testing
     if value("mount") != "0" { return ["the filesystem does not mount: \(out.suffix(2000))"] }
     if value("overlay") != "0" { return ["the kernel does not mount the overlay: \(out.suffix(2000))"] }
     if value("walk") != "0" { problems.append("the merged view cannot be read: \(view.suffix(2000))") }
-    if let p = value("fsckp"), p != "0" && p != "1" { problems.append("ovltool fsck -p exited \(p): \(value("fsckp-out") ?? "")") }
+    if let p = value("fsckp"), p != "0" && p != "1" {
+      if let again = value("reapply") {
+        // The interrupted apply, applied again: clean, and the view the apply makes.
+        if again != "0" { problems.append("the interrupted apply, applied again, exited \(again): \(value("reapply-out") ?? "")") }
+        let completedView = byPath((value("view2") ?? "").replacingOccurrences(of: "\u{1}", with: "\n"))
+        let after = views[min(completed + 1, views.count - 1)]
+        if maskDirTimes(completedView) != maskDirTimes(after) {
+          problems.append("the interrupted apply, applied again, does not give the view after it (directory mtimes aside):\n\(describe(completedView, after))")
+        }
+      } else {
+        problems.append("ovltool fsck -p exited \(p): \(value("fsckp-out") ?? "")")
+      }
+    }
     if value("fsckn") != "0" { problems.append("ovltool fsck -n after -p exited \(value("fsckn") ?? "?"): \(value("fsckn-out") ?? "")") }
     if value("fsck") != "0" { problems.append("the filesystem's fsck exited \(value("fsck") ?? "?"): \(value("fsck-out") ?? "")") }
     let seen = byPath(view.replacingOccurrences(of: "\u{1}", with: "\n"))
@@ -296,8 +312,9 @@ import Testing
     """#
 
   /// Run in a private mount namespace: $1 dir, $2 fs, $3 ovltool, $4 walker, $5 extra
-  /// stack options, $6 replayer, $7 $8 the log entries to replay onto replay.img. Checks a
-  /// copy of the state they leave; prints key=value lines (the view's lines joined by \1).
+  /// stack options, $6 replayer, $7 $8 the log entries to replay onto replay.img, $9 the
+  /// apply in progress (or empty). Checks a copy of the state they leave; prints key=value
+  /// lines (the view's lines joined by \1).
   static let check = #"""
     D=$1 FS=$2 OVLTOOL=$3 WALKER=$4 EXTRA=$5 REPLAYER=$6
     cd "$D" || exit 2
@@ -316,7 +333,16 @@ import Testing
     python3 "$WALKER" o --hash > view.txt 2>&1; echo "walk=$?"
     printf 'view='; tr '\n' '\1' < view.txt; echo
     umount o
-    "$OVLTOOL" fsck -p -o "$OPTS" > fsck.out 2>&1; echo "fsckp=$?"; printf 'fsckp-out='; one fsck.out
+    "$OVLTOOL" fsck -p -o "$OPTS" > fsck.out 2>&1; p=$?; echo "fsckp=$p"; printf 'fsckp-out='; one fsck.out
+    if [ "$p" = 4 ] && [ -n "${9:-}" ] && grep -q "/ovltool-apply: an ovltool apply of layer" fsck.out; then
+      set -- $(echo "$9" | sed "s|\\\$D|$D|g")
+      cmd=$1; shift
+      "$OVLTOOL" "$cmd" -o "$OPTS" "$@" > again.out 2>&1; echo "reapply=$?"; printf 'reapply-out='; one again.out
+      if mount -t overlay overlay -o "ro,$OPTS" o 2>>overlay.err; then
+        printf 'view2='; python3 "$WALKER" o --hash | tr '\n' '\1'; echo
+        umount o
+      fi
+    fi
     "$OVLTOOL" fsck -n -o "$OPTS" > fsck.out 2>&1; echo "fsckn=$?"; printf 'fsckn-out='; one fsck.out
     umount s
     case $FS in
