@@ -15,7 +15,7 @@ import Testing
 /// Needs a kernel with device-mapper and dm-log-writes (`dmsetup targets`); without, it
 /// skips, also under OVLTOOL_REQUIRE_KERNEL=1: a missing kernel feature, not a missing
 /// mount. `scripts/powerloss-vm.sh` runs it in a guest whose kernel has them.
-/// OVLTOOL_POWERLOSS_KEEP=DIR keeps the images, the log and the views of a failed run.
+/// OVLTOOL_POWERLOSS_KEEP=DIR keeps a copy of each run's dir (images, log, views).
 @Suite(.serialized) struct PowerLossTests {
   static let replayer = Harness.repository + "/Tests/powerloss/logreplay.py"
 
@@ -105,7 +105,7 @@ import Testing
       applied = index
       states += 1
       if states % 25 == 0 || mark != nil { Self.progress("power loss on \(fs): \(states) states checked, entry \(index) of \(entries.count), \(failures) failed") }
-      let problems = Self.problems(r, views: views, completed: completed, exact: mark == "call-\(completed)" || mark == "start", label: label)
+      let problems = Self.problems(r, views: views, completed: completed, exact: mark == "call-\(completed)" || mark == "start")
       if !problems.isEmpty {
         failures += 1
         if failures <= 5 { Issue.record("\(label):\n\(problems.joined(separator: "\n"))") }
@@ -156,7 +156,7 @@ import Testing
   }
 
   /// What is wrong with one replayed state, from the check script's output.
-  static func problems(_ r: Harness.Result, views: [[String: String]], completed: Int, exact: Bool, label: String) -> [String] {
+  static func problems(_ r: Harness.Result, views: [[String: String]], completed: Int, exact: Bool) -> [String] {
     var problems: [String] = []
     let out = r.out
     func value(_ key: String) -> String? {
