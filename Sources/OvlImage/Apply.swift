@@ -207,7 +207,7 @@ public final class Applier {
         let file = try step("open", staging) { () throws(Errno) in try FD.createFile(atHostPath: staging, permissions: 0o600) }
         defer { removeHostFile(staging) }
         try reader.readData { (chunk) throws(OvlError) in
-          try step("write", staging) { () throws(Errno) in try FD.write(rawDescriptor: file.rawValue, chunk) }
+          try step("write", staging) { () throws(Errno) in try file.write(chunk) }
         }
         try session.put(path, contents: .hostFile(staging), attributes: attributes)
       }
@@ -264,7 +264,7 @@ public final class Applier {
       } else {
         try batch.createFile(name, in: dir, attributes) { (file) throws(OvlError) in
           try reader.readData { (chunk) throws(OvlError) in
-            try step("write", "layer entry '\(entry.path.string)'") { () throws(Errno) in try FD.write(rawDescriptor: file.rawValue, chunk) }
+            try step("write", "layer entry '\(entry.path.string)'") { () throws(Errno) in try file.write(chunk) }
           }
         }
       }

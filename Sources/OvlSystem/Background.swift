@@ -31,17 +31,8 @@ public final class BackgroundQueue: @unchecked Sendable {
     pthread_mutex_init(mutex, nil)
     pthread_cond_init(work, nil)
     pthread_cond_init(progress, nil)
-    let context = Unmanaged.passRetained(self).toOpaque()
-    let status = pthread_create(&thread, nil, { raw in
-      guard let raw else { return nil }
-      let queue = Unmanaged<BackgroundQueue>.fromOpaque(raw).takeRetainedValue()
-      queue.runJobs()
-      return nil
-    }, context)
-    guard status == 0 else {
-      Unmanaged<BackgroundQueue>.fromOpaque(context).release()
-      return nil
-    }
+    guard let thread = startThread({ [self] in runJobs() }) else { return nil }
+    self.thread = thread
     started = true
   }
 
@@ -133,4 +124,26 @@ public final class BackgroundQueue: @unchecked Sendable {
       pthread_cond_signal(progress)
     }
   }
+}
+
+/// A new thread running `body` (the only way to start one: `pthread_create` takes a C
+/// function, so the closure travels as its context); nil when the thread cannot start.
+func startThread(_ body: @escaping () -> Void) -> pthread_t? {
+  var thread = pthread_t()
+  let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+  let status = pthread_create(&thread, nil, { raw in
+    guard let raw else { return nil }
+    Unmanaged<ThreadBody>.fromOpaque(raw).takeRetainedValue().run()
+    return nil
+  }, context)
+  guard status == 0 else {
+    Unmanaged<ThreadBody>.fromOpaque(context).release()
+    return nil
+  }
+  return thread
+}
+
+private final class ThreadBody {
+  let run: () -> Void
+  init(_ run: @escaping () -> Void) { self.run = run }
 }

@@ -112,6 +112,19 @@ extension FD {
     }
   }
 
+  /// Writes all of `buffer` into this file of a layer (or of the work dir). The
+  /// corresponding C function is `write`.
+  public borrowing func write(_ buffer: UnsafeRawBufferPointer) throws(Errno) {
+    guard let start = buffer.baseAddress else { return }
+    let fd = rawValue
+    var offset = 0
+    while offset < buffer.count {
+      let base = start + offset
+      let remaining = buffer.count - offset
+      offset += try changingLayer { Glibc.write(fd, base, remaining) }
+    }
+  }
+
   /// Reads a symlink's target. The corresponding C function is `readlinkat`.
   public borrowing func readLink(_ name: [UInt8]) throws(Errno) -> [UInt8] {
     let dirfd = rawValue

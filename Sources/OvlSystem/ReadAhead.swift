@@ -41,16 +41,8 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
     pthread_cond_init(work, nil)
     pthread_cond_init(finished, nil)
     // A C thread function cannot capture the generic parameter: it gets a plain closure.
-    let context = Unmanaged.passRetained(ThreadBody { [self] in runJobs() }).toOpaque()
-    let status = pthread_create(&thread, nil, { raw in
-      guard let raw else { return nil }
-      Unmanaged<ThreadBody>.fromOpaque(raw).takeRetainedValue().run()
-      return nil
-    }, context)
-    guard status == 0 else {
-      Unmanaged<ThreadBody>.fromOpaque(context).release()
-      return nil
-    }
+    guard let thread = startThread({ [self] in runJobs() }) else { return nil }
+    self.thread = thread
     started = true
   }
 
@@ -159,7 +151,4 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
 }
 
 /// What a thread started by `ReadAhead` runs.
-private final class ThreadBody {
-  let run: () -> Void
-  init(_ run: @escaping () -> Void) { self.run = run }
-}
+
