@@ -51,10 +51,11 @@ public final class Applier {
   var stack: Stack { session.stack }
 
   /// The first pass (`LayerCheck`): the layer read whole and checked, nothing changed;
-  /// returns its DiffID. A layer that passes is refused by `run` only for what the layers
-  /// hold at the time (a lookup that fails, a name that another process took).
-  public func check(_ reader: LayerReader) throws(OvlError) -> String {
-    try LayerCheck(stack: stack, options: options).run(reader)
+  /// returns its DiffID when the reader computes one. A layer that passes is refused by
+  /// `run` only for what the layers hold at the time (a lookup that fails, a name that
+  /// another process took).
+  public func check(_ reader: LayerReader, computingDiffID: Bool) throws(OvlError) -> String? {
+    try LayerCheck(stack: stack, options: options).run(reader, computingDiffID: computingDiffID)
   }
 
   /// Applies every entry; returns the layer's DiffID.

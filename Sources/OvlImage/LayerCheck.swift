@@ -32,22 +32,64 @@ final class LayerCheck {
     self.options = options
   }
 
-  /// Reads and checks every entry; returns the layer's DiffID.
-  func run(_ reader: LayerReader) throws(OvlError) -> String {
+  /// The parent (merged path) of the entry before, checked already: most entries share
+  /// their parent with the one before them. Forgotten when an entry changes what is at it
+  /// or above it.
+  private var checkedParent: [UInt8]?
+
+  /// Reads and checks every entry; returns the layer's DiffID when `computingDiffID`.
+  func run(_ reader: LayerReader, computingDiffID: Bool) throws(OvlError) -> String? {
     while let entry = try reader.next() { try check(entry) }
-    return try reader.finishDiffID()
+    if computingDiffID { return try reader.finishDiffID() }
+    try reader.finish()
+    return nil
+  }
+
+  /// `a/b/c` as the merged path `/a/b/c`, its parent's (`/a/b`, the root `/`) and the last
+  /// name, in one scan for the common path (no `.`, `..`, `//`, leading `/`, NUL or overlong
+  /// name); anything else through `Applier.components`, which refuses what must be refused.
+  static func split(_ raw: [UInt8]) throws(OvlError) -> (path: [UInt8], parent: [UInt8], name: [UInt8])? {
+    var end = raw.count
+    while end > 0 && raw[end - 1] == UInt8(ascii: "/") { end -= 1 }
+    var plain = end > 0 && raw[0] != UInt8(ascii: "/")
+    var start = 0
+    var lastSlash = -1
+    if plain {
+      for i in 0...end {
+        if i == end || raw[i] == UInt8(ascii: "/") {
+          let length = i - start
+          if length == 0 || length > 255 || (length <= 2 && raw[start] == 0x2E && (length == 1 || raw[start + 1] == 0x2E)) {
+            plain = false
+            break
+          }
+          if i < end { lastSlash = i }
+          start = i + 1
+        } else if raw[i] == 0 {
+          plain = false
+          break
+        }
+      }
+    }
+    if plain {
+      var path = [UInt8(ascii: "/")]
+      path.append(contentsOf: raw[0..<end])
+      let parent = lastSlash < 0 ? [UInt8(ascii: "/")] : Array(path[0..<(lastSlash + 1)])
+      return (path, parent, Array(raw[(lastSlash + 1)..<end]))
+    }
+    let components = try Applier.components(raw)
+    guard let name = components.last else { return nil }
+    let parent = Array(components.dropLast())
+    return (Applier.merged(components), Applier.merged(parent), name)
   }
 
   private func check(_ entry: LayerEntry) throws(OvlError) {
-    let components = try Applier.components(entry.path)
-    guard let name = components.last else { return }
-    let parent = Array(components.dropLast())
-    let path = Applier.merged(components)
+    guard let (path, parentPath, name) = try Self.split(entry.path) else { return }
     if name.starts(with: whiteoutPrefix) {
       if entry.kind == .directory { throw refused(entry.path, "a directory named .wh.*", .invalidArgument) }
-      try parents(parent, entry.path)
+      try parents(parentPath, entry.path)
       if name == opaqueMarker {
-        hiding.insert(ByteKey(Applier.merged(parent)))
+        changed(parentPath)
+        hiding.insert(ByteKey(parentPath))
         return
       }
       let victim = Array(name.dropFirst(whiteoutPrefix.count))
@@ -55,21 +97,24 @@ final class LayerCheck {
       if victim.isEmpty || victim == [0x2E] || victim == [0x2E, 0x2E] {
         throw refused(entry.path, "invalid whiteout (it would remove '\(victim.string)')")
       }
-      whiteOut(Applier.merged(parent + [victim]))
+      whiteOut(parentPath == [UInt8(ascii: "/")] ? parentPath + victim : parentPath + [UInt8(ascii: "/")] + victim)
       return
     }
-    if madeObjects.contains(ByteKey(path)) && entry.kind != .directory {
+    if entry.kind != .directory && madeObjects.contains(ByteKey(path)) {
       throw refused(entry.path, "duplicate entry", .fileExists)
     }
     if entry.kind == .character && entry.rdevMajor == 0 && entry.rdevMinor == 0 {
-      try parents(parent, entry.path)
+      try parents(parentPath, entry.path)
       whiteOut(path)
       return
     }
-    try parents(parent, entry.path)
+    try parents(parentPath, entry.path)
     switch entry.kind {
     case .directory:
-      if try kind(path) != .directory { hiding.insert(ByteKey(path)) }
+      if try kind(path) != .directory {
+        changed(path)
+        hiding.insert(ByteKey(path))
+      }
       state[ByteKey(path)] = .directory
       return
     case .hardlink:
@@ -95,7 +140,9 @@ final class LayerCheck {
 
   /// Every parent must be a directory (made if missing, as the apply pass makes it); a
   /// symlink or another object on the way refuses the entry.
-  private func parents(_ parent: [[UInt8]], _ raw: [UInt8]) throws(OvlError) {
+  private func parents(_ whole: [UInt8], _ raw: [UInt8]) throws(OvlError) {
+    if whole == checkedParent { return }
+    let parent = whole.split(separator: UInt8(ascii: "/")).map { Array($0) }
     for depth in 0..<parent.count {
       let path = Applier.merged(parent[...depth])
       switch try kind(path) {
@@ -107,11 +154,21 @@ final class LayerCheck {
         hiding.insert(ByteKey(path))
       }
     }
+    checkedParent = whole
+  }
+
+  /// `path` changed: a checked parent at or below it must be checked again.
+  private func changed(_ path: [UInt8]) {
+    guard let parent = checkedParent else { return }
+    if parent == path || path == [UInt8(ascii: "/")] || (parent.starts(with: path) && parent.count > path.count && parent[path.count] == UInt8(ascii: "/")) {
+      checkedParent = nil
+    }
   }
 
   /// A whiteout acts on the layers below only: what this layer made stays (a directory it
   /// made hides the layers below, as it does already).
   private func whiteOut(_ path: [UInt8]) {
+    changed(path)
     switch state[ByteKey(path)] {
     case .directory?: hiding.insert(ByteKey(path))
     case .symlink?, .other?: return
@@ -120,8 +177,10 @@ final class LayerCheck {
   }
 
   private func replace(_ path: [UInt8], with kind: Kind) {
-    state[ByteKey(path)] = kind
-    madeObjects.insert(ByteKey(path))
+    changed(path)
+    let key = ByteKey(path)
+    state[key] = kind
+    madeObjects.insert(key)
   }
 
   /// What is at `path` after the entries so far: the layer's own, else — unless a directory

@@ -9,6 +9,8 @@ public final class LayerReader {
   private let outer: OpaquePointer
   private let inner: OpaquePointer
   private let source: Source
+  /// The tar parser reads the file itself (no DiffID, no decompression).
+  private var direct = false
   private var entry: OpaquePointer?
   public private(set) var entriesRead = 0
   /// How errors name the layer: `layer FILE` (`layer` for standard input).
@@ -23,6 +25,8 @@ public final class LayerReader {
   final class Source {
     let outer: OpaquePointer
     let digest = SHA256Digest()
+    /// False for a pass that needs no DiffID (apply's check pass without --diffid).
+    var hashing = true
     private(set) var block: UnsafeRawPointer?
     var size: UInt64 = 0
     var error: OvlError?
@@ -56,7 +60,7 @@ public final class LayerReader {
           return -1
         }
         guard let pointer, length > 0 else { continue }
-        digest.update(UnsafeRawBufferPointer(start: pointer, count: length))
+        if hashing { digest.update(UnsafeRawBufferPointer(start: pointer, count: length)) }
         size += UInt64(length)
         block = pointer
         return length
@@ -77,8 +81,8 @@ public final class LayerReader {
   }
 
   /// `fd` is a raw descriptor the caller keeps open; `file` names it in errors (nil for
-  /// standard input).
-  public init(fd: Int32, file: String? = nil) throws(OvlError) {
+  /// standard input). `computingDiffID: false` skips the hash (`finishDiffID` is then nil).
+  public init(fd: Int32, file: String? = nil, computingDiffID: Bool = true) throws(OvlError) {
     name = file.map { "layer " + $0 } ?? "layer"
     useUTF8Locale()
     guard let outer = archive_read_new(), let inner = archive_read_new() else {
@@ -87,6 +91,18 @@ public final class LayerReader {
     self.outer = outer
     self.inner = inner
     source = Source(outer: outer, name: name)
+    source.hashing = computingDiffID
+    // A pass that needs no DiffID over a plain (uncompressed) tar file: the tar parser reads
+    // the file itself and seeks over the entries' data it is not asked for.
+    if !computingDiffID, let head = FD.peekRegularFile(rawDescriptor: fd, count: 4), head.count == 4,
+      !(head[0] == 0x1F && head[1] == 0x8B), head != [0x28, 0xB5, 0x2F, 0xFD]
+    {
+      direct = true
+      archive_read_support_format_tar(inner)
+      archive_read_support_format_gnutar(inner)
+      if archive_read_open_fd(inner, fd, 1 << 16) != ARCHIVE_OK { throw LayerWriter.failure(inner, name) }
+      return
+    }
     archive_read_support_filter_gzip(outer)
     archive_read_support_filter_zstd(outer)
     archive_read_support_format_raw(outer)
@@ -190,6 +206,11 @@ public final class LayerReader {
       if n == 0 { return }
       try body(UnsafeRawBufferPointer(start: base, count: n))
     }
+  }
+
+  /// After the last entry: the rest of the stream read (a damaged end is an error).
+  public func finish() throws(OvlError) {
+    if !direct { try source.drain() }
   }
 
   /// After the last entry: the DiffID of the whole uncompressed stream.

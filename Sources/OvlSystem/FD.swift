@@ -263,3 +263,17 @@ extension FD {
     return file
   }
 }
+
+extension FD {
+  /// The first `count` bytes of a regular file the caller owns, read without moving its
+  /// offset; nil for anything else (a pipe, a device). The corresponding C functions are
+  /// `fstat` and `pread`.
+  public static func peekRegularFile(rawDescriptor fd: Int32, count: Int) -> [UInt8]? {
+    var status = Glibc.stat()
+    guard Glibc.fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { return nil }
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = bytes.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress, count, 0) }
+    guard n >= 0 else { return nil }
+    return Array(bytes[0..<n])
+  }
+}

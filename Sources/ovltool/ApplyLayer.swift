@@ -50,8 +50,10 @@ struct ApplyLayer: ParsableCommand {
     }
     let applier = try Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
     do {
-      let diffID = try applier.check(try LayerReader(fd: input.rawValue, file: layer == "-" ? nil : layer))
-      if let diffid, diffID != diffid {
+      // The hash only where --diffid asks for it now; the second pass computes it anyway.
+      let reader = try LayerReader(fd: input.rawValue, file: layer == "-" ? nil : layer, computingDiffID: diffid != nil)
+      let diffID = try applier.check(reader, computingDiffID: diffid != nil)
+      if let diffid, let diffID, diffID != diffid {
         printError("ovltool: \(shown): DiffID mismatch: expected \(diffid), got \(diffID); nothing was changed")
         throw ExitCode(3)
       }
