@@ -81,7 +81,8 @@ public final class LayerReader {
   }
 
   /// `fd` is a raw descriptor the caller keeps open; `file` names it in errors (nil for
-  /// standard input). `computingDiffID: false` skips the hash (`finishDiffID` is then nil).
+  /// standard input). `computingDiffID: false` skips the hash: end with `finish`, not
+  /// `finishDiffID`.
   public init(fd: Int32, file: String? = nil, computingDiffID: Bool = true) throws(OvlError) {
     name = file.map { "layer " + $0 } ?? "layer"
     useUTF8Locale()

@@ -268,38 +268,38 @@ extension WriteSession {
     guard let index else { return }
     try sampleTimes(upperParent)
     try setImpure(upperParent)
-    try InodeLock.whileLocked(indexed, path: workPath + "/index/" + indexed.name.string) { () throws(OvlError) in
-    // The overlay link count stays what it was: upper links + the stored delta.
-    let before = try step("statx", workPath + "/index/" + indexed.name.string) { () throws(Errno) in try index.fd.stat(indexed.name) }
-    let stored = try step("getxattr", workPath + "/index/" + indexed.name.string) { () throws(Errno) in
-      try index.fd.xattr(indexed.name, namespace.name(.nlink))
-    }
-    let overlayLinks = stored.flatMap { NlinkXattr(value: $0) }.flatMap { $0.base == .upper ? Int(before.links) + $0.delta : nil } ?? lowerLinks
-    try withLockedParent(index, child: indexed.name, expected: before.id, path: workPath + "/index/" + indexed.name.string) {
-      () throws(OvlError) in
-      // The count relative to the lower first (a form `ovl_get_nlink` reads for a lower hard
-      // link): it stays right whether or not the new link exists, so a crash between the
-      // link and the final `U` count cannot show one link too many.
-      if lowerLinks > 1 {
-        let value = NlinkXattr(base: .lower, delta: overlayLinks - lowerLinks).value
-        try step("setxattr", workPath + "/index/" + indexed.name.string) { () throws(Errno) in
-          try index.fd.setXattr(indexed.name, namespace.name(.nlink), value)
+    let indexPath = workPath + "/index/" + indexed.name.string
+    try InodeLock.whileLocked(indexed, path: indexPath) { () throws(OvlError) in
+      // The overlay link count stays what it was: upper links + the stored delta.
+      let before = try step("statx", indexPath) { () throws(Errno) in try index.fd.stat(indexed.name) }
+      let stored = try step("getxattr", indexPath) { () throws(Errno) in
+        try index.fd.xattr(indexed.name, namespace.name(.nlink))
+      }
+      let overlayLinks = stored.flatMap { NlinkXattr(value: $0) }.flatMap { $0.base == .upper ? Int(before.links) + $0.delta : nil } ?? lowerLinks
+      try withLockedParent(index, child: indexed.name, expected: before.id, path: indexPath) { () throws(OvlError) in
+        // The count relative to the lower first (a form `ovl_get_nlink` reads for a lower hard
+        // link): it stays right whether or not the new link exists, so a crash between the
+        // link and the final `U` count cannot show one link too many.
+        if lowerLinks > 1 {
+          let value = NlinkXattr(base: .lower, delta: overlayLinks - lowerLinks).value
+          try step("setxattr", indexPath) { () throws(Errno) in
+            try index.fd.setXattr(indexed.name, namespace.name(.nlink), value)
+          }
+        }
+        try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) in
+          do throws(Errno) {
+            try index.fd.link(indexed.name, as: name, in: upperParent.fd)
+          } catch .fileExists {
+            // Another process linked it up first: done, if it is this inode.
+            let there = try step("statx", describe(path)) { () throws(Errno) in try upperParent.fd.statIfPresent(name) }
+            guard there?.id == before.id else { throw .staleChild(path: describe(path)) }
+            return
+          } catch {
+            throw .system(call: "linkat", path: describe(path), errno: error)
+          }
+          try setNlink(indexed, overlayLinks: overlayLinks)
         }
       }
-      try withLockedParent(upperParent, child: name, expected: nil, path: describe(path)) { () throws(OvlError) in
-        do throws(Errno) {
-          try index.fd.link(indexed.name, as: name, in: upperParent.fd)
-        } catch .fileExists {
-          // Another process linked it up first: done, if it is this inode.
-          let there = try step("statx", describe(path)) { () throws(Errno) in try upperParent.fd.statIfPresent(name) }
-          guard there?.id == before.id else { throw .staleChild(path: describe(path)) }
-          return
-        } catch {
-          throw .system(call: "linkat", path: describe(path), errno: error)
-        }
-        try setNlink(indexed, overlayLinks: overlayLinks)
-      }
-    }
     }
     markDirty(upperParent)
   }

@@ -233,9 +233,7 @@ extension WriteSession {
         try step("linkat", path) { () throws(Errno) in try file.link(as: current.name, in: upperParent.fd) }
       }
     } else if let whiteout {
-      let temp = temporaryName()
-      try step("linkat", workPath + "/" + temp.string) { () throws(Errno) in try file.link(as: temp, in: tempDir.fd) }
-      try publishOverWhiteout(TempEntry(dir: tempDir, name: temp, isDirectory: false), as: current.name, in: upperParent, whiteout: whiteout, path: path)
+      try publishOverWhiteout(try work.name(file), as: current.name, in: upperParent, whiteout: whiteout, path: path)
     }
     touched(upperParent)
   }

@@ -120,21 +120,21 @@ extension WriteSession {
     if entry.isDirectory { return try body(target, NlinkState(index: indexed, isDirectory: true, links: 0)) }
     let path = workPath + "/index/" + indexed.name.string
     return try InodeLock.whileLocked(indexed, path: path) { () throws(OvlError) -> R in
-    // `ovl_get_nlink`'s lower: the one the lookup found, else the decoded origin.
-    let lower = entry.lowers.first?.status ?? entry.upper.flatMap { stack.decodeOrigin(of: $0)?.status }
-    let links: Int
-    if lower?.links ?? 1 <= 1, let known = inodeLinks[indexed.status.id] {
-      // The count only this session knows (a lower of one link: the layers say U+0).
-      links = known
-    } else {
-      // A lower hard link: the `nlink` xattr, read under the inode lock, is the count —
-      // another process may have changed it since this session last did.
-      links = try overlayLinks(indexed, lowerLinks: lower.map { Int($0.links) })
-    }
-    try withLockedParent(indexed.parent, child: indexed.name, expected: indexed.status.id, path: path) { () throws(OvlError) in
-      try setNlink(indexed, overlayLinks: links)
-    }
-    return try body(target, NlinkState(index: indexed, isDirectory: false, links: links))
+      // `ovl_get_nlink`'s lower: the one the lookup found, else the decoded origin.
+      let lower = entry.lowers.first?.status ?? entry.upper.flatMap { stack.decodeOrigin(of: $0)?.status }
+      let links: Int
+      if lower?.links ?? 1 <= 1, let known = inodeLinks[indexed.status.id] {
+        // The count only this session knows (a lower of one link: the layers say U+0).
+        links = known
+      } else {
+        // A lower hard link: the `nlink` xattr, read under the inode lock, is the count —
+        // another process may have changed it since this session last did.
+        links = try overlayLinks(indexed, lowerLinks: lower.map { Int($0.links) })
+      }
+      try withLockedParent(indexed.parent, child: indexed.name, expected: indexed.status.id, path: path) { () throws(OvlError) in
+        try setNlink(indexed, overlayLinks: links)
+      }
+      return try body(target, NlinkState(index: indexed, isDirectory: false, links: links))
     }
   }
 

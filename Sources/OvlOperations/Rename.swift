@@ -128,11 +128,14 @@ extension WriteSession {
         throw .staleChild(path: describe(target.path))
       }
       let path = describe(source.path)
-      try withLockedPair(oldParent, newParent) { () throws(OvlError) in
-        let now = try step("statx", path) { () throws(Errno) in try oldParent.fd.statIfPresent(source.name) }
-        guard now?.id == movingUpper.status.id else { throw .staleChild(path: path) }
-        let then = try step("statx", describe(target.path)) { () throws(Errno) in try newParent.fd.statIfPresent(target.name) }
-        guard then?.id == destinationStatus?.id else { throw .staleChild(path: describe(target.path)) }
+      let targetPath = describe(target.path)
+      // Both parents locked in the global order, the moving object and what is at the new
+      // name (or that nothing is) verified.
+      try withLockedParents(
+        LockedChild(oldParent, child: source.name, expected: movingUpper.status.id, path: path),
+        destinationStatus.map { LockedChild(newParent, child: target.name, expected: $0.id, path: targetPath) }
+          ?? .free(newParent, child: target.name, path: targetPath)
+      ) { () throws(OvlError) in
         if isMergeOrLower(moving) {
           try setRedirect(source, moving, sameDirectory: sameDirectory)
         } else if isDirectory, !(try isOpaque(movingUpper)), target.parent.isMerge {
@@ -151,17 +154,6 @@ extension WriteSession {
       forgetDirectories(under: source.path)
       forgetDirectories(under: target.path)
       try nlinkEnd(nlink, removed: true)
-    }
-  }
-
-  /// Locks two upper directories in the global order (the shallower first; one lock when
-  /// they are the same directory).
-  private func withLockedPair(_ a: LayerDir, _ b: LayerDir, _ body: () throws(OvlError) -> Void) throws(OvlError) {
-    if a === b || a.path == b.path { return try withLockedParent(a, child: [], expected: nil, path: describe(a.path), body) }
-    let aFirst = a.path.count != b.path.count ? a.path.count < b.path.count : a.path.lexicographicallyPrecedes(b.path)
-    let (first, second) = aFirst ? (a, b) : (b, a)
-    try withLockedParent(first, child: [], expected: nil, path: describe(first.path)) { () throws(OvlError) in
-      try withLockedParent(second, child: [], expected: nil, path: describe(second.path), body)
     }
   }
 

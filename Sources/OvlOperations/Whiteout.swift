@@ -76,9 +76,7 @@ extension WriteSession {
     }
     let file = try step("open(O_TMPFILE)", work.shownPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
     try step("fsetxattr", shown) { () throws(Errno) in try file.setXattr(namespace.name(.whiteout), []) }
-    let temp = temporaryName()
-    try step("linkat", work.shown(temp)) { () throws(Errno) in try file.link(as: temp, in: tempDir.fd) }
-    try work.publish(TempEntry(dir: tempDir, name: temp, isDirectory: false), as: name, in: dir, expected: status.id, flags: [], path: shown)
+    try work.publish(try work.name(file), as: name, in: dir, expected: status.id, flags: [], path: shown)
     touched(dir)
   }
 }

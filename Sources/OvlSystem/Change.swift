@@ -11,9 +11,6 @@ public func processUmask() -> UInt32 {
   return UInt32(mask)
 }
 
-/// The current process's effective group id.
-public func effectiveGroupID() -> UInt32 { getegid() }
-
 extension OpenMode {
   /// An existing regular file opened for writing, emptied (`O_WRONLY | O_TRUNC`).
   public static let truncatingWrite = OpenMode(flags: O_WRONLY | O_TRUNC)

@@ -8,7 +8,7 @@ import Synchronization
 /// or path decides privilege on its own. Root on the host and an unprivileged user (with
 /// `userxattr`, or root of a user namespace) run the same code; what differs is answered
 /// here.
-public struct Credentials: Sendable, Equatable {
+public struct Credentials: Sendable {
   public let uid: UInt32
   public let gid: UInt32
   public let capabilities: Capabilities
@@ -20,21 +20,6 @@ public struct Credentials: Sendable, Equatable {
   /// The ids this namespace maps (uid_map, gid_map of /proc/self): (first, count) ranges.
   public let uidRanges: [(UInt32, UInt32)]
   public let gidRanges: [(UInt32, UInt32)]
-
-  public init(uid: UInt32, gid: UInt32, capabilities: Capabilities, inUserNamespace: Bool, groups: [UInt32] = [],
-              uidRanges: [(UInt32, UInt32)] = [(0, UInt32.max)], gidRanges: [(UInt32, UInt32)] = [(0, UInt32.max)]) {
-    self.uid = uid
-    self.gid = gid
-    self.capabilities = capabilities
-    self.inUserNamespace = inUserNamespace
-    self.groups = groups
-    self.uidRanges = uidRanges
-    self.gidRanges = gidRanges
-  }
-
-  public static func == (a: Credentials, b: Credentials) -> Bool {
-    a.uid == b.uid && a.gid == b.gid && a.capabilities == b.capabilities && a.inUserNamespace == b.inUserNamespace && a.groups == b.groups
-  }
 
   /// Whether `uid` has a mapping here (chown to an unmapped id: EINVAL).
   public func maps(uid: UInt32) -> Bool { uidRanges.contains { uid >= $0.0 && UInt64(uid) < UInt64($0.0) + UInt64($0.1) } }
@@ -63,22 +48,22 @@ public struct Credentials: Sendable, Equatable {
 
   static func read() -> Credentials {
     var effective: UInt64 = 0
-    if let status = try? readSmallHostFile("/proc/self/status") {
+    if let status = try? procFile("status") {
       for line in status.split(separator: 0x0A) where line.starts(with: Array("CapEff:".utf8)) {
-        let hex = String(decoding: line.dropFirst(7), as: UTF8.self).trimmingCharacters(in: " \t")
-        effective = UInt64(hex, radix: 16) ?? 0
+        let hex = line.dropFirst(7).filter { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }
+        effective = UInt64(String(decoding: hex, as: UTF8.self), radix: 16) ?? 0
       }
     }
     var namespaced = false
     var uids: [(UInt32, UInt32)] = [(0, UInt32.max)]
     var gids: [(UInt32, UInt32)] = [(0, UInt32.max)]
-    if let map = try? readSmallHostFile("/proc/self/uid_map") {
+    if let map = try? procFile("uid_map") {
       // The initial namespace maps every id to itself: "0 0 4294967295".
       let fields = String(decoding: map, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
       namespaced = fields != ["0", "0", "4294967295"]
       uids = ranges(map)
     }
-    if let map = try? readSmallHostFile("/proc/self/gid_map") { gids = ranges(map) }
+    if let map = try? procFile("gid_map") { gids = ranges(map) }
     var groups: [UInt32] = []
     let count = getgroups(0, nil)
     if count > 0 {
@@ -117,17 +102,7 @@ public struct Capabilities: OptionSet, Sendable, Equatable {
   public static let sysAdmin = Capabilities(rawValue: 1 << 21)
 }
 
-/// The whole of a small host file (a /proc file), by read(2) to the end.
-func readSmallHostFile(_ path: String) throws(Errno) -> [UInt8] {
-  let fd = try FD.openFile(atHostPath: path)
-  return try fd.readAll(limit: 1 << 16)
-}
-
-extension String {
-  fileprivate func trimmingCharacters(in set: String) -> String {
-    var s = Substring(self)
-    while let c = s.first, set.contains(c) { s = s.dropFirst() }
-    while let c = s.last, set.contains(c) { s = s.dropLast() }
-    return String(s)
-  }
+/// A file of /proc/self, whole (a few lines).
+private func procFile(_ name: String) throws(Errno) -> [UInt8] {
+  try FD.openFile(atHostPath: "/proc/self/" + name).readAll(limit: 1 << 16)
 }

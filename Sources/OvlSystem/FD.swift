@@ -103,13 +103,7 @@ extension FD {
 
   /// Writes all of `bytes`. The corresponding C function is `write`.
   public borrowing func write(_ bytes: [UInt8]) throws(Errno) {
-    let fd = rawValue
-    try bytes.withBytes { (buffer) throws(Errno) in
-      var offset = 0
-      while offset < buffer.count {
-        offset += try changingLayer { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
-      }
-    }
+    try bytes.withBytes { (buffer) throws(Errno) in try write(buffer) }
   }
 
   /// Writes all of `buffer` into this file of a layer (or of the work dir). The
@@ -237,11 +231,6 @@ extension FD {
   public borrowing func seekToStart() throws(Errno) {
     let fd = rawValue
     _ = try retrying { Glibc.lseek(fd, 0, SEEK_SET) }
-  }
-
-  /// Whether this descriptor is a regular file (one that can be read twice).
-  public borrowing func isRegularFile() -> Bool {
-    (try? stat().type) == .regular
   }
 
   /// A copy of everything `source` still has to give (a pipe: standard input) in an

@@ -150,5 +150,3 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
   }
 }
 
-/// What a thread started by `ReadAhead` runs.
-

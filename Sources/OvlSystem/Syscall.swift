@@ -33,9 +33,6 @@ func withCString<R, E: Error>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) t
 /// corresponding C function is `sysconf(_SC_NPROCESSORS_ONLN)`.
 public func onlineProcessorCount() -> Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
-/// The current process's effective user id (tests and privilege checks).
-public func effectiveUserID() -> UInt32 { geteuid() }
-
 /// Writes a line to standard error.
 public func printError(_ message: String) {
   var line = Array(message.utf8)

@@ -240,7 +240,6 @@ public func xattrCopySkips(_ name: [UInt8]) -> Bool {
   withCString(name) { (c: UnsafePointer<CChar>) -> Bool in attr_copy_action(c, nil) == ATTR_ACTION_SKIP }
 }
 
-
 /// Makes the changes so far durable on the filesystem of `fd` (`syncfs`).
 public func syncFilesystem(_ fd: borrowing FD) throws(Errno) {
   let raw = fd.rawValue

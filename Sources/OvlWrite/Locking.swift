@@ -22,11 +22,13 @@ public func withLockedParent<R>(
 }
 
 /// One name of a locked directory for `withLockedParents`: the child verified to be
-/// `expected` (nil: not verified), `path` its shown path.
+/// `expected` (nil: not verified) — or, with `mustBeFree`, verified to be absent — `path`
+/// its shown path.
 public struct LockedChild {
   public let dir: LayerDir
   public let child: [UInt8]
   public let expected: FileID?
+  public let mustBeFree: Bool
   public let path: String
   /// The work or index dir, which comes first in the lock order.
   public let isWorkDir: Bool
@@ -35,8 +37,33 @@ public struct LockedChild {
     self.dir = dir
     self.child = child
     self.expected = expected
+    mustBeFree = false
     self.path = path
     self.isWorkDir = isWorkDir
+  }
+
+  /// `child` must not exist when the locks are held (a rename that would replace it
+  /// without RENAME_NOREPLACE: something made there since the lookup is not lost).
+  public static func free(_ dir: LayerDir, child: [UInt8], path: String) -> LockedChild {
+    LockedChild(dir, child: child, path: path)
+  }
+
+  private init(_ dir: LayerDir, child: [UInt8], path: String) {
+    self.dir = dir
+    self.child = child
+    expected = nil
+    mustBeFree = true
+    self.path = path
+    isWorkDir = false
+  }
+
+  func verify() throws(OvlError) {
+    if mustBeFree {
+      let now = try step("statx", path) { () throws(Errno) in try dir.fd.statIfPresent(child) }
+      guard now == nil else { throw .staleChild(path: path) }
+      return
+    }
+    try OvlWrite.verify(dir, child: child, expected: expected, path: path)
   }
 
   /// Whether this lock comes before `other`'s in the global order.
@@ -58,12 +85,12 @@ public func withLockedParents<R>(
   defer { first.dir.fd.unlock() }
   if !same { try step("flock", second.path) { () throws(Errno) in try second.dir.fd.lock() } }
   defer { if !same { second.dir.fd.unlock() } }
-  try verify(a.dir, child: a.child, expected: a.expected, path: a.path)
-  try verify(b.dir, child: b.child, expected: b.expected, path: b.path)
+  try a.verify()
+  try b.verify()
   return try body()
 }
 
-private func verify(_ dir: LayerDir, child: [UInt8], expected: FileID?, path: @autoclosure () -> String) throws(OvlError) {
+fileprivate func verify(_ dir: LayerDir, child: [UInt8], expected: FileID?, path: @autoclosure () -> String) throws(OvlError) {
   guard let expected else { return }
   let now = try step("statx", path()) { () throws(Errno) in try dir.fd.statIfPresent(child)?.id }
   guard now == expected else { throw .staleChild(path: path()) }

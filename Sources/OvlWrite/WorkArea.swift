@@ -119,6 +119,15 @@ public final class WorkArea {
     return TempEntry(dir: dir, name: name, isDirectory: true)
   }
 
+  /// A complete O_TMPFILE made here gets a temp name, ready to be published over something
+  /// (a new name on a free name needs none: `FD.link(as:in:)` of the target dir).
+  public func name(_ file: borrowing FD) throws(OvlError) -> TempEntry {
+    let name = temporaryName()
+    markChanged()
+    try step("linkat", shown(name)) { () throws(Errno) in try file.link(as: name, in: dir.fd) }
+    return TempEntry(dir: dir, name: name, isDirectory: false)
+  }
+
   /// The complete temp becomes `name` in `target` in one `renameat2` with `flags`, under the
   /// locks of both dirs, `name` verified to be `expected` (nil with `.noReplace`: free).
   /// With `.exchange` what was at `name` is now under the temp's name here, and is removed

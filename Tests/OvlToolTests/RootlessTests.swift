@@ -61,12 +61,20 @@ import Testing
       dump k > k.txt; dump o > o.txt
       """#, in: dir)
     #expect(r.status == 0, "\(r.out) \(r.stderr)")
+    let k = Self.expectSameUpper(dir, "ovltool as uid 4242 (-) vs the kernel's rootless mount (+)")
+    #expect(k.contains("# file: f\nuser.overlay.origin=0x\n"), "the kernel's rootless copy-up has an empty origin:\n\(k)")
+  }
+
+  /// The script's dumps of the kernel's upper (k.txt) and ovltool's (o.txt) must be equal;
+  /// returns the kernel's.
+  @discardableResult
+  static func expectSameUpper(_ dir: Harness.TempDir, _ label: String, sourceLocation: SourceLocation = #_sourceLocation) -> String {
     let k = (try? String(contentsOfFile: dir.path + "/k.txt", encoding: .utf8)) ?? "<none>"
     let o = (try? String(contentsOfFile: dir.path + "/o.txt", encoding: .utf8)) ?? "<none>"
-    #expect(k.contains("# file: f\nuser.overlay.origin=0x\n"), "the kernel's rootless copy-up has an empty origin:\n\(k)")
     if k != o {
-      Issue.record("ovltool as uid 4242 (-) vs the kernel's rootless mount (+):\n\(Harness.diff(o.split(separator: "\n").map(String.init), k.split(separator: "\n").map(String.init)))")
+      Issue.record("\(label):\n\(Harness.diff(o.split(separator: "\n").map(String.init), k.split(separator: "\n").map(String.init)))", sourceLocation: sourceLocation)
     }
+    return k
   }
 
   /// Inside a user namespace (`unshare -Ur`: uid 4242 is root there, with capabilities in
@@ -92,11 +100,7 @@ import Testing
       """#, in: dir)
     #expect(r.status == 0 && !r.out.contains("failed"), "\(r.out) \(r.stderr)")
     #expect(r.out.contains("unmapped 1") && r.out.contains("no mapping") && r.out.contains("upper unchanged"), "\(r.out)")
-    let k = (try? String(contentsOfFile: dir.path + "/k.txt", encoding: .utf8)) ?? "<none>"
-    let o = (try? String(contentsOfFile: dir.path + "/o.txt", encoding: .utf8)) ?? "<none>"
-    if k != o {
-      Issue.record("ovltool in a user namespace (-) vs the kernel's mount in one (+):\n\(Harness.diff(o.split(separator: "\n").map(String.init), k.split(separator: "\n").map(String.init)))")
-    }
+    Self.expectSameUpper(dir, "ovltool in a user namespace (-) vs the kernel's mount in one (+)")
   }
 
   /// What the kernel refuses this user fails before anything is copied up: chown to another
