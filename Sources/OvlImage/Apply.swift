@@ -51,24 +51,39 @@ public final class Applier {
   var stack: Stack { session.stack }
 
   /// The first pass (`LayerCheck`): the layer read whole and checked, nothing changed;
-  /// returns its DiffID when the reader computes one. A layer that passes is refused by
-  /// `run` only for what the layers hold at the time (a lookup that fails, a name that
-  /// another process took).
-  public func check(_ reader: LayerReader, computingDiffID: Bool) throws(OvlError) -> String? {
-    try LayerCheck(stack: stack, options: options).run(reader, computingDiffID: computingDiffID)
+  /// returns its DiffID where it is known without hashing twice (a plain file, or a
+  /// compressed layer when `ApplyOptions.diffID` asks for it). A layer that passes is
+  /// refused by `run` only for what the layers hold at the time (a lookup that fails, a name
+  /// that another process took).
+  public func check(_ input: LayerInput) throws(OvlError) -> String? {
+    let hashing = options.diffID != nil
+    let reader = try input.reader(hashing: hashing)
+    try LayerCheck(stack: stack, options: options).run(reader)
+    let diffID = input.plain ? try input.fileDiffID() : hashing ? try reader.finishDiffID() : nil
+    if !hashing && !input.plain { try reader.finish() }
+    try input.verifyUnchanged("between its check and its first change; nothing was changed")
+    return diffID
   }
 
-  /// Applies every entry; returns the layer's DiffID.
+  /// The second pass: applies every entry; returns the layer's DiffID.
   /// `journal` (the layer's name) is recorded in the work dir right before the layer's first
   /// change and removed once the layer is complete and durable (`ApplyJournal`).
-  public func run(_ reader: LayerReader, journal: String? = nil) throws(OvlError) -> String {
+  public func run(_ input: LayerInput, journal: String? = nil) throws(OvlError) -> String {
     // After a failure the files not yet published are dropped, not left half-made.
     defer { batch.close() }
+    let reader = try input.reader(hashing: true)
     if let journal { try session.recordApply(journal) }
     while let entry = try reader.next() {
       try apply(entry, reader)
     }
-    let diffID = try reader.finishDiffID()
+    let diffID: String
+    if let known = try input.fileDiffID() {
+      try reader.finish()
+      try input.verifyUnchanged("the upper holds what was read")
+      diffID = known
+    } else {
+      diffID = try reader.finishDiffID()
+    }
     try batch.settle()
     for (path, mtime) in directoryTimes.sorted(by: { $0.0.count > $1.0.count }) {
       try session.setAttribute(path, .times(mtime))
@@ -369,11 +384,13 @@ public final class Applier {
       if let made = try lookup(path), made.isDirectory { try makeOpaque(parent + [victim], path) }
       return
     }
-    // A whited-out or missing parent: nothing below it is visible anyway.
-    for depth in 0..<parent.count {
-      guard let p = try lookup(Self.merged(parent[...depth])), p.isDirectory else { return }
+    // A whited-out or missing parent, or one that is not a directory: nothing below it is
+    // visible anyway.
+    do {
+      guard try stack.resolve(path).entry != nil else { return }
+    } catch .format(_, _, .noSuchFileOrDirectory), .format(_, _, .notDirectory) {
+      return
     }
-    guard try lookup(path) != nil else { return }
     try session.remove(path, mode: .recursive, force: true)
     if options.xattrWhiteouts { try convertToXattrWhiteout(parent: parent, victim: victim) }
   }

@@ -37,12 +37,9 @@ final class LayerCheck {
   /// or above it.
   private var checkedParent: [UInt8]?
 
-  /// Reads and checks every entry; returns the layer's DiffID when `computingDiffID`.
-  func run(_ reader: LayerReader, computingDiffID: Bool) throws(OvlError) -> String? {
+  /// Reads and checks every entry (the caller ends the stream: `finish`, `finishDiffID`).
+  func run(_ reader: LayerReader) throws(OvlError) {
     while let entry = try reader.next() { try check(entry) }
-    if computingDiffID { return try reader.finishDiffID() }
-    try reader.finish()
-    return nil
   }
 
   /// `a/b/c` as the merged path `/a/b/c`, its parent's (`/a/b`, the root `/`) and the last

@@ -95,9 +95,7 @@ public final class LayerReader {
     source.hashing = computingDiffID
     // A pass that needs no DiffID over a plain (uncompressed) tar file: the tar parser reads
     // the file itself and seeks over the entries' data it is not asked for.
-    if !computingDiffID, let head = FD.peekRegularFile(rawDescriptor: fd, count: 4), head.count == 4,
-      !(head[0] == 0x1F && head[1] == 0x8B), head != [0x28, 0xB5, 0x2F, 0xFD]
-    {
+    if !computingDiffID && Self.isPlainFile(rawDescriptor: fd) {
       direct = true
       archive_read_support_format_tar(inner)
       archive_read_support_format_gnutar(inner)
@@ -118,6 +116,13 @@ public final class LayerReader {
     archive_read_support_format_gnutar(inner)
     let status = archive_read_open(inner, Unmanaged.passUnretained(source).toOpaque(), nil, sourceRead, nil)
     if status != ARCHIVE_OK { throw source.error ?? LayerWriter.failure(inner, name) }
+  }
+
+  /// A regular file that is neither gzip nor zstd: its DiffID is the digest of the file
+  /// itself, and the tar parser can read it directly.
+  public static func isPlainFile(rawDescriptor fd: Int32) -> Bool {
+    guard let head = FD.peekRegularFile(rawDescriptor: fd, count: 4), head.count == 4 else { return false }
+    return !(head[0] == 0x1F && head[1] == 0x8B) && head != [0x28, 0xB5, 0x2F, 0xFD]
   }
 
   deinit {

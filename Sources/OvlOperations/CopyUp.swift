@@ -228,7 +228,10 @@ extension WriteSession {
   func originValue(_ lower: RealObject) -> [UInt8] {
     // Without handles it could decode, the kernel records an empty origin (a rootless mount).
     guard caller.canDecodeFileHandles else { return [] }
-    return (try? stack.encodeHandle(lower.parent, lower.name, upper: false).bytes) ?? []
+    if let known = origins[lower.status.id] { return known }
+    let value = (try? stack.encodeHandle(lower.parent, lower.name, upper: false).bytes) ?? []
+    if !value.isEmpty { origins[lower.status.id] = value }
+    return value
   }
 
   /// `ovl_set_impure`: before any copied-up child appears in a directory.

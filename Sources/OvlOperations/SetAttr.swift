@@ -99,8 +99,15 @@ extension WriteSession {
         let present = try step("getxattr", target.shown) { () throws(Errno) in try entry.shown.xattr(namespace.layerName(name)) }
         if present == nil { throw .format(path: target.shown, reason: "no such attribute \(name.string)", errno: .noData) }
       }
-      try copyUpForChange(components)
-      let current = try relocate(target)
+      let current: Target
+      if entry.upper != nil && !isIndexAlias(entry) && !(entry.upperIsMetacopy && !stack.options.metacopy) {
+        // Up already, and so are its parents: nothing to copy up, nothing to look up again.
+        try prepareForChange()
+        current = target
+      } else {
+        try copyUpForChange(components)
+        current = try relocate(target)
+      }
       guard let upperObject = current.entry?.upper else {
         throw .format(path: target.shown, reason: "no upper object after copy-up", errno: .ioError)
       }

@@ -41,6 +41,10 @@ public final class WriteSession {
   var inodeLinks: [FileID: Int] = [:]
   /// Upper dirs (by merged path) known to carry `impure`.
   var knownImpure: Set<[UInt8]> = []
+  /// The `origin` value of lower objects (by inode) encoded so far: a lower layer does not
+  /// change while it is in use, and a merged directory's origin is checked at every lookup
+  /// of it (`fixOrigin`), which would ask for the same handle again each time.
+  var origins: [FileID: [UInt8]] = [:]
   /// Who writes (`creator_cred`): the stack's credentials.
   var caller: Credentials { stack.credentials }
   /// The process's umask, applied to modes of new objects as the VFS applies it.

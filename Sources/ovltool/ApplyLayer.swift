@@ -41,7 +41,7 @@ struct ApplyLayer: ParsableCommand {
     // refuse it (the stream, every entry, every parent on the way, the DiffID), changing
     // nothing; the second applies it. Standard input is spooled to a temp file first.
     let shown = layer == "-" ? "(standard input)" : layer
-    let input = try step("open", layer) { () throws(Errno) -> FD in
+    let fd = try step("open", layer) { () throws(Errno) -> FD in
       if layer == "-" {
         let stdin = try FD.standardInput()
         return try FD.spool(stdin)
@@ -49,22 +49,20 @@ struct ApplyLayer: ParsableCommand {
       return try FD.openFile(atHostPath: layer)
     }
     let applier = try Applier(session: session, options: options) { printError("ovltool: warning: \($0)") }
+    let input: LayerInput
     do {
-      // The hash only where --diffid asks for it now; the second pass computes it anyway.
-      let reader = try LayerReader(fd: input.rawValue, file: layer == "-" ? nil : layer, computingDiffID: diffid != nil)
-      let diffID = try applier.check(reader, computingDiffID: diffid != nil)
+      input = try LayerInput(fd, file: layer == "-" ? nil : layer)
+      let diffID = try applier.check(input)
       if let diffid, let diffID, diffID != diffid {
         printError("ovltool: \(shown): DiffID mismatch: expected \(diffid), got \(diffID); nothing was changed")
         throw ExitCode(3)
       }
-      try step("lseek", layer) { () throws(Errno) in try input.seekToStart() }
     } catch let error as OvlError {
       printError("ovltool: \(error) (nothing was changed)")
       throw ExitCode(Self.status(of: error))
     }
     do {
-      let reader = try LayerReader(fd: input.rawValue, file: layer == "-" ? nil : layer)
-      let diffID = try applier.run(reader, journal: "layer \(shown)")
+      let diffID = try applier.run(input, journal: "layer \(shown)")
       print("diffid \(diffID)")
       // Done and durable: the process ends without taking apart what it built in memory
       // (a set of every path of the layer: milliseconds for nothing).
