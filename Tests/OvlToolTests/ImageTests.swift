@@ -262,6 +262,45 @@ import Testing
     #expect((try? String(contentsOfFile: dir.path + "/wrong.txt", encoding: .utf8)) == "status 3 entries 0 xattrs 0\n")
   }
 
+  /// The DiffID apply prints is the digest of the uncompressed stream for every form of
+  /// input: a plain tar file (hashed on the second core during the check pass), the same
+  /// tar with trailing padding, gzip and zstd (hashed while decompressed) and standard
+  /// input (spooled, then a plain file). A big plain layer refused at its first entry ends
+  /// with exit 2 at once, its hash stopped and joined: the process never exits while the
+  /// hashing thread runs (it crashed once in libcrypto's exit handlers that way).
+  @Test func diffIDOfEveryInputFormAndARefusalDuringTheHash() throws {
+    let dir = Harness.TempDir("img-diffid")
+    let r = Self.run(#"""
+      mkdir -p l0 src; mklower l0
+      mkdir -p src/d; head -c 3000000 /dev/urandom > src/d/big; echo small > src/s
+      tar --format=pax --sort=name -cf layer.tar -C src .
+      cp layer.tar padded.tar; head -c 20480 /dev/zero >> padded.tar
+      gzip -k -c layer.tar > layer.tar.gz; zstd -q -c layer.tar > layer.tar.zst
+      for f in layer.tar padded.tar layer.tar.gz layer.tar.zst stdin; do
+        rm -rf up wk; mkdir up wk
+        if [ $f = stdin ]; then $T apply -o lowerdir=l0,upperdir=up,workdir=wk - < layer.tar
+        else $T apply -o lowerdir=l0,upperdir=up,workdir=wk $f; fi | awk '{print $2}' > got.txt
+        case $f in *.gz) want=$(gzip -dc $f | sha256sum);; *.zst) want=$(zstd -dc $f | sha256sum);;
+          stdin) want=$(sha256sum < layer.tar);; *) want=$(sha256sum < $f);; esac
+        echo "$f $([ "$(cat got.txt)" = "sha256:${want%% *}" ] && echo same || echo "differs: $(cat got.txt) ${want%% *}")"
+      done > diffids.txt
+      # 64 MiB of data after a refused first entry: refused before the hash can end.
+      python3 -c "
+      import tarfile, io
+      t = tarfile.open('refused.tar', 'w', format=tarfile.PAX_FORMAT)
+      i = tarfile.TarInfo('../escape'); i.size = 1; t.addfile(i, io.BytesIO(b'x'))
+      i = tarfile.TarInfo('big'); i.size = 64 << 20; t.addfile(i, io.BytesIO(bytes(64 << 20)))
+      t.close()"
+      rm -rf up wk; mkdir up wk; set +e
+      for i in 1 2 3 4 5 6 7 8; do $T apply -o lowerdir=l0,upperdir=up,workdir=wk refused.tar 2>/dev/null; echo "status $?"; done | sort | uniq -c > refused.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.stderr)")
+    let diffids = (try? String(contentsOfFile: dir.path + "/diffids.txt", encoding: .utf8)) ?? ""
+    #expect(diffids == "layer.tar same\npadded.tar same\nlayer.tar.gz same\nlayer.tar.zst same\nstdin same\n", "\(diffids)")
+    let refused = (try? String(contentsOfFile: dir.path + "/refused.txt", encoding: .utf8)) ?? ""
+    #expect(refused.trimmingCharacters(in: .whitespaces) == "8 status 2\n", "\(refused)")
+  }
+
   @Test func exportApplyRoundTripIsByteIdentical() throws {
     let dir = Harness.TempDir("img-round")
     let r = Self.run("""
