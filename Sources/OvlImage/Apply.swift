@@ -12,6 +12,9 @@ public struct ApplyOptions: Sendable {
   /// Whiteouts as xattr whiteouts (a zero-size file with `overlay.whiteout` in a directory
   /// marked `overlay.opaque=x`) instead of char 0:0 devices.
   public var xattrWhiteouts = false
+  /// Owners, modes and types the user cannot set kept in `user.containers.override_stat`
+  /// (`--rootless-owners`).
+  public var rootlessOwners: RootlessOwners?
   public init() {}
 }
 
@@ -125,7 +128,8 @@ public final class Applier {
     }
   }
 
-  private func apply(_ entry: LayerEntry, _ reader: LayerReader) throws(OvlError) {
+  private func apply(_ layerEntry: LayerEntry, _ reader: LayerReader) throws(OvlError) {
+    let entry = options.rootlessOwners.map { $0.transform(layerEntry) } ?? layerEntry
     let components = try Self.components(entry.path)
     guard let name = components.last else {
       // The root entry (`.`/`./`): the upper root's attributes are the stack's, not a layer's.
@@ -350,9 +354,15 @@ public final class Applier {
         if !existing.isDirectory { throw refused(raw, "'\(String(decoding: path, as: UTF8.self))' is not a directory", .notDirectory) }
         continue
       }
-      try session.create(path, .directory, permissions: 0o755)
-      try session.setAttribute(path, .owner(uid: 0, gid: 0))
-      try session.setAttribute(path, .mode(0o755))
+      if let rootless = options.rootlessOwners {
+        try session.create(path, .directory, permissions: rootless.mask)
+        try session.setAttribute(path, .mode(rootless.mask))
+        try session.setAttribute(path, .setXattr(name: OverrideStat.name, value: RootlessOwners.parentRecord.xattrValue))
+      } else {
+        try session.create(path, .directory, permissions: 0o755)
+        try session.setAttribute(path, .owner(uid: 0, gid: 0))
+        try session.setAttribute(path, .mode(0o755))
+      }
       created.insert(ByteKey(path))
     }
   }

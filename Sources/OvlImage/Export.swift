@@ -14,6 +14,9 @@ public struct ExportOptions: Sendable {
   /// the upper, names and xattr names only): for an output that cannot be taken back, such
   /// as standard output.
   public var checkFirst = false
+  /// Owners, modes and types recorded in `user.containers.override_stat` written as the
+  /// entries' own, the xattr left out (`--rootless-owners`).
+  public var rootlessOwners = false
   public init() {}
 }
 
@@ -256,6 +259,12 @@ public final class Exporter {
     }
     let attributes = try xattrs(dir, name, path, item.xattrNames)
     var entry = TarEntry(path: path, kind: .fifo, permissions: status.permissions, uid: status.uid, gid: status.gid, mtime: mtime(status), xattrs: attributes)
+    if status.type == .regular, let recorded = restored(entry, status), !recorded.isRegular {
+      // An empty file standing for a device or FIFO (`--rootless-owners`).
+      try writer.write(recorded)
+      return
+    }
+    if let recorded = restored(entry, status) { entry = recorded }
     switch status.type {
     case .directory:
       entry.kind = .directory
@@ -352,6 +361,11 @@ public final class Exporter {
     let status = record.status
     let xattrs = record.xattrs.filter { !isLayerPrivate($0.0) }
     var entry = TarEntry(path: path, kind: .fifo, permissions: status.permissions, uid: status.uid, gid: status.gid, mtime: mtime(status), xattrs: xattrs)
+    if status.type == .regular, let recorded = restored(entry, status), !recorded.isRegular {
+      try writer.write(recorded)
+      return
+    }
+    if let recorded = restored(entry, status) { entry = recorded }
     switch status.type {
     case .directory:
       entry.kind = .directory
@@ -371,6 +385,26 @@ public final class Exporter {
       return
     }
     try writer.write(entry)
+  }
+}
+
+extension Exporter {
+  /// With `--rootless-owners`, the entry as its `override_stat` records it (a regular file
+  /// of the upper is given its size first: only an empty one can stand for a device).
+  func restored(_ entry: TarEntry, _ status: FileStatus) -> TarEntry? {
+    guard options.rootlessOwners else { return nil }
+    var probe = entry
+    if status.type == .regular { probe.kind = .regular(size: status.size) }
+    guard var shown = RootlessOwners.restore(probe) else { return nil }
+    if status.type != .regular { shown.kind = entry.kind }
+    return shown
+  }
+}
+
+extension TarEntry {
+  var isRegular: Bool {
+    if case .regular = kind { return true }
+    return false
   }
 }
 

@@ -79,7 +79,8 @@ final class LayerCheck {
     return (Applier.merged(components), Applier.merged(parent), name)
   }
 
-  private func check(_ entry: LayerEntry) throws(OvlError) {
+  private func check(_ layerEntry: LayerEntry) throws(OvlError) {
+    let entry = options.rootlessOwners.map { $0.transform(layerEntry) } ?? layerEntry
     guard let (path, parentPath, name) = try Self.split(entry.path) else { return }
     if name.starts(with: whiteoutPrefix) {
       if entry.kind == .directory { throw refused(entry.path, "a directory named .wh.*", .invalidArgument) }
@@ -109,6 +110,7 @@ final class LayerCheck {
     switch entry.kind {
     case .directory:
       if try kind(path) != .directory {
+        try permitted(entry)
         changed(path)
         hiding.insert(ByteKey(path))
       }
@@ -132,7 +134,36 @@ final class LayerCheck {
       guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
     default: break
     }
+    try permitted(entry)
     replace(path, with: entry.kind == .symlink ? .symlink : .other)
+  }
+
+  /// What the writing user may not give a new object, refused before any change (the
+  /// second pass would meet it half-way): another owner without CAP_CHOWN, an id this user
+  /// namespace does not map, a device without CAP_MKNOD, `trusted.*` and `security.*`
+  /// attributes without the capability. `--rootless-owners` entries pass: they are the
+  /// user's own (`RootlessOwners.transform`).
+  private func permitted(_ entry: LayerEntry) throws(OvlError) {
+    let me = stack.credentials
+    let hint = " (apply as root, in a user namespace that maps it, or with --rootless-owners)"
+    if entry.kind == .hardlink || entry.kind == .socket { return }
+    if !me.maps(uid: entry.uid) { throw refused(entry.path, "owner uid \(entry.uid) has no mapping in this user namespace" + hint, .invalidArgument) }
+    if !me.maps(gid: entry.gid) { throw refused(entry.path, "group gid \(entry.gid) has no mapping in this user namespace" + hint, .invalidArgument) }
+    if !me.canChangeOwners {
+      if entry.uid != me.uid { throw refused(entry.path, "owner uid \(entry.uid): only a process with CAP_CHOWN gives a file to another owner" + hint, .notPermitted) }
+      if !me.isMember(of: entry.gid) { throw refused(entry.path, "group gid \(entry.gid) is not one of this user's groups (CAP_CHOWN needed)" + hint, .notPermitted) }
+    }
+    if (entry.kind == .block || entry.kind == .character) && !me.canMakeDevices && options.allowDevices {
+      throw refused(entry.path, "device nodes need CAP_MKNOD in the initial user namespace" + hint, .notPermitted)
+    }
+    for (name, _) in entry.xattrs where !isLayerPrivate(name) {
+      if name.starts(with: Array("trusted.".utf8)) && !me.canUseTrustedXattrs {
+        throw refused(entry.path, "trusted.* attributes need CAP_SYS_ADMIN in the initial user namespace", .notPermitted)
+      }
+      if name.starts(with: Array("security.".utf8)) && me.capabilities.isEmpty {
+        throw refused(entry.path, "security.* attributes need a capability (CAP_SYS_ADMIN)", .notPermitted)
+      }
+    }
   }
 
   /// Every parent must be a directory (made if missing, as the apply pass makes it); a

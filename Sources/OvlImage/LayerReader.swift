@@ -239,17 +239,17 @@ public struct LayerEntry {
   public enum Kind: Equatable {
     case directory, regular, symlink, hardlink, character, block, fifo, socket, unknown
   }
-  public let path: [UInt8]
-  public let kind: Kind
-  public let permissions: UInt32
-  public let uid: UInt32
-  public let gid: UInt32
-  public let mtime: Int64
-  public let size: Int64
-  public let linkTarget: [UInt8]?
-  public let rdevMajor: UInt32
-  public let rdevMinor: UInt32
-  public let xattrs: [([UInt8], [UInt8])]
+  public internal(set) var path: [UInt8]
+  public internal(set) var kind: Kind
+  public internal(set) var permissions: UInt32
+  public internal(set) var uid: UInt32
+  public internal(set) var gid: UInt32
+  public internal(set) var mtime: Int64
+  public internal(set) var size: Int64
+  public internal(set) var linkTarget: [UInt8]?
+  public internal(set) var rdevMajor: UInt32
+  public internal(set) var rdevMinor: UInt32
+  public internal(set) var xattrs: [([UInt8], [UInt8])]
 
   init(_ e: OpaquePointer) {
     path = archive_entry_pathname(e).map { bytes($0) } ?? []

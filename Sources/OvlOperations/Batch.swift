@@ -300,7 +300,10 @@ public final class CreateBatch {
     try session.prepareForChange()
     let path = shown(name, in: dir)
     let parent = dir.upper
-    try createInPlace(name, in: dir, path) { () throws(Errno) in try parent.fd.makeDirectory(name, permissions: 0) }
+    // Made closed (0, or 0700 for a caller who could not open a mode-0 directory) until its
+    // owner and mode are set.
+    let closed: UInt32 = session.stack.credentials.overridesPermissions ? 0 : 0o700
+    try createInPlace(name, in: dir, path) { () throws(Errno) in try parent.fd.makeDirectory(name, permissions: closed) }
     let fd = try step("open", path) { () throws(Errno) in try FD.open(name, in: parent.fd, .directory) }
     try step("fchown", path) { () throws(Errno) in try fd.changeOwner(uid: attributes.uid, gid: attributes.gid) }
     try step("fchmod", path) { () throws(Errno) in try fd.changeMode(permissions: attributes.permissions) }

@@ -24,11 +24,23 @@ struct ApplyLayer: ParsableCommand {
   var whiteouts: String = "char"
   @Option(help: ArgumentHelp("The layer's expected DiffID, verified over the uncompressed stream.", valueName: "sha256:HEX")) var diffid: String?
   @Flag(help: "Refuse device nodes in the layer.") var noDevices = false
+  @Flag(help: "Keep owners, modes and device types the user cannot set in user.containers.override_stat, as containers/storage does with force_mask: files and directories become the user's own with mode --force-mask, devices and FIFOs empty files.") var rootlessOwners = false
+  @Option(help: ArgumentHelp("The real mode of files and directories with --rootless-owners (octal; 'private' = 0700, 'shared' = 0755).", valueName: "MODE")) var forceMask: String = "private"
+
+  /// --force-mask as a mode.
+  var mask: UInt32? {
+    switch forceMask {
+    case "private": return 0o700
+    case "shared": return 0o755
+    default: return UInt32(forceMask, radix: 8).flatMap { $0 <= 0o7777 ? $0 : nil }
+    }
+  }
   @Argument(help: "The layer file, or '-' for standard input.") var layer: String
 
   func validate() throws {
     guard whiteouts == "char" || whiteouts == "xattr" else { throw ValidationError("--whiteouts must be char or xattr") }
     if let diffid, !diffid.hasPrefix("sha256:") || diffid.count != 71 { throw ValidationError("--diffid must be sha256:<64 hex digits>") }
+    if mask == nil { throw ValidationError("--force-mask must be private, shared or an octal mode up to 7777") }
   }
 
   func run() throws {
@@ -37,6 +49,10 @@ struct ApplyLayer: ParsableCommand {
     options.allowDevices = !noDevices
     options.xattrWhiteouts = whiteouts == "xattr"
     let session = try openSession(stack)
+    if rootlessOwners, let mask {
+      let me = session.stack.credentials
+      options.rootlessOwners = RootlessOwners(mask: mask, uid: me.uid, gid: me.gid)
+    }
     // Two passes over the layer: the first reads it whole and checks everything that could
     // refuse it (the stream, every entry, every parent on the way, the DiffID), changing
     // nothing; the second applies it. Standard input is spooled to a temp file first.

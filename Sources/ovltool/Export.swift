@@ -23,6 +23,7 @@ struct Export: ParsableCommand {
   @Option(help: ArgumentHelp("Also add the layer to this OCI image layout.", valueName: "DIR")) var ociLayout: String?
   @Option(help: "The tag of the new image in --oci-layout.") var tag: String?
   @Option(help: "The tag of the image the layer goes on top of (default: a new image).") var base: String?
+  @Flag(help: "Owners, modes and device types recorded in user.containers.override_stat (an unprivileged build's layers, as containers/storage keeps them) written as the entries' own, that xattr left out.") var rootlessOwners = false
   @Option(help: ArgumentHelp("Write the OCI descriptor (mediaType, digest, size, diffID) as JSON.", valueName: "FILE")) var descriptor: String?
 
   func validate() throws {
@@ -37,6 +38,7 @@ struct Export: ParsableCommand {
     var options = ExportOptions()
     options.compression = LayerCompression(rawValue: compress) ?? .none
     options.resolve = resolve
+    options.rootlessOwners = rootlessOwners
     if let text = getEnvironment("SOURCE_DATE_EPOCH") {
       guard let epoch = Int64(text), epoch >= 0 else { throw OvlError.usage("SOURCE_DATE_EPOCH must be whole seconds since 1970, got '\(text)'") }
       options.mtimeClamp = epoch

@@ -629,3 +629,43 @@ extension Protattr {
     #expect(open.create(mode: 0o2777, isDirectory: true).permissions == 0o2777)
   }
 }
+
+/// `user.containers.override_stat` in containers/storage's current form (its own test
+/// values) and the older forms without a type (c/storage before 1.57, fuse-overlayfs).
+@Suite struct OverrideStatTests {
+  @Test(arguments: [
+    ("1000:1011:0644:file", OverrideStat(uid: 1000, gid: 1011, permissions: 0o644, type: .regular)),
+    ("1001:1012:0755:dir", OverrideStat(uid: 1001, gid: 1012, permissions: 0o755, type: .directory)),
+    ("1002:1013:0777:symlink", OverrideStat(uid: 1002, gid: 1013, permissions: 0o777, type: .symlink)),
+    ("1003:1014:0666:pipe", OverrideStat(uid: 1003, gid: 1014, permissions: 0o666, type: .fifo)),
+    ("1004:1015:0700:socket", OverrideStat(uid: 1004, gid: 1015, permissions: 0o700, type: .socket)),
+    ("1005:1016:0600:block-8-0", OverrideStat(uid: 1005, gid: 1016, permissions: 0o600, type: .block(major: 8, minor: 0))),
+    ("1006:1017:0600:char-1-3", OverrideStat(uid: 1006, gid: 1017, permissions: 0o600, type: .character(major: 1, minor: 3))),
+    ("1012:1022:4755:file", OverrideStat(uid: 1012, gid: 1022, permissions: 0o4755, type: .regular)),
+    ("1014:1024:1777:file", OverrideStat(uid: 1014, gid: 1024, permissions: 0o1777, type: .regular)),
+    ("0:0:0000:file", OverrideStat(uid: 0, gid: 0, permissions: 0, type: .regular)),
+  ])
+  func currentFormRoundTrips(_ text: String, _ expected: OverrideStat) {
+    #expect(OverrideStat(xattr: Array(text.utf8)) == expected)
+    #expect(String(decoding: expected.xattrValue, as: UTF8.self) == text)
+  }
+
+  @Test(arguments: [
+    ("0:0:0755", OverrideStat(uid: 0, gid: 0, permissions: 0o755, type: nil)),  // c/storage < 1.57
+    ("0:0:0100644", OverrideStat(uid: 0, gid: 0, permissions: 0o644, type: .regular)),  // with S_IFMT
+    ("5:6:40755", OverrideStat(uid: 5, gid: 6, permissions: 0o755, type: .directory)),
+    ("1:2:3:block-3-4-option_from_the_future", OverrideStat(uid: 1, gid: 2, permissions: 0o3, type: .block(major: 3, minor: 4))),
+  ])
+  func olderAndLaterFormsAreRead(_ text: String, _ expected: OverrideStat) {
+    #expect(OverrideStat(xattr: Array(text.utf8)) == expected)
+  }
+
+  @Test(arguments: [
+    "", "1000:1001", "invalid:1001:0644:file", "1:2:0644:disk-1-2", "1:2:0644:block800", "1:2:0644:block-abc-0",
+    "1:2:0644:char-1-xyz", "1:2:0998:file", "-1:2:0644:file", "1:2:10644:file", "4294967296:0:0644:file",
+    "1:2:0644:file:extra", " 1:2:0644:file", "1:2:020644", "1:2:0644:",
+  ])
+  func malformedValuesAreNotGuessed(_ text: String) {
+    #expect(OverrideStat(xattr: Array(text.utf8)) == nil)
+  }
+}
