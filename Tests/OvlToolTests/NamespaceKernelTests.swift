@@ -28,7 +28,11 @@ import Testing
     /// (redirect_dir=on), whose upper becomes the next lower.
     var lowerScripts: [String] = []
     var lowerOptions = "redirect_dir=on"
-    var testDescription: String { "\(label) [\(fs.rawValue)\(options.isEmpty ? "" : " " + options)]" }
+    /// Both sides as uid 4242 in a user namespace of its own (`unshare -Ur`, the layers
+    /// owned by 4242): the kernel's rootless mount made there (`unshare -Urm`) against
+    /// ovltool run there.
+    var inUserNamespace = false
+    var testDescription: String { "\(label) [\(fs.rawValue)\(options.isEmpty ? "" : " " + options)\(inUserNamespace ? " userns" : "")]" }
   }
 
   // MARK: - Fixtures and scripts
@@ -236,6 +240,8 @@ import Testing
       Case(label: "default ACLs", spec: aclStack, options: "index=on,redirect_dir=on,metacopy=on", chunks: [aclScript]),
       Case(label: "default ACLs", spec: aclStack, options: "userxattr", chunks: [aclScript]),
       Case(label: "default ACLs", spec: aclStack, chunks: [aclScript], fs: .tmpfs),
+      Case(label: "every command", spec: stack, options: "userxattr", chunks: [basic], inUserNamespace: true),
+      Case(label: "renames and links", spec: stack, options: "userxattr", chunks: [moves], inUserNamespace: true),
     ]
 
   // MARK: - Randomized sequences
@@ -266,10 +272,35 @@ import Testing
     }
   }
 
+  /// The random sequences as uid 4242 in a user namespace (rootless podman's case), both
+  /// sides: the kernel's rootless mount (`unshare -Urm`, userxattr) and ovltool run in
+  /// `unshare -Ur`, over kernel-made lowers owned by 4242. `OVLTOOL_RANDOM_SEED` replays,
+  /// `OVLTOOL_USERNS_OPS` (default 500) sets the length.
+  @Test(.enabled(if: Harness.kernelTestsEnabled && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root (to set the stage), setpriv and overlayfs"))
+  func randomSequencesInAUserNamespaceMatchKernel() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    guard Harness.kernelAvailable else { return }
+    let env = ProcessInfo.processInfo.environment
+    let seed = env["OVLTOOL_RANDOM_SEED"].flatMap { UInt64($0) } ?? 0x5EED_4242
+    let operations = env["OVLTOOL_USERNS_OPS"].flatMap { Int($0) } ?? 500
+    var generator = RandomChanges(seed: seed)
+    generator.mappedOwnersOnly = true
+    var c = generator.makeCase(operations: operations, options: "userxattr")
+    c.inUserNamespace = true
+    let problems = try Self.run(c)
+    if !problems.isEmpty {
+      Issue.record("random stack in a user namespace, replay with OVLTOOL_RANDOM_SEED=\(seed) (\(c.lowerScripts.count) lowers):\n\(problems.joined(separator: "\n"))")
+    }
+  }
+
   /// Random scripts over a small name space, so that operations meet existing and missing
   /// paths, files and directories, and each other's results.
   struct RandomChanges {
     var rng: SplitMix64
+    /// `put --owner` only to ids a one-id user namespace maps (0:0): the oracle's put is
+    /// open, write, fchown — a failed fchown leaves the file — where ovltool's put publishes
+    /// nothing when it fails (a failed call changes nothing).
+    var mappedOwnersOnly = false
     init(seed: UInt64) { rng = SplitMix64(seed: seed) }
 
     static let names = ["a", "b", "c", "d"]
@@ -294,7 +325,7 @@ import Testing
       case 0:
         var options = ""
         if rng.chance(30) { options += " -m " + rng.pick(["0644", "0600", "4755", "0444"]) }
-        if rng.chance(15) { options += " --owner \(rng.below(4)):\(rng.below(4))" }
+        if rng.chance(15) { options += mappedOwnersOnly ? " --owner 0:0" : " --owner \(rng.below(4)):\(rng.below(4))" }
         if rng.chance(15) { options += " --mtime 16000000\(rng.below(100)).\(rng.below(1000))" }
         return "put\(options) @D@/data/\(rng.pick(["small", "big", "empty"])) \(p)"
       case 1: return rng.chance(30) ? "mkdir -p \(p)" : "mkdir\(rng.chance(20) ? " -m 0700" : "") \(p)"
@@ -339,10 +370,10 @@ import Testing
       return meta + data
     }
 
-    mutating func makeCase(operations: Int) -> Case {
+    mutating func makeCase(operations: Int, options fixed: String? = nil) -> Case {
       // OVLTOOL_NS_OPTIONS fixes the option set of every stack (for exploring).
       var options = rng.pick(Self.options)
-      if let forced = ProcessInfo.processInfo.environment["OVLTOOL_NS_OPTIONS"] { options = forced }
+      if let forced = fixed ?? ProcessInfo.processInfo.environment["OVLTOOL_NS_OPTIONS"] { options = forced }
       if options == Self.dataOnly || options == Self.dataOnlyIndexed {
         let spec = dataOnlySpec()
         return Case(label: "random data-only", spec: spec, options: options, chunks: chunks(operations), fs: rng.chance(25) ? .tmpfs : .host)
@@ -411,7 +442,7 @@ import Testing
       environment: [
         "FS": c.fs.rawValue, "KOPTS": options("k"), "TOPTS": options("t"), "OVLTOOL": ovltool, "FIXTURE": fixtureTool,
         "DRIVER": driver, "DUMP": dumper, "WALKER": Harness.walker, "LOWERS": String(c.lowerScripts.count),
-        "LOWEROPTS": c.lowerOptions,
+        "LOWEROPTS": c.lowerOptions, "USERNS": c.inUserNamespace ? "1" : "",
       ])
     if let keep = keep ?? ProcessInfo.processInfo.environment["OVLTOOL_NS_KEEP"], !keep.isEmpty {
       let name = c.testDescription.map { $0.isLetter || $0.isNumber ? $0 : "_" }
@@ -472,7 +503,21 @@ import Testing
       below=$R/k/b$j${below:+:$below}
       j=$((j + 1))
     done
+    # USERNS: everything from here on belongs to uid 4242, and both sides run as it in a
+    # user namespace of its own (uid 0 there), the kernel's through its rootless mount.
+    as_ns() { setpriv --reuid 4242 --regid 4242 --clear-groups --inh-caps=-all --bounding-set=-all -- unshare -Ur "$@"; }
+    if [ -n "$USERNS" ]; then
+      chown -R 4242:4242 "$R" "$d/mk" "$d/mt" "$o"; chmod -R a+rX "$d"
+      p=$d; while [ "$p" != / ]; do chmod a+x "$p"; p=$(dirname "$p"); done
+    fi
     view() { # options mountpoint name
+      if [ -n "$USERNS" ]; then
+        # As the user, like everything else: root's mount would leave a root-owned work/work
+        # that the user's namespace cannot use (the kernel's next rootless mount replaces it).
+        as_ns -m sh -c 'if mount -t overlay overlay -o "ro,$1" "$2"; then python3 "$3" "$2" --hash 2>/dev/null; umount "$2"; else echo MOUNTFAIL; fi' \
+          sh "$1" "$2" "$WALKER" > "$o/$3.view.$i" 2> "$o/$3.mounterr.$i" || true
+        return
+      fi
       if mount -t overlay overlay -o "ro,$1" "$2" 2> "$o/$3.mounterr.$i"; then
         python3 "$WALKER" "$2" --hash > "$o/$3.view.$i" 2>/dev/null || true
         umount "$2"
@@ -482,10 +527,15 @@ import Testing
     }
     i=0
     while [ "$i" -lt "$n" ]; do
-      mount -t overlay overlay -o "$KOPTS" "$d/mk"
-      python3 "$DRIVER" "$d/mk" "$d/chunk.$i" > "$o/k.fail.$i"
-      umount "$d/mk"
-      "$OVLTOOL" apply-script --keep-going -o "$TOPTS" "$d/chunk.$i" 2> "$o/t.err.$i" || true
+      if [ -n "$USERNS" ]; then
+        as_ns -m sh -c 'mount -t overlay overlay -o "$1" "$2" && python3 "$3" "$2" "$4"; s=$?; umount "$2"; exit $s' sh "$KOPTS" "$d/mk" "$DRIVER" "$d/chunk.$i" > "$o/k.fail.$i"
+        as_ns "$OVLTOOL" apply-script --keep-going -o "$TOPTS" "$d/chunk.$i" 2> "$o/t.err.$i" || true
+      else
+        mount -t overlay overlay -o "$KOPTS" "$d/mk"
+        python3 "$DRIVER" "$d/mk" "$d/chunk.$i" > "$o/k.fail.$i"
+        umount "$d/mk"
+        "$OVLTOOL" apply-script --keep-going -o "$TOPTS" "$d/chunk.$i" 2> "$o/t.err.$i" || true
+      fi
       sed -n 's/^ovltool: [^:]*:\([0-9]*\): \([A-Z0-9]*\):.*/\1 \2/p' "$o/t.err.$i" > "$o/t.fail.$i"
       python3 "$DUMP" "$R/k/upper" "$R/k/work" > "$o/k.dump.$i"
       python3 "$DUMP" "$R/t/upper" "$R/t/work" > "$o/t.dump.$i"
