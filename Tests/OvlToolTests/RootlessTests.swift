@@ -182,4 +182,42 @@ import Testing
       #expect(upper.contains(line), "missing in the upper: \(line)\n\(upper)")
     }
   }
+
+  /// Every command as uid 4242 on its own layers after a kernel rootless mount changed them:
+  /// copy-up, apply-script, fsck -n/-p/-y (clean, exit 0), export, apply into a second stack
+  /// of the user's (the kernel's view of it equals the first's), diff and merge.
+  @Test(.enabled(if: enabled, "needs root (to set the stage), setpriv and overlayfs"))
+  func everyCommandRunsAsAPlainUser() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("rootless-all")
+    let r = Self.run(#"""
+      layers o; layers p
+      kernel_do "$W/o" 'echo more >> f; rm del; mkdir -p new/deep; echo n > new/deep/n; ln h1 h3'
+      O=$(opts "$W/o"); P=$(opts "$W/p")
+      step() { name=$1; shift; as_user "$@" > "out.$name" 2> "err.$name"; echo "$name $?"; }
+      {
+        step copy-up "$T" copy-up -o "$O" /d/x /own
+        printf 'mkdir /made\nchmod 0600 /f\nmv /sub_n /moved\n' > o/script
+        step apply-script "$T" apply-script -o "$O" o/script
+        step fsck-n "$T" fsck -n -o "$O"
+        step fsck-p "$T" fsck -p -o "$O"
+        step fsck-y "$T" fsck -y -o "$O"
+        step export "$T" export -o "$O" --output o/layer.tar
+        step apply "$T" apply -o "$P" o/layer.tar
+        step fsck-p-after "$T" fsck -n -o "$P"
+        step diff "$T" diff p/l o/u --to-tar o/diff.tar
+        step merge "$T" merge -o "$O" --to-tar o/merged.tar
+      } > steps.txt
+      kernel_do "$W/o" 'find . -printf "%p %y %m %s\n" | sort' > view-o.txt
+      kernel_do "$W/p" 'find . -printf "%p %y %m %s\n" | sort' > view-p.txt
+      cmp view-o.txt view-p.txt && echo same > views.txt
+      for f in err.*; do [ -s "$f" ] && { echo "== $f"; cat "$f"; }; done > errors.txt
+      true
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.out) \(r.stderr)")
+    let steps = (try? String(contentsOfFile: dir.path + "/steps.txt", encoding: .utf8)) ?? ""
+    let errors = (try? String(contentsOfFile: dir.path + "/errors.txt", encoding: .utf8)) ?? ""
+    #expect(steps == "copy-up 0\napply-script 0\nfsck-n 0\nfsck-p 0\nfsck-y 0\nexport 0\napply 0\nfsck-p-after 0\ndiff 0\nmerge 0\n", "\(steps)\n\(errors)")
+    #expect((try? String(contentsOfFile: dir.path + "/views.txt", encoding: .utf8)) == "same\n", "the applied layer's view differs from the stack exported")
+  }
 }
