@@ -43,11 +43,23 @@ public final class WorkArea {
     do throws(Errno) {
       let fd = try FD.open(bytes, in: workRoot.fd, .directory)
       return WorkArea(dir: LayerDir(layer: 0, fd: fd, path: []), shownPath: path)
-    } catch .permissionDenied where create && !credentials.overridesPermissions {
-      // A 0000 dir a mount made, owned by this user: made usable, as above.
+    } catch .permissionDenied where create {
       let owner = try step("statx", path) { () throws(Errno) in try workRoot.fd.stat(bytes).uid }
-      guard owner == credentials.uid else { throw .system(call: "open", path: path, errno: .permissionDenied) }
-      try step("chmod", path) { () throws(Errno) in try workRoot.fd.changeMode(bytes, permissions: 0o700) }
+      if owner == credentials.uid && !credentials.overridesPermissions {
+        // A 0000 dir a mount made, owned by this user: made usable, as above.
+        try step("chmod", path) { () throws(Errno) in try workRoot.fd.changeMode(bytes, permissions: 0o700) }
+      } else {
+        // Left by another user's mount (root's, or one this user namespace does not map):
+        // the kernel's next mount replaces it (`ovl_workdir_create` removes and makes it
+        // again), and so does this session when it is empty; one with entries is refused.
+        do throws(Errno) {
+          try workRoot.fd.remove(bytes, directory: true)
+          try workRoot.fd.makeDirectory(bytes, permissions: mode)
+          try workRoot.fd.changeMode(bytes, permissions: mode)
+        } catch {
+          throw .format(path: path, reason: "not usable by this user (owner uid \(owner)) and not replaceable: \(error)", errno: .permissionDenied)
+        }
+      }
       let fd = try step("open", path) { () throws(Errno) in try FD.open(bytes, in: workRoot.fd, .directory) }
       return WorkArea(dir: LayerDir(layer: 0, fd: fd, path: []), shownPath: path)
     } catch {

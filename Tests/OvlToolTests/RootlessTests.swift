@@ -220,4 +220,25 @@ import Testing
     #expect(steps == "copy-up 0\napply-script 0\nfsck-n 0\nfsck-p 0\nfsck-y 0\nexport 0\napply 0\nfsck-p-after 0\ndiff 0\nmerge 0\n", "\(steps)\n\(errors)")
     #expect((try? String(contentsOfFile: dir.path + "/views.txt", encoding: .utf8)) == "same\n", "the applied layer's view differs from the stack exported")
   }
+
+  /// A work/work that root's mount left (mode 0000, owned by root): a plain user and a user
+  /// namespace that does not map root cannot use it; as the kernel's next mount does, it is
+  /// replaced (it is empty), and the change goes ahead.
+  @Test(.enabled(if: enabled, "needs root (to set the stage), setpriv and overlayfs"))
+  func aWorkDirLeftByRootIsReplaced() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    let dir = Harness.TempDir("rootless-workdir")
+    let r = Self.run(#"""
+      layers o; layers n
+      for x in o n; do mount -t overlay o -o "$(opts "$W/$x")" "$x/m"; umount "$x/m"; done
+      stat -c '%U %a' o/w/work > before.txt
+      as_user "$T" rm -o "$(opts "$W/o")" /del; echo "plain $?" > status.txt
+      as_user unshare -Ur "$T" rm -o "$(opts "$W/n")" /del; echo "userns $?" >> status.txt
+      stat -c '%u %a' o/w/work n/w/work > after.txt
+      """#, in: dir)
+    #expect(r.status == 0, "\(r.out) \(r.stderr)")
+    #expect((try? String(contentsOfFile: dir.path + "/before.txt", encoding: .utf8)) == "root 0\n")
+    #expect((try? String(contentsOfFile: dir.path + "/status.txt", encoding: .utf8)) == "plain 0\nuserns 0\n", "\(r.stderr)")
+    #expect((try? String(contentsOfFile: dir.path + "/after.txt", encoding: .utf8)) == "4242 700\n4242 0\n")
+  }
 }
