@@ -20,7 +20,7 @@ public struct ApplyOptions: Sendable {
 
 /// A layer entry refused as hostile or invalid; names the entry.
 public func refused(_ path: [UInt8], _ reason: String, _ errno: Errno = .invalidArgument) -> OvlError {
-  .format(path: "layer entry '\(String(decoding: path, as: UTF8.self))'", reason: reason, errno: errno)
+  .refused(path: "layer entry '\(String(decoding: path, as: UTF8.self))'", reason: reason, errno: errno)
 }
 
 /// Applies an OCI layer to the stack's upper through the namespace operations, so every

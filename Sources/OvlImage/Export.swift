@@ -83,7 +83,7 @@ public final class Exporter {
 
   private func refuseUnresolved() throws(OvlError) {
     if !unresolved.isEmpty {
-      throw .format(
+      throw .refused(
         path: unresolved.joined(separator: ", "),
         reason: "redirected directories or metacopy files: the upper alone does not hold them (use --resolve to export the merged view)",
         errno: .notSupported)
@@ -203,7 +203,7 @@ public final class Exporter {
 
   /// A name that is not a whiteout but would read as one in a layer.
   private func whiteoutPrefixRefused(_ path: [UInt8]) -> OvlError {
-    .format(path: describe(path), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
+    .refused(path: describe(path), reason: "a name starting with .wh. cannot be represented in an OCI layer", errno: .invalidArgument)
   }
 
   /// The directory's children, sorted by name: its whiteouts first as `.wh.` markers — or

@@ -49,7 +49,7 @@ public final class LayerInput {
   func verifyUnchanged(_ when: String) throws(OvlError) {
     guard let stamp else { return }
     if ContentStamp(rawDescriptor: fd.rawValue) != stamp {
-      throw .format(path: name, reason: "the file changed while it was applied (\(when))", errno: .ioError)
+      throw .refused(path: name, reason: "the file changed while it was applied (\(when))", errno: .ioError)
     }
   }
 }

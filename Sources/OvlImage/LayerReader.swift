@@ -51,12 +51,12 @@ public final class LayerReader {
           break
         }
         if status < ARCHIVE_WARN {
-          error = LayerWriter.failure(outer, name + " (decompressing)")
+          error = LayerReader.refusal(outer, name + " (decompressing)")
           return -1
         }
         // The raw format hands out the stream in order; a gap would be bytes never hashed.
         guard offset == la_int64_t(size) else {
-          error = .format(path: name, reason: "decompressed stream out of order at byte \(size)", errno: .ioError)
+          error = .refused(path: name, reason: "decompressed stream out of order at byte \(size)", errno: .ioError)
           return -1
         }
         guard let pointer, length > 0 else { continue }
@@ -74,7 +74,7 @@ public final class LayerReader {
     func drain() throws(OvlError) {
       while true {
         let n = next()
-        if n < 0 { throw error ?? .format(path: name, reason: "read error", errno: .ioError) }
+        if n < 0 { throw error ?? .refused(path: name, reason: "read error", errno: .ioError) }
         if n == 0 { return }
       }
     }
@@ -99,23 +99,29 @@ public final class LayerReader {
       direct = true
       archive_read_support_format_tar(inner)
       archive_read_support_format_gnutar(inner)
-      if archive_read_open_fd(inner, fd, 1 << 16) != ARCHIVE_OK { throw LayerWriter.failure(inner, name) }
+      if archive_read_open_fd(inner, fd, 1 << 16) != ARCHIVE_OK { throw Self.refusal(inner, name) }
       return
     }
     archive_read_support_filter_gzip(outer)
     archive_read_support_filter_zstd(outer)
     archive_read_support_format_raw(outer)
-    if archive_read_open_fd(outer, fd, 1 << 16) != ARCHIVE_OK { throw LayerWriter.failure(outer, name) }
+    if archive_read_open_fd(outer, fd, 1 << 16) != ARCHIVE_OK { throw Self.refusal(outer, name) }
     guard let header = archive_entry_new() else { throw .system(call: "archive_entry_new", path: "layer", errno: .noMemory) }
     defer { archive_entry_free(header) }
     if archive_read_next_header2(outer, header) != ARCHIVE_OK {
       // An empty input has no raw entry: treat it as an empty (truncated) layer.
-      throw .format(path: name, reason: "empty or unreadable input", errno: .invalidArgument)
+      throw .refused(path: name, reason: "empty or unreadable input", errno: .invalidArgument)
     }
     archive_read_support_format_tar(inner)
     archive_read_support_format_gnutar(inner)
     let status = archive_read_open(inner, Unmanaged.passUnretained(source).toOpaque(), nil, sourceRead, nil)
-    if status != ARCHIVE_OK { throw source.error ?? LayerWriter.failure(inner, name) }
+    if status != ARCHIVE_OK { throw source.error ?? Self.refusal(inner, name) }
+  }
+
+  /// libarchive's error about the layer: a damaged or unreadable layer is refused.
+  static func refusal(_ a: OpaquePointer, _ what: String) -> OvlError {
+    guard case .format(let path, let reason, let errno) = LayerWriter.failure(a, what) else { return LayerWriter.failure(a, what) }
+    return .refused(path: path, reason: reason, errno: errno)
   }
 
   /// A regular file that is neither gzip nor zstd: its DiffID is the digest of the file
@@ -167,11 +173,11 @@ public final class LayerReader {
   /// parser's, named `path` (`what`: the name in libarchive's message).
   private func corrupt(_ path: String, libarchiveSays what: String) -> OvlError {
     if let failure = source.error {
-      guard case .format(_, let reason, _) = failure else { return failure }
-      return .format(path: path, reason: "corrupt or truncated compressed stream: \(reason)", errno: .invalidArgument)
+      guard case .refused(_, let reason, _) = failure else { return failure }
+      return .refused(path: path, reason: "corrupt or truncated compressed stream: \(reason)", errno: .invalidArgument)
     }
     let message = archive_error_string(inner).map { String(cString: $0) } ?? "failed"
-    return .format(path: path, reason: "corrupt or truncated archive: \(what): \(message)", errno: .invalidArgument)
+    return .refused(path: path, reason: "corrupt or truncated archive: \(what): \(message)", errno: .invalidArgument)
   }
 
   /// The current entry's data when it is `size` bytes or less, read straight into the
@@ -197,7 +203,7 @@ public final class LayerReader {
       }
     }
     if let failure { throw failure }
-    if tooLong { throw .format(path: dataName(), reason: "more data than the header's size", errno: .invalidArgument) }
+    if tooLong { throw .refused(path: dataName(), reason: "more data than the header's size", errno: .invalidArgument) }
     return bytes
   }
 

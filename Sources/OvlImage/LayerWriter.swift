@@ -274,7 +274,7 @@ public final class LayerWriter {
       }
     }
     if archive_write_header(tar, entry) < ARCHIVE_WARN {
-      throw sinkError() ?? .format(path: shown, reason: "tar header: \(Self.failure(tar, shown))", errno: .invalidArgument)
+      throw sinkError() ?? .refused(path: shown, reason: "tar header: \(Self.failure(tar, shown))", errno: .invalidArgument)
     }
     guard size > 0 else { return }
     var written: UInt64 = 0

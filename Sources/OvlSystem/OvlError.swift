@@ -6,6 +6,9 @@ public enum OvlError: Error, CustomStringConvertible, Equatable {
   /// The on-disk format at `path` is not what the kernel accepts (`errno` is the one the
   /// kernel returns for it, e.g. EINVAL for an invalid redirect).
   case format(path: String, reason: String, errno: Errno)
+  /// Input that is refused as damaged or hostile (a layer's stream or one of its entries):
+  /// its own case, so that a command's exit status says "refused" without reading messages.
+  case refused(path: String, reason: String, errno: Errno)
   /// The stack description or a command's arguments are wrong.
   case usage(String)
   /// After locking its parent, an entry is not the one looked up before: someone moved it.
@@ -14,7 +17,7 @@ public enum OvlError: Error, CustomStringConvertible, Equatable {
 
   public var errno: Errno {
     switch self {
-    case .system(_, _, let errno), .format(_, _, let errno): errno
+    case .system(_, _, let errno), .format(_, _, let errno), .refused(_, _, let errno): errno
     case .usage: .invalidArgument
     case .staleChild: .staleNFSFileHandle
     }
@@ -24,7 +27,7 @@ public enum OvlError: Error, CustomStringConvertible, Equatable {
     switch self {
     case .system(let call, let path, let errno):
       "\(path): \(call): \(errno.description) (errno \(errno.rawValue))"
-    case .format(let path, let reason, let errno):
+    case .format(let path, let reason, let errno), .refused(let path, let reason, let errno):
       "\(path): \(reason) (\(errno.description))"
     case .usage(let message):
       message

@@ -95,7 +95,7 @@ struct ApplyLayer: ParsableCommand {
   /// 3: a DiffID mismatch; 2: the layer refused (its stream or an entry); 1: anything else.
   static func status(of error: OvlError) -> Int32 {
     if error.errno == .badMessage { return 3 }
-    if case .format(let path, _, _) = error, path.hasPrefix("layer") { return 2 }
+    if case .refused = error { return 2 }
     return 1
   }
 }

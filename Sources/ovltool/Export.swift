@@ -56,7 +56,7 @@ struct Export: ParsableCommand {
       layer = try exporter.run()
     } catch {
       // Not representable without --resolve (or a .wh. name): the input, not an I/O error.
-      if case .format(_, _, let errno) = error, errno == .notSupported || errno == .invalidArgument {
+      if case .refused = error {
         printError("ovltool: \(error)")
         throw ExitCode(2)
       }

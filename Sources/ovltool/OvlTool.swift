@@ -48,8 +48,11 @@ struct OvlTool: ParsableCommand {
 }
 
 extension OvlError {
+  /// Exit 2: the arguments, or input refused as damaged or hostile.
   var isUsage: Bool {
-    if case .usage = self { return true }
-    return false
+    switch self {
+    case .usage, .refused: return true
+    default: return false
+    }
   }
 }
