@@ -77,7 +77,7 @@ extension Stack {
   /// `ovl_lookup_index`: for a lower-only non-directory (every object with nfs_export) the
   /// index entry named by its handle is its upper inode, if the kernel copied up another
   /// alias of the same hard link.
-  func lookupIndex(for origin: RealObject, isDirectory: Bool, path: [UInt8]) throws -> RealObject? {
+  func lookupIndex(for origin: RealObject, isDirectory: Bool, path: [UInt8]) throws(OvlError) -> RealObject? {
     guard let index = indexDir, !isDirectory || options.nfsExport else { return nil }
     let handle: FileHandle
     do {
@@ -86,7 +86,7 @@ extension Stack {
       return nil  // the kernel cannot encode it either: no index
     }
     let name = handle.indexName
-    guard let status = try index.fd.statIfPresent(name) else { return nil }
+    guard let status = try step("statx", describe(0, index.path + [UInt8(ascii: "/")] + name), { () throws(Errno) in try index.fd.statIfPresent(name) }) else { return nil }
     if status.isWhiteoutDevice || status.type != origin.status.type {
       throw fail(path, "bad index found (index/\(name.string))", .ioError)
     }

@@ -117,7 +117,8 @@ extension Stack {
 
   func describe(_ layer: Int, _ dir: [UInt8]) -> String {
     let base = layerPaths[layer]
-    return dir.isEmpty ? base : base + "/" + String(decoding: dir, as: UTF8.self)
+    let relative = dir.first == UInt8(ascii: "/") ? dir.dropFirst() : dir[...]
+    return relative.isEmpty ? base : base + "/" + String(decoding: relative, as: UTF8.self)
   }
 
   /// Looks `name` up in the merged directory `parent` exactly as `ovl_lookup` does. Returns
@@ -125,21 +126,15 @@ extension Stack {
   public func lookup(_ name: [UInt8], in parent: MergedDir) throws(OvlError) -> MergedEntry? {
     if let entry = parent.looked.removeValue(forKey: name) { return entry }
     let path = parent.path + [UInt8(ascii: "/")] + name
-    do {
-      return try lookupThrowingErrno(name, in: parent, path: path)
-    } catch let error as OvlError {
-      throw error
-    } catch {
-      throw .system(call: "lookup", path: String(decoding: path, as: UTF8.self), errno: error as? Errno ?? .ioError)
-    }
+    return try lookupUncached(name, in: parent, path: path)
   }
 
   func fail(_ path: [UInt8], _ reason: String, _ errno: Errno) -> OvlError {
     .format(path: String(decoding: path, as: UTF8.self), reason: reason, errno: errno)
   }
 
-  private func lookupThrowingErrno(_ name: [UInt8], in parent: MergedDir, path: [UInt8]) throws -> MergedEntry? {
-    guard name.count <= 255 else { throw Errno.fileNameTooLong }
+  private func lookupUncached(_ name: [UInt8], in parent: MergedDir, path: [UInt8]) throws(OvlError) -> MergedEntry? {
+    guard name.count <= 255 else { throw fail(path, "a name is longer than 255 bytes", .fileNameTooLong) }
     var d = LookupState(name: .relative(name))
     d.last = checksRedirects ? false : parent.lowers.isEmpty
     var upper: RealObject?
@@ -196,7 +191,9 @@ extension Stack {
     // A lower hard link whose other alias was copied up: the index entry is its upper.
     if upper == nil, let origin = stack.first, let index = try lookupIndex(for: origin, isDirectory: d.isDir, path: path) {
       upper = index
-      if let redirect = try index.xattr(namespace.name(.redirect)) { d.upperRedirect = redirect }
+      if let redirect = try step("getxattr", describe(0, index.layerPath)) { () throws(Errno) in try index.xattr(namespace.name(.redirect)) } {
+        d.upperRedirect = redirect
+      }
       d.metacopy = try isMetacopy(index, path: path)
       upperIsMetacopy = d.metacopy
       try checkFollow(d, path)
@@ -220,7 +217,7 @@ extension Stack {
 
   /// `ovl_lookup_layer`: a relative name in `base`, or an absolute path walked from the
   /// layer's root component by component (each component may redirect again).
-  private func lookupLayer(_ base: LayerDir, _ d: inout LookupState, path: [UInt8]) throws -> RealObject? {
+  private func lookupLayer(_ base: LayerDir, _ d: inout LookupState, path: [UInt8]) throws(OvlError) -> RealObject? {
     guard case .absolute(let initial) = d.name else {
       guard case .relative(let name) = d.name else { return nil }
       return try lookupSingle(base, name, last: true, position: 0, &d, path: path)
@@ -230,12 +227,13 @@ extension Stack {
     while true {
       guard case .absolute(let components) = d.name else { return nil }
       let position = components.count - remaining
-      guard position >= 0, position < components.count else { throw Errno.ioError }
+      guard position >= 0, position < components.count else { throw fail(path, "redirect walk out of range", .ioError) }
       let found = try lookupSingle(dir, components[position], last: remaining == 1, position: position, &d, path: path)
       guard let found else { return nil }
       if remaining == 1 { return found }
       guard found.status.type == .directory else { return nil }
-      dir = LayerDir(layer: dir.layer, fd: try found.open(.directory), path: found.layerPath)
+      let fd = try step("open", describe(dir.layer, found.layerPath)) { () throws(Errno) in try found.open(.directory) }
+      dir = LayerDir(layer: dir.layer, fd: fd, path: found.layerPath)
       remaining -= 1
     }
   }
@@ -243,13 +241,14 @@ extension Stack {
   /// `ovl_lookup_single`: one component in one layer.
   private func lookupSingle(
     _ base: LayerDir, _ name: [UInt8], last: Bool, position: Int, _ d: inout LookupState, path: [UInt8]
-  ) throws -> RealObject? {
+  ) throws(OvlError) -> RealObject? {
     // The kernel's lookup_one refuses dot names (a redirect of "." or "..").
-    if name == [0x2E] || name == [0x2E, 0x2E] { throw Errno.permissionDenied }
+    if name == [0x2E] || name == [0x2E, 0x2E] { throw fail(path, "a redirect names '\(name.string)'", .permissionDenied) }
     if let listed = base.listed, !listed.contains(name) { return nil }
-    guard let status = try base.fd.statIfPresent(name) else { return nil }
+    let shown = describe(base.layer, base.path.isEmpty ? name : base.path + [UInt8(ascii: "/")] + name)
+    guard let status = try step("statx", shown, { () throws(Errno) in try base.fd.statIfPresent(name) }) else { return nil }
     let object = RealObject(layer: base.layer, parent: base, name: name, status: status)
-    if try isWhiteout(object) {
+    if try step("listxattr", shown, { () throws(Errno) in try isWhiteout(object) }) {
       d.stop = true
       d.opaque = true
       return nil
@@ -272,7 +271,7 @@ extension Stack {
       }
       if last { d.isDir = true }
       if d.last { return object }
-      let opaque = Opaque(value: try object.xattr(namespace.name(.opaque)))
+      let opaque = Opaque(value: try step("getxattr", shown) { () throws(Errno) in try object.xattr(namespace.name(.opaque)) })
       if last && base.layer != 0 && opaque == .xwhiteouts {
         d.xwhiteouts = true
         layersWithXwhiteouts.insert(base.layer)
@@ -288,9 +287,10 @@ extension Stack {
 
   /// `ovl_check_redirect`: an absolute redirect replaces the path so far and restarts the
   /// lookup from the layer roots; a relative one replaces the current component.
-  private func checkRedirect(_ object: RealObject, _ d: inout LookupState, position: Int, path: [UInt8]) throws {
+  private func checkRedirect(_ object: RealObject, _ d: inout LookupState, position: Int, path: [UInt8]) throws(OvlError) {
     d.absoluteRedirect = false
-    guard let value = try object.xattr(namespace.name(.redirect)) else { return }
+    let attribute = try step("getxattr", describe(object.layer, object.layerPath)) { () throws(Errno) in try object.xattr(namespace.name(.redirect)) }
+    guard let value = attribute else { return }
     let redirect: Redirect
     do {
       redirect = try Redirect(value: value)
@@ -326,9 +326,10 @@ extension Stack {
   }
 
   /// `ovl_check_metacopy_xattr` as lookup uses it: only the size is checked.
-  func isMetacopy(_ object: RealObject, path: [UInt8]) throws -> Bool {
+  func isMetacopy(_ object: RealObject, path: [UInt8]) throws(OvlError) -> Bool {
     guard object.status.type == .regular else { return false }
-    guard let value = try metacopyValue(object) else { return false }
+    let attribute = try step("getxattr", describe(object.layer, object.layerPath)) { () throws(Errno) in try metacopyValue(object) }
+    guard let value = attribute else { return false }
     if value.isEmpty { return true }
     guard value.count >= 4, value.count <= 4 + 64 else {
       throw fail(path, "corrupt metacopy xattr on \(describe(object.layer, object.name))", .ioError)
