@@ -183,9 +183,9 @@ public final class Applier {
         return
       }
       if existing != nil { try session.remove(path, mode: .recursive, force: true) }
-      try session.create(path, .directory, permissions: entry.permissions)
+      // Its times come after its entries.
+      try session.create(path, .directory, permissions: entry.permissions, attributes: attributes(entry, times: false))
       created.insert(ByteKey(path))
-      try setMetadata(path, entry, isSymlink: false)
       directoryTimes.append((path, entry.mtime))
       return
     case .hardlink:
@@ -213,8 +213,7 @@ public final class Applier {
     switch entry.kind {
     case .regular:
       guard entry.size >= 0 else { throw refused(entry.path, "negative size") }
-      // setxattr does not change the mtime: put sets it with the rest, one change fewer.
-      let attributes = PutAttributes(permissions: entry.permissions, owner: (entry.uid, entry.gid), mtime: entry.mtime)
+      let attributes = attributes(entry, permissions: true)
       if entry.size <= Self.inMemoryLimit {
         var data: [UInt8] = []
         data.reserveCapacity(Int(entry.size))
@@ -232,18 +231,13 @@ public final class Applier {
         try session.put(path, contents: .hostFile(staging), attributes: attributes)
       }
       created.insert(ByteKey(path))
-      try setXattrs(path, entry)
     case .symlink:
-      try session.create(path, .symlink(target: entry.linkTarget ?? []))
+      try session.create(path, .symlink(target: entry.linkTarget ?? []), attributes: attributes(entry))
       created.insert(ByteKey(path))
-      try setMetadata(path, entry, isSymlink: true)
-      try session.setAttribute(path, .times(entry.mtime))
     case .character, .block, .fifo:
       let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
-      try session.create(path, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), permissions: entry.permissions)
+      try session.create(path, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), permissions: entry.permissions, attributes: attributes(entry))
       created.insert(ByteKey(path))
-      try setMetadata(path, entry, isSymlink: false)
-      try session.setAttribute(path, .times(entry.mtime))
     default: break
     }
   }
@@ -271,7 +265,7 @@ public final class Applier {
     default: return false
     }
     guard let dir = try batch.directory(parent), dir.isFree(name) else { return false }
-    let attributes = NewAttributes(uid: entry.uid, gid: entry.gid, permissions: entry.permissions, mtime: entry.mtime, xattrs: publicXattrs(entry))
+    let attributes = attributes(entry, permissions: true)
     switch entry.kind {
     case .directory:
       _ = try batch.createDirectory(name, in: dir, attributes)
@@ -312,19 +306,11 @@ public final class Applier {
     return [parent + [name]]
   }
 
-  /// Owner, mode and xattrs of an object the general path just made (a directory over a
-  /// directory changes only what differs, in place).
-  private func setMetadata(_ path: [UInt8], _ entry: LayerEntry, isSymlink: Bool) throws(OvlError) {
-    try session.setAttribute(path, .owner(uid: entry.uid, gid: entry.gid))
-    // After chown, which clears setuid/setgid; the new object has the rest of the mode.
-    if !isSymlink && entry.permissions & 0o6000 != 0 { try session.setAttribute(path, .mode(entry.permissions)) }
-    try setXattrs(path, entry)
-  }
-
-  private func setXattrs(_ path: [UInt8], _ entry: LayerEntry) throws(OvlError) {
-    for (name, value) in publicXattrs(entry) {
-      try session.setAttribute(path, .setXattr(name: name, value: value))
-    }
+  /// The owner, xattrs and times of an entry, which the object it makes is built with;
+  /// `create` takes the mode apart.
+  private func attributes(_ entry: LayerEntry, permissions: Bool = false, times: Bool = true) -> ObjectAttributes {
+    ObjectAttributes(
+      permissions: permissions ? entry.permissions : nil, owner: (entry.uid, entry.gid), mtime: times ? entry.mtime : nil, xattrs: publicXattrs(entry))
   }
 
   /// The entry's xattrs less the overlay-private ones: a layer cannot make a directory

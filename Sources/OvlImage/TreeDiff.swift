@@ -161,7 +161,7 @@ public final class TreeDiff {
     case .regular:
       let data = try new.openData(entry)
       let bytes = try step("read", path.string) { () throws(Errno) in try data.readAll() }
-      try session.put(path, contents: .bytes(bytes), attributes: PutAttributes(permissions: status.permissions, owner: (status.uid, status.gid)))
+      try session.put(path, contents: .bytes(bytes), attributes: ObjectAttributes(permissions: status.permissions, owner: (status.uid, status.gid)))
       for (name, value) in record.xattrs where !isLayerPrivate(name) {
         try session.setAttribute(path, .setXattr(name: name, value: value))
       }

@@ -3,23 +3,6 @@ import OvlStack
 import OvlSystem
 import OvlWrite
 
-/// The attributes a batch gives a new object (a layer entry's): owner before mode (a chown
-/// clears setuid bits), xattrs after the chown (it clears file capabilities), times last.
-public struct NewAttributes: Sendable {
-  public var uid: UInt32
-  public var gid: UInt32
-  public var permissions: UInt32
-  public var mtime: Int64
-  public var xattrs: [([UInt8], [UInt8])]
-  public init(uid: UInt32, gid: UInt32, permissions: UInt32, mtime: Int64, xattrs: [([UInt8], [UInt8])]) {
-    self.uid = uid
-    self.gid = gid
-    self.permissions = permissions
-    self.mtime = mtime
-    self.xattrs = xattrs
-  }
-}
-
 /// A merged directory that is in the upper layer, with every name any of its layers has:
 /// a name outside that set is free, and the kernel would create it in place.
 public final class BatchDirectory {
@@ -63,12 +46,6 @@ final class TempFile: @unchecked Sendable {
 final class OpenFile {
   let fd: FD
   init(_ fd: consuming FD) { self.fd = fd }
-}
-
-/// A system call that failed, to be reported with the path of what it worked on.
-struct FailedCall: Error {
-  let call: String
-  let errno: Errno
 }
 
 /// How a file made in one directory starts out (`inode_init_owner`, `posix_acl_create`):
@@ -202,14 +179,14 @@ public final class CreateBatch {
   }
 
   /// A new regular file `name` in `dir` holding `data`, built on the background thread.
-  public func createFile(_ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes, data: [UInt8]) throws(OvlError) {
+  public func createFile(_ name: [UInt8], in dir: BatchDirectory, _ attributes: ObjectAttributes, data: [UInt8]) throws(OvlError) {
     try session.prepareForChange()
     let file = TempFile()
     let context = dir.newFiles
     let build: @Sendable () -> Void = {
       do throws(FailedCall) {
         let fd = try Self.open(attributes, context)
-        try Self.call("write") { () throws(Errno) in try fd.write(data) }
+        try calling("write") { () throws(Errno) in try fd.write(data) }
         try Self.finish(fd, attributes, context)
         file.opened = OpenFile(fd)
       } catch {
@@ -224,7 +201,7 @@ public final class CreateBatch {
   /// A new regular file `name` in `dir`: `contents` writes its data (in line: for data too
   /// big to hold in memory).
   public func createFile(
-    _ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes,
+    _ name: [UInt8], in dir: BatchDirectory, _ attributes: ObjectAttributes,
     contents: (borrowing FD) throws(OvlError) -> Void
   ) throws(OvlError) {
     try session.prepareForChange()
@@ -240,31 +217,17 @@ public final class CreateBatch {
     do { return try body() } catch { throw .system(call: error.call, path: shown(name, in: dir), errno: error.errno) }
   }
 
-  private static func call<R: ~Copyable>(_ name: String, _ body: () throws(Errno) -> R) throws(FailedCall) -> R {
-    do { return try body() } catch { throw FailedCall(call: name, errno: error) }
-  }
-
   /// The file is created with its permission bits: where the umask cuts none (and no
   /// setuid, setgid or sticky bit is asked for) no fchmod follows.
-  private static func open(_ attributes: NewAttributes, _ context: NewFileDefaults) throws(FailedCall) -> FD {
-    try call("open(O_TMPFILE)") { () throws(Errno) in try context.dir.fd.openTemporaryFile(permissions: attributes.permissions & 0o777) }
+  private static func open(_ attributes: ObjectAttributes, _ context: NewFileDefaults) throws(FailedCall) -> FD {
+    try calling("open(O_TMPFILE)") { () throws(Errno) in try context.dir.fd.openTemporaryFile(permissions: (attributes.permissions ?? 0) & 0o777) }
   }
 
-  /// Owner before mode (a chown clears setuid bits), xattrs after the chown (it clears file
-  /// capabilities), times last; a file created as the caller with the mode needs no more.
-  private static func finish(_ fd: borrowing FD, _ attributes: NewAttributes, _ context: NewFileDefaults) throws(FailedCall) {
-    if attributes.uid != context.owner.uid || attributes.gid != context.owner.gid {
-      try call("fchown") { () throws(Errno) in try fd.changeOwner(uid: attributes.uid, gid: attributes.gid) }
-    }
-    if let umask = context.umask, attributes.permissions == attributes.permissions & 0o777 & ~umask {
-      // Created with exactly this mode.
-    } else {
-      try call("fchmod") { () throws(Errno) in try fd.changeMode(permissions: attributes.permissions) }
-    }
-    for (attribute, value) in attributes.xattrs {
-      try call("fsetxattr") { () throws(Errno) in try fd.setXattr(attribute, value) }
-    }
-    try call("futimens") { () throws(Errno) in try fd.setTimes(atime: attributes.mtime, mtime: attributes.mtime) }
+  /// The attributes, as `put` sets them; a file created as the caller with its mode (the
+  /// umask cut nothing) needs no more than its times.
+  private static func finish(_ fd: borrowing FD, _ attributes: ObjectAttributes, _ context: NewFileDefaults) throws(FailedCall) {
+    let made = ObjectAttributes.Created(owner: context.owner, permissions: context.umask.map { (attributes.permissions ?? 0) & 0o777 & ~$0 })
+    try attributes.apply(to: fd, created: made)
   }
 
   private func add(_ file: TempFile, _ name: [UInt8], in dir: BatchDirectory) throws(OvlError) {
@@ -296,7 +259,7 @@ public final class CreateBatch {
 
   /// A new directory `name` in `dir`, made in place (`ovl_create_upper`: opaque in a merged
   /// parent where the stack records lower identities); returns it, empty.
-  public func createDirectory(_ name: [UInt8], in dir: BatchDirectory, _ attributes: NewAttributes) throws(OvlError) -> BatchDirectory {
+  public func createDirectory(_ name: [UInt8], in dir: BatchDirectory, _ attributes: ObjectAttributes) throws(OvlError) -> BatchDirectory {
     try session.prepareForChange()
     let path = shown(name, in: dir)
     let parent = dir.upper
@@ -305,19 +268,19 @@ public final class CreateBatch {
     let closed: UInt32 = session.stack.credentials.overridesPermissions ? 0 : 0o700
     try createInPlace(name, in: dir, path) { () throws(Errno) in try parent.fd.makeDirectory(name, permissions: closed) }
     let fd = try step("open", path) { () throws(Errno) in try FD.open(name, in: parent.fd, .directory) }
-    try step("fchown", path) { () throws(Errno) in try fd.changeOwner(uid: attributes.uid, gid: attributes.gid) }
-    try step("fchmod", path) { () throws(Errno) in try fd.changeMode(permissions: attributes.permissions) }
+    // Its times are the caller's to set, after its entries.
+    var settled = attributes
+    settled.mtime = nil
     if session.marksNewDirectoryOpaque(inMerged: dir.isMerge) {
-      try step("setxattr", path) { () throws(Errno) in try fd.setXattr(session.namespace.name(.opaque), Opaque.opaque.value) }
+      settled.xattrs.insert((session.namespace.name(.opaque), Opaque.opaque.value), at: 0)
     }
-    for (attribute, value) in attributes.xattrs {
-      try step("fsetxattr", path) { () throws(Errno) in try fd.setXattr(attribute, value) }
-    }
+    try located(path) { () throws(FailedCall) in try settled.apply(to: fd) }
     let upperPath = parent.path.isEmpty ? name : parent.path + [UInt8(ascii: "/")] + name
     let childDir = LayerDir(layer: 0, fd: fd, path: upperPath)
     // It has the mode and group just set, and the parent's default ACL if there is one.
+    let group = attributes.owner?.gid ?? dir.newFiles.owner.gid
     let newFiles = NewFileDefaults(
-      dir: childDir, owner: (caller.uid, attributes.permissions & 0o2000 != 0 ? attributes.gid : caller.gid), umask: dir.newFiles.umask)
+      dir: childDir, owner: (caller.uid, (attributes.permissions ?? 0) & 0o2000 != 0 ? group : caller.gid), umask: dir.newFiles.umask)
     let child = BatchDirectory(upper: childDir, path: dir.path + [UInt8(ascii: "/")] + name, isMerge: false, taken: [], newFiles: newFiles)
     try remember(child)
     // Its own entries make it dirty; the parent's new name makes the parent dirty.
@@ -327,28 +290,18 @@ public final class CreateBatch {
 
   /// A new symlink or special file `name` in `dir`, made in place. The directory's times
   /// are the caller's to set (they change with every entry made in it).
-  public func createNode(_ name: [UInt8], in dir: BatchDirectory, _ object: NewObject, _ attributes: NewAttributes) throws(OvlError) {
+  public func createNode(_ name: [UInt8], in dir: BatchDirectory, _ object: NewObject, _ attributes: ObjectAttributes) throws(OvlError) {
     try session.prepareForChange()
     let path = shown(name, in: dir)
     let parent = dir.upper
-    var isSymlink = false
     try createInPlace(name, in: dir, path) { () throws(Errno) in
       switch object {
       case .directory: throw .invalidArgument
-      case .symlink(let target):
-        isSymlink = true
-        try parent.fd.makeSymlink(name, target: target)
+      case .symlink(let target): try parent.fd.makeSymlink(name, target: target)
       case .node(let type, let major, let minor): try parent.fd.makeNode(name, type: type, permissions: 0, major: major, minor: minor)
       }
     }
-    try step("fchownat", path) { () throws(Errno) in try parent.fd.changeOwner(name, uid: attributes.uid, gid: attributes.gid) }
-    if !isSymlink {
-      try step("fchmodat", path) { () throws(Errno) in try parent.fd.changeMode(name, permissions: attributes.permissions) }
-    }
-    for (attribute, value) in attributes.xattrs {
-      try step("lsetxattr", path) { () throws(Errno) in try parent.fd.setXattr(name, attribute, value) }
-    }
-    try step("utimensat", path) { () throws(Errno) in try parent.fd.setTimes(name, mtime: attributes.mtime) }
+    try located(path) { () throws(FailedCall) in try attributes.apply(to: name, in: parent.fd, type: object.type) }
   }
 
   /// Makes `name` with `make` under the parent's lock (a name taken meanwhile: EEXIST).

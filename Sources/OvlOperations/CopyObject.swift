@@ -13,7 +13,7 @@ extension WriteSession {
     // the umask cuts): two system calls fewer per file.
     let s = plan.status
     let direct = s.uid == caller.uid && s.gid == caller.gid && s.permissions & 0o7000 == 0 && s.permissions & umask == 0
-    let created: (uid: UInt32, gid: UInt32, permissions: UInt32)? = direct ? (s.uid, s.gid, s.permissions) : nil
+    let created = direct ? ObjectAttributes.Created(owner: (s.uid, s.gid), permissions: s.permissions) : nil
     let temp = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: created?.permissions ?? 0) }
     var flags: InodeFlags?
     if !plan.metacopy {
@@ -35,7 +35,8 @@ extension WriteSession {
       // fsync=auto: the data is durable before the name appears.
       try step("fsync", where_) { () throws(Errno) in try temp.sync() }
     }
-    try apply(try metadata(plan, lowerFlags: flags), to: temp, where_, created: created)
+    let attributes = try metadata(plan, lowerFlags: flags)
+    try located(where_) { () throws(FailedCall) in try attributes.apply(to: temp, created: created) }
     if let indexNlink {
       try step("fsetxattr", where_) { () throws(Errno) in try temp.setXattr(namespace.name(.nlink), indexNlink) }
     }
@@ -69,7 +70,8 @@ extension WriteSession {
       }
     }
     let temp = TempEntry(dir: tempDir, name: tempName, isDirectory: status.type == .directory)
-    try apply(try metadata(plan), to: tempName, in: tempDir, type: status.type, tempPath)
+    let attributes = try metadata(plan)
+    try located(tempPath) { () throws(FailedCall) in try attributes.apply(to: tempName, in: tempDir.fd, type: status.type) }
     if let indexNlink {
       try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(tempName, namespace.name(.nlink), indexNlink) }
     }

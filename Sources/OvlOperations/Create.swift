@@ -9,6 +9,14 @@ public enum NewObject: Sendable {
   case symlink(target: [UInt8])
   /// A fifo, character or block device.
   case node(FileType, major: UInt32, minor: UInt32)
+
+  var type: FileType {
+    switch self {
+    case .directory: .directory
+    case .symlink: .symlink
+    case .node(let type, _, _): type
+    }
+  }
 }
 
 /// Where `put` takes a file's contents from.
@@ -20,23 +28,15 @@ public enum FileContents: Sendable {
   case merged([UInt8])
 }
 
-/// Attributes `put` sets after writing (nil: left as creation or the old file left them).
-public struct PutAttributes: Sendable {
-  public var permissions: UInt32?
-  public var owner: (uid: UInt32, gid: UInt32)?
-  public var mtime: Int64?
-  public init(permissions: UInt32? = nil, owner: (uid: UInt32, gid: UInt32)? = nil, mtime: Int64? = nil) {
-    self.permissions = permissions
-    self.owner = owner
-    self.mtime = mtime
-  }
-}
-
 extension WriteSession {
   /// mkdir(2), symlink(2), mknod(2) on the merged view (`ovl_create_object`). `permissions`
   /// nil: the default (0777/0666) less the umask. `parents`: mkdir -p (existing
-  /// directories are fine, missing ones are made).
-  public func create(_ path: [UInt8], _ object: NewObject, permissions: UInt32? = nil, parents: Bool = false) throws(OvlError) {
+  /// directories are fine, missing ones are made). `attributes`: an owner, xattrs and times
+  /// the object is built with (a layer's entry), set before it gets its name where it is
+  /// built in the work dir; its `permissions` are not used (`permissions` is the mode).
+  public func create(
+    _ path: [UInt8], _ object: NewObject, permissions: UInt32? = nil, parents: Bool = false, attributes: ObjectAttributes = ObjectAttributes()
+  ) throws(OvlError) {
     let components = try components(path)
     try change { () throws(OvlError) in
       if parents, case .directory = object {
@@ -46,15 +46,15 @@ extension WriteSession {
             if !entry.isDirectory { throw .format(path: target.shown, reason: "exists and is not a directory", errno: .fileExists) }
             continue
           }
-          let requested = depth == components.count ? permissions : nil
-          try createObject(target, object, requested: requested, default: 0o777)
+          let last = depth == components.count
+          try createObject(target, object, requested: last ? permissions : nil, default: 0o777, attributes: last ? attributes : ObjectAttributes())
         }
         return
       }
       switch object {
-      case .directory: try createObject(try locate(components), object, requested: permissions, default: 0o777)
-      case .symlink: try createObject(try locate(components), object, requested: 0o777, default: 0o777)
-      case .node: try createObject(try locate(components), object, requested: permissions, default: 0o666)
+      case .directory: try createObject(try locate(components), object, requested: permissions, default: 0o777, attributes: attributes)
+      case .symlink: try createObject(try locate(components), object, requested: 0o777, default: 0o777, attributes: attributes)
+      case .node: try createObject(try locate(components), object, requested: permissions, default: 0o666, attributes: attributes)
       }
     }
   }
@@ -62,7 +62,7 @@ extension WriteSession {
   /// Writes a regular file: a new one is created (published complete, never half-written);
   /// an existing one is copied up and rewritten in place (open with O_TRUNC keeps its inode,
   /// its hard links and its xattrs, as on a mount).
-  public func put(_ path: [UInt8], contents: FileContents, attributes: PutAttributes = PutAttributes()) throws(OvlError) {
+  public func put(_ path: [UInt8], contents: FileContents, attributes: ObjectAttributes = ObjectAttributes()) throws(OvlError) {
     let components = try components(path)
     try change { () throws(OvlError) in
       // The source is checked before anything is created or truncated: a bad source must
@@ -91,7 +91,7 @@ extension WriteSession {
       try withLockedParent(upperObject.parent, child: upperObject.name, expected: upperObject.status.id, path: where_) { () throws(OvlError) in
         let file = try step("open", where_) { () throws(Errno) in try upperObject.open(.truncatingWrite) }
         try write(contents, to: file, where_)
-        try apply(attributes, to: file, where_)
+        try located(where_) { () throws(FailedCall) in try attributes.apply(to: file) }
       }
       markDirty(upperObject.parent)
     }
@@ -111,7 +111,7 @@ extension WriteSession {
   /// file: made in place on a free name; over a whiteout built complete under a temp name
   /// in the temp dir, then renamed over it (a directory by exchange, marked opaque, the
   /// whiteout then removed).
-  private func createObject(_ target: Target, _ object: NewObject, requested: UInt32?, default: UInt32) throws(OvlError) {
+  private func createObject(_ target: Target, _ object: NewObject, requested: UInt32?, default: UInt32, attributes given: ObjectAttributes) throws(OvlError) {
     if target.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     // mknod(2)'s own check comes before anything is copied up.
     if case .node(let type, _, _) = object, type == .character || type == .block, !caller.canMakeDevices {
@@ -121,14 +121,12 @@ extension WriteSession {
     if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let path = describe(current.path)
     let whiteout = try upperWhiteout(current.name, in: upperParent)
-    var isDirectory = false
-    if case .directory = object { isDirectory = true }
-    var isSymlink = false
-    if case .symlink = object { isSymlink = true }
+    let isDirectory = object.type == .directory
+    let isSymlink = object.type == .symlink
     let initial = try newObjectMode(in: upperParent, requested: requested, default: `default`, isDirectory: isDirectory, isSymlink: isSymlink)
     let owner = try newOwner(upperParent, isDirectory: isDirectory, permissions: initial.permissions, exact: requested != nil)
     guard let whiteout else {
-      try createDirectly(current, object, in: upperParent, owner: owner, path: path)
+      try createDirectly(current, object, in: upperParent, attributes: settled(given, owner), path: path)
       return
     }
 
@@ -142,40 +140,43 @@ extension WriteSession {
       }
     }
     let entry = TempEntry(dir: tempDir, name: temp, isDirectory: isDirectory)
-    if owner.uid != caller.uid || owner.gid != caller.gid {
-      try step("fchownat", tempPath) { () throws(Errno) in try tempDir.fd.changeOwner(temp, uid: owner.uid, gid: owner.gid) }
-    }
+    var attributes = settled(given, owner)
     // The parent's default ACL, which the kernel applies to the object it builds in the
-    // work dir (`ovl_set_upper_acl`), before the mode (a chmod then cuts the ACL's mask).
-    for (name, value) in initial.xattrs {
-      try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(temp, name, value) }
-    }
-    if case .symlink = object {} else {
-      try step("fchmodat", tempPath) { () throws(Errno) in try tempDir.fd.changeMode(temp, permissions: owner.permissions) }
-    }
+    // work dir (`ovl_set_upper_acl`).
+    attributes.inherited = initial.xattrs
     // Over a whiteout a new directory is opaque: it must hide what the whiteout hid.
-    if isDirectory {
-      try step("setxattr", tempPath) { () throws(Errno) in try tempDir.fd.setXattr(temp, namespace.name(.opaque), Opaque.opaque.value) }
-    }
+    if isDirectory { attributes.xattrs.insert((namespace.name(.opaque), Opaque.opaque.value), at: 0) }
+    let made = ObjectAttributes.Created(owner: (caller.uid, caller.gid), permissions: 0)
+    try located(tempPath) { () throws(FailedCall) in try attributes.apply(to: temp, in: tempDir.fd, type: object.type, created: made) }
     try publishOverWhiteout(entry, as: current.name, in: upperParent, whiteout: whiteout, path: path)
     forgetDirectories(under: current.path)
     touched(upperParent)
   }
 
+  /// The attributes a new object gets: the given ones, its mode, and the owner given or
+  /// the one `inode_init_owner` decided.
+  private func settled(_ given: ObjectAttributes, _ owner: (uid: UInt32, gid: UInt32, permissions: UInt32)) -> ObjectAttributes {
+    var attributes = given
+    attributes.owner = given.owner ?? (owner.uid, owner.gid)
+    attributes.permissions = owner.permissions
+    return attributes
+  }
+
   /// `ovl_create_upper`: on a free name the object is made in place, as the kernel makes
-  /// it; only a mode the umask cut (or a setgid bit inherited against `-m`) and the opaque
-  /// mark follow (the kernel's own "best effort": a name that was free hides nothing).
+  /// it; only a mode the umask cut (or a setgid bit inherited against `-m`), the opaque
+  /// mark (the kernel's own "best effort": a name that was free hides nothing) and the
+  /// given attributes follow.
   private func createDirectly(
-    _ target: Target, _ object: NewObject, in upperParent: LayerDir, owner: (uid: UInt32, gid: UInt32, permissions: UInt32), path: String
+    _ target: Target, _ object: NewObject, in upperParent: LayerDir, attributes given: ObjectAttributes, path: String
   ) throws(OvlError) {
     let name = target.name
     try withLockedParent(upperParent, child: name, expected: nil, path: path) { () throws(OvlError) in
       do throws(Errno) {
         switch object {
-        case .directory: try upperParent.fd.makeDirectory(name, permissions: owner.permissions)
+        case .directory: try upperParent.fd.makeDirectory(name, permissions: given.permissions ?? 0)
         case .symlink(let link): try upperParent.fd.makeSymlink(name, target: link)
         case .node(let type, let major, let minor):
-          try upperParent.fd.makeNode(name, type: type, permissions: owner.permissions, major: major, minor: minor)
+          try upperParent.fd.makeNode(name, type: type, permissions: given.permissions ?? 0, major: major, minor: minor)
         }
       } catch .fileExists {
         throw .format(path: target.shown, reason: "file exists", errno: .fileExists)
@@ -184,17 +185,12 @@ extension WriteSession {
       }
     }
     let status = try step("statx", path) { () throws(Errno) in try upperParent.fd.stat(name) }
-    if status.uid != owner.uid || status.gid != owner.gid {
-      try step("fchownat", path) { () throws(Errno) in try upperParent.fd.changeOwner(name, uid: owner.uid, gid: owner.gid) }
+    var attributes = given
+    if object.type == .directory && marksNewDirectoryOpaque(inMerged: target.parent.isMerge) {
+      attributes.xattrs.insert((namespace.name(.opaque), Opaque.opaque.value), at: 0)
     }
-    var isDirectory = false
-    if case .directory = object { isDirectory = true }
-    if case .symlink = object {} else if status.permissions != owner.permissions {
-      try step("fchmodat", path) { () throws(Errno) in try upperParent.fd.changeMode(name, permissions: owner.permissions) }
-    }
-    if isDirectory && marksNewDirectoryOpaque(inMerged: target.parent.isMerge) {
-      try step("setxattr", path) { () throws(Errno) in try upperParent.fd.setXattr(name, namespace.name(.opaque), Opaque.opaque.value) }
-    }
+    let made = ObjectAttributes.Created(owner: (status.uid, status.gid), permissions: status.permissions)
+    try located(path) { () throws(FailedCall) in try attributes.apply(to: name, in: upperParent.fd, type: object.type, created: made) }
     forgetDirectories(under: target.path)
     touched(upperParent)
   }
@@ -214,7 +210,7 @@ extension WriteSession {
   /// A new regular file: an O_TMPFILE in the temp dir gets the data, owner, mode and times,
   /// is made durable, then gets its name — directly on a free name, through a temp name and
   /// a rename over a whiteout.
-  private func createRegular(_ target: Target, contents: FileContents, attributes: PutAttributes) throws(OvlError) {
+  private func createRegular(_ target: Target, contents: FileContents, attributes: ObjectAttributes) throws(OvlError) {
     let (current, upperParent) = try withUpperParent(target)
     if current.entry != nil { throw .format(path: target.shown, reason: "file exists", errno: .fileExists) }
     let path = describe(current.path)
@@ -223,10 +219,9 @@ extension WriteSession {
     let owner = try newOwner(upperParent, isDirectory: false, permissions: initial.permissions, exact: true)
     let file = try step("open(O_TMPFILE)", workPath) { () throws(Errno) in try tempDir.fd.openTemporaryFile(permissions: 0) }
     try write(contents, to: file, path)
-    var settled = attributes
-    settled.owner = attributes.owner ?? (owner.uid, owner.gid)
-    settled.permissions = owner.permissions
-    try apply(settled, to: file, path, xattrs: initial.xattrs)
+    var complete = settled(attributes, owner)
+    complete.inherited = initial.xattrs
+    try located(path) { () throws(FailedCall) in try complete.apply(to: file) }
     try step("fsync", path) { () throws(Errno) in try file.sync() }
     if whiteout == nil {
       try withLockedParent(upperParent, child: current.name, expected: nil, path: path) { () throws(OvlError) in
@@ -273,23 +268,6 @@ extension WriteSession {
       }
       let input = try stack.openData(entry)
       _ = try step("copy", path) { () throws(Errno) in try file.copyData(from: input, size: entry.status.size) }
-    }
-  }
-
-  /// Owner before mode (a chown clears setuid bits), an inherited ACL before the mode (a
-  /// chmod then cuts its mask), times last (writes stamp them).
-  private func apply(_ attributes: PutAttributes, to file: borrowing FD, _ path: String, xattrs: [([UInt8], [UInt8])] = []) throws(OvlError) {
-    if let owner = attributes.owner {
-      try step("fchown", path) { () throws(Errno) in try file.changeOwner(uid: owner.uid, gid: owner.gid) }
-    }
-    for (name, value) in xattrs {
-      try step("fsetxattr", path) { () throws(Errno) in try file.setXattr(name, value) }
-    }
-    if let permissions = attributes.permissions {
-      try step("fchmod", path) { () throws(Errno) in try file.changeMode(permissions: permissions) }
-    }
-    if let mtime = attributes.mtime {
-      try step("futimens", path) { () throws(Errno) in try file.setTimes(atime: mtime, mtime: mtime) }
     }
   }
 }

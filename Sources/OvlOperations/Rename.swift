@@ -50,7 +50,7 @@ extension WriteSession {
       dir.forgetListing()
       for name in names { try copyTree(from + [name], to + [name]) }
     case .regular:
-      try put(toPath, contents: .merged(Array(from.joined(separator: [UInt8(ascii: "/")]))), attributes: PutAttributes(permissions: status.permissions))
+      try put(toPath, contents: .merged(Array(from.joined(separator: [UInt8(ascii: "/")]))), attributes: ObjectAttributes(permissions: status.permissions))
     case .symlink:
       try create(toPath, .symlink(target: record.target ?? []))
     default:

@@ -6,7 +6,7 @@ import OvlWrite
 public enum Change: Sendable {
   case remove([UInt8], RemoveMode, force: Bool)
   case makeDirectory([UInt8], permissions: UInt32?, parents: Bool)
-  case put(FileContents, [UInt8], PutAttributes)
+  case put(FileContents, [UInt8], ObjectAttributes)
   case symlink(target: [UInt8], [UInt8])
   case makeNode([UInt8], FileType, major: UInt32, minor: UInt32, permissions: UInt32?)
   case rename([UInt8], [UInt8], copy: Bool)
@@ -167,7 +167,7 @@ public enum Script {
       let a = try arguments(rest, flags: [], valued: ["-m", "--mode", "--owner", "--mtime"])
       try exactly(a, 2, "put [-m MODE] [--owner UID:GID] [--mtime EPOCH] SRC PATH")
       if a.operands[0] == [UInt8(ascii: "-")] { throw SyntaxError("put - (standard input) is not possible in a script") }
-      let attributes = PutAttributes(
+      let attributes = ObjectAttributes(
         permissions: try (a.values["-m"] ?? a.values["--mode"]).map { (m) throws(SyntaxError) in try parseMode(m) },
         owner: try a.values["--owner"].map { (o) throws(SyntaxError) in try parseOwnerPair(o) },
         mtime: try a.values["--mtime"].map { (t) throws(SyntaxError) in try parseTime(t) })

@@ -19,7 +19,7 @@ struct Put: ChangeCommand {
   @Argument(help: "The path in the merged view.") var path: String
 
   func changes() throws(Script.SyntaxError) -> [Change] {
-    let attributes = PutAttributes(
+    let attributes = ObjectAttributes(
       permissions: try mode.map { (m) throws(Script.SyntaxError) in try Script.parseMode(Array(m.utf8)) },
       owner: try owner.map { (o) throws(Script.SyntaxError) in
         let (uid, gid) = try Script.parseOwner(Array(o.utf8))

@@ -60,6 +60,7 @@ import Testing
         #expect(again.status == 0, "\(at): rerun: \(again.stderr)")
       }
       #expect(crashes >= 2, "\(path): \(crashes) writes to crash at")
+      print("crash sweep: copy-up \(path) [\(extra)]: \(crashes) writes, each crashed and checked")
     }
   }
 

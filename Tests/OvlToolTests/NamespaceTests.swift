@@ -137,6 +137,7 @@ import Testing
       }
     }
     #expect(crashes >= 1, "\(argv): no write to crash at")
+    print("crash sweep: \(command.joined(separator: " ")) [\(extra)]: \(crashes) writes, each crashed and checked")
   }
 
   /// Random scripts (the namespace sweep's generator) killed before a random write: the
