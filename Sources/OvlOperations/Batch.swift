@@ -266,7 +266,7 @@ public final class CreateBatch {
     // Made closed (0, or 0700 for a caller who could not open a mode-0 directory) until its
     // owner and mode are set.
     let closed: UInt32 = session.stack.credentials.overridesPermissions ? 0 : 0o700
-    try createInPlace(name, in: dir, path) { () throws(Errno) in try parent.fd.makeDirectory(name, permissions: closed) }
+    try createInPlace(.directory, name, in: dir, permissions: closed, path)
     let fd = try step("open", path) { () throws(Errno) in try FD.open(name, in: parent.fd, .directory) }
     // Its times are the caller's to set, after its entries.
     var settled = attributes
@@ -294,21 +294,13 @@ public final class CreateBatch {
     try session.prepareForChange()
     let path = shown(name, in: dir)
     let parent = dir.upper
-    try createInPlace(name, in: dir, path) { () throws(Errno) in
-      switch object {
-      case .directory: throw .invalidArgument
-      case .symlink(let target): try parent.fd.makeSymlink(name, target: target)
-      case .node(let type, let major, let minor): try parent.fd.makeNode(name, type: type, permissions: 0, major: major, minor: minor)
-      }
-    }
+    try createInPlace(object, name, in: dir, permissions: 0, path)
     try located(path) { () throws(FailedCall) in try attributes.apply(to: name, in: parent.fd, type: object.type) }
   }
 
-  /// Makes `name` with `make` under the parent's lock (a name taken meanwhile: EEXIST).
-  private func createInPlace(_ name: [UInt8], in dir: BatchDirectory, _ path: String, _ make: () throws(Errno) -> Void) throws(OvlError) {
-    try withLockedParent(dir.upper, child: name, expected: nil, path: path) { () throws(OvlError) in
-      try step("create", path) { () throws(Errno) in try make() }
-    }
+  /// Makes `name` as `create` makes an object on a free name.
+  private func createInPlace(_ object: NewObject, _ name: [UInt8], in dir: BatchDirectory, permissions: UInt32, _ path: String) throws(OvlError) {
+    try session.makeInPlace(object, name, in: dir.upper, permissions: permissions, path: path, shown: path)
     dir.taken.insert(ByteKey(name))
     session.touched(dir.upper)
   }

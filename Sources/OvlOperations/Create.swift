@@ -170,20 +170,7 @@ extension WriteSession {
     _ target: Target, _ object: NewObject, in upperParent: LayerDir, attributes given: ObjectAttributes, path: String
   ) throws(OvlError) {
     let name = target.name
-    try withLockedParent(upperParent, child: name, expected: nil, path: path) { () throws(OvlError) in
-      do throws(Errno) {
-        switch object {
-        case .directory: try upperParent.fd.makeDirectory(name, permissions: given.permissions ?? 0)
-        case .symlink(let link): try upperParent.fd.makeSymlink(name, target: link)
-        case .node(let type, let major, let minor):
-          try upperParent.fd.makeNode(name, type: type, permissions: given.permissions ?? 0, major: major, minor: minor)
-        }
-      } catch .fileExists {
-        throw .format(path: target.shown, reason: "file exists", errno: .fileExists)
-      } catch {
-        throw .system(call: "create", path: path, errno: error)
-      }
-    }
+    try makeInPlace(object, name, in: upperParent, permissions: given.permissions ?? 0, path: path, shown: target.shown)
     let status = try step("statx", path) { () throws(Errno) in try upperParent.fd.stat(name) }
     var attributes = given
     if object.type == .directory && marksNewDirectoryOpaque(inMerged: target.parent.isMerge) {
@@ -193,6 +180,25 @@ extension WriteSession {
     try located(path) { () throws(FailedCall) in try attributes.apply(to: name, in: upperParent.fd, type: object.type, created: made) }
     forgetDirectories(under: target.path)
     touched(upperParent)
+  }
+
+  /// mkdir, symlink or mknod of `name` in `parent` under the parent's lock, as the kernel
+  /// makes an object on a free name: `create` and the bulk path make them here. A name taken
+  /// meanwhile is EEXIST ("file exists", at `shown`, the merged path).
+  func makeInPlace(_ object: NewObject, _ name: [UInt8], in parent: LayerDir, permissions: UInt32, path: String, shown: String) throws(OvlError) {
+    try withLockedParent(parent, child: name, expected: nil, path: path) { () throws(OvlError) in
+      do throws(Errno) {
+        switch object {
+        case .directory: try parent.fd.makeDirectory(name, permissions: permissions)
+        case .symlink(let link): try parent.fd.makeSymlink(name, target: link)
+        case .node(let type, let major, let minor): try parent.fd.makeNode(name, type: type, permissions: permissions, major: major, minor: minor)
+        }
+      } catch .fileExists {
+        throw .format(path: shown, reason: "file exists", errno: .fileExists)
+      } catch {
+        throw .system(call: "create", path: path, errno: error)
+      }
+    }
   }
 
   /// `ovl_allow_offline_changes`: none of the features that record lower identities.
