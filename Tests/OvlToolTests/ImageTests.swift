@@ -523,6 +523,7 @@ import Testing
     #expect(r.stderr.contains("refused 2") && r.stderr.contains("fsck 0"), "\(r.stderr)")
     let writes = r.stderr.split(separator: "\n").first { $0.hasPrefix("writes ") }.flatMap { Int($0.dropFirst(7)) } ?? 0
     #expect(writes > 10, "\(r.stderr)")
+    print("apply crash sweep: \(writes - 1) writes, every \(step)th crashed and checked")
   }
 
   @Test func smuggledOverlayXattrIsNotApplied() throws {
