@@ -161,11 +161,10 @@ public final class TreeDiff {
     case .regular:
       let data = try new.openData(entry)
       let bytes = try step("read", path.string) { () throws(Errno) in try data.readAll() }
-      try session.put(path, contents: .bytes(bytes), attributes: ObjectAttributes(permissions: status.permissions, owner: (status.uid, status.gid)))
-      for (name, value) in record.xattrs where !isLayerPrivate(name) {
-        try session.setAttribute(path, .setXattr(name: name, value: value))
-      }
-      try session.setAttribute(path, .times(status.mtime))
+      // Built complete, as apply's general path builds a file: owner, mode, xattrs, times.
+      let attributes = ObjectAttributes(
+        permissions: status.permissions, owner: (status.uid, status.gid), mtime: status.mtime, xattrs: record.xattrs.filter { !isLayerPrivate($0.0) })
+      try session.put(path, contents: .bytes(bytes), attributes: attributes)
     case .symlink:
       try session.create(path, .symlink(target: record.target ?? []))
       try setAttributes(path, record, isSymlink: true)
