@@ -39,7 +39,7 @@ public final class Applier {
   /// the same layer does not remove them (whiteouts act on the layers below only).
   private var created: Set<ByteKey> = []
   /// Directories' mtimes, set after the whole stream (entries below change them).
-  private var directoryTimes: [([UInt8], Int64)] = []
+  private var directoryTimes: [(MergedPath, Int64)] = []
   private var warnedPrivate = false
   /// Regular files up to this size are applied from memory.
   static let inMemoryLimit: Int64 = 8 << 20
@@ -88,7 +88,7 @@ public final class Applier {
       diffID = try reader.finishDiffID()
     }
     try batch.settle()
-    for (path, mtime) in directoryTimes.sorted(by: { $0.0.count > $1.0.count }) {
+    for (path, mtime) in directoryTimes.sorted(by: { $0.0.bytes.count > $1.0.bytes.count }) {
       try session.setAttribute(path, .times(mtime))
     }
     try session.finish()
@@ -99,28 +99,24 @@ public final class Applier {
     return diffID
   }
 
-  /// `a/./b/` → [a, b]; refuses absolute paths, `..`, empty or over-long names.
-  static func components(_ raw: [UInt8]) throws(OvlError) -> [[UInt8]] {
-    if raw.first == UInt8(ascii: "/") { throw refused(raw, "absolute path", .notPermitted) }
-    var result: [[UInt8]] = []
-    for part in raw.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-      if part.elementsEqual([0x2E]) { continue }
-      if part.elementsEqual([0x2E, 0x2E]) { throw refused(raw, "'..' in the path", .notPermitted) }
-      if part.count > 255 { throw refused(raw, "a name is longer than 255 bytes", .fileNameTooLong) }
-      if part.contains(0) { throw refused(raw, "NUL in the name") }
-      result.append(Array(part))
+  /// A layer entry's path (`a/./b/`) as a merged path; refuses absolute paths, `..`, NUL
+  /// and over-long names.
+  static func mergedPath(_ raw: [UInt8]) throws(OvlError) -> MergedPath {
+    do {
+      return try MergedPath(parsing: raw, .layerEntry)
+    } catch .absolute {
+      throw refused(raw, "absolute path", .notPermitted)
+    } catch .dotDot {
+      throw refused(raw, "'..' in the path", .notPermitted)
+    } catch .nameTooLong {
+      throw refused(raw, "a name is longer than 255 bytes", .fileNameTooLong)
+    } catch {
+      throw refused(raw, "NUL in the name")
     }
-    return result
-  }
-
-  static func merged(_ components: some Collection<[UInt8]>) -> [UInt8] {
-    var out: [UInt8] = []
-    for c in components { out += [UInt8(ascii: "/")] + c }
-    return out.isEmpty ? [UInt8(ascii: "/")] : out
   }
 
   /// The merged entry at `path`, nil when it (or a parent) does not exist.
-  private func lookup(_ path: [UInt8]) throws(OvlError) -> MergedEntry? {
+  private func lookup(_ path: MergedPath) throws(OvlError) -> MergedEntry? {
     do {
       return try stack.resolve(path).entry
     } catch .format(_, _, .noSuchFileOrDirectory) {
@@ -130,12 +126,11 @@ public final class Applier {
 
   private func apply(_ layerEntry: LayerEntry, _ reader: LayerReader) throws(OvlError) {
     let entry = options.rootlessOwners.map { $0.transform(layerEntry) } ?? layerEntry
-    let components = try Self.components(entry.path)
-    guard let name = components.last else {
+    let path = try Self.mergedPath(entry.path)
+    guard let name = path.name, let parent = path.parent else {
       // The root entry (`.`/`./`): the upper root's attributes are the stack's, not a layer's.
       return
     }
-    let parent = Array(components.dropLast())
     if try applyNew(entry, parent: parent, name: name, reader) { return }
     try batch.settle(affecting: try affected(entry, parent: parent, name: name))
     if name.starts(with: whiteoutPrefix) && entry.kind != .directory {
@@ -145,8 +140,7 @@ public final class Applier {
     if name.starts(with: whiteoutPrefix) {
       throw refused(entry.path, "a directory named .wh.*", .invalidArgument)
     }
-    let path = Self.merged(components)
-    if created.contains(ByteKey(path)) && entry.kind != .directory {
+    if created.contains(ByteKey(path.bytes)) && entry.kind != .directory {
       throw refused(entry.path, "duplicate entry", .fileExists)
     }
     if entry.kind == .character && entry.rdevMajor == 0 && entry.rdevMinor == 0 {
@@ -178,19 +172,18 @@ public final class Applier {
         for (name, value) in publicXattrs(entry) where !current.xattrs.contains(where: { $0.0 == name && $0.1 == value }) {
           try session.setAttribute(path, .setXattr(name: name, value: value))
         }
-        created.insert(ByteKey(path))
+        created.insert(ByteKey(path.bytes))
         directoryTimes.append((path, entry.mtime))
         return
       }
       if existing != nil { try session.remove(path, mode: .recursive, force: true) }
       // Its times come after its entries.
       try session.create(path, .directory, permissions: entry.permissions, attributes: attributes(entry, times: false))
-      created.insert(ByteKey(path))
+      created.insert(ByteKey(path.bytes))
       directoryTimes.append((path, entry.mtime))
       return
     case .hardlink:
-      let targetComponents = try Self.components(entry.linkTarget ?? [])
-      let target = Self.merged(targetComponents)
+      let target = try Self.mergedPath(entry.linkTarget ?? [])
       guard let source = try lookup(target) else {
         throw refused(entry.path, "hardlink target '\(String(decoding: entry.linkTarget ?? [], as: UTF8.self))' is neither in the layer nor in the stack", .noSuchFileOrDirectory)
       }
@@ -198,7 +191,7 @@ public final class Applier {
       if target == path { return }
       if existing != nil { try session.remove(path, mode: .recursive, force: true) }
       try session.link(target, to: path)
-      created.insert(ByteKey(path))
+      created.insert(ByteKey(path.bytes))
       return
     case .socket:
       warn("layer entry '\(String(decoding: entry.path, as: UTF8.self))': socket skipped")
@@ -230,14 +223,14 @@ public final class Applier {
         }
         try session.put(path, contents: .hostFile(staging), attributes: attributes)
       }
-      created.insert(ByteKey(path))
+      created.insert(ByteKey(path.bytes))
     case .symlink:
       try session.create(path, .symlink(target: entry.linkTarget ?? []), attributes: attributes(entry))
-      created.insert(ByteKey(path))
+      created.insert(ByteKey(path.bytes))
     case .character, .block, .fifo:
       let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
       try session.create(path, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), permissions: entry.permissions, attributes: attributes(entry))
-      created.insert(ByteKey(path))
+      created.insert(ByteKey(path.bytes))
     default: break
     }
   }
@@ -245,19 +238,19 @@ public final class Applier {
   /// The common case in bulk: an entry that makes a new name in an upper directory whose
   /// layers do not have it (or a whiteout of such a name, which removes nothing). False:
   /// the entry needs the general path (a lookup, a replacement, a copy-up, a refusal).
-  private func applyNew(_ entry: LayerEntry, parent: [[UInt8]], name: [UInt8], _ reader: LayerReader) throws(OvlError) -> Bool {
+  private func applyNew(_ entry: LayerEntry, parent: MergedPath, name: [UInt8], _ reader: LayerReader) throws(OvlError) -> Bool {
     if name.starts(with: whiteoutPrefix) {
       guard entry.kind != .directory, name != opaqueMarker else { return false }
       let victim = Array(name.dropFirst(whiteoutPrefix.count))
       if victim.isEmpty || victim == [0x2E] || victim == [0x2E, 0x2E] || victim.starts(with: whiteoutPrefix) { return false }
       // Made by this layer: a directory must still hide what is below it (the general path).
-      if created.contains(ByteKey(Self.merged(parent + [victim]))) { return false }
+      if created.contains(ByteKey(parent.appending(victim).bytes)) { return false }
       // Only a directory listed already: listing one for a whiteout alone costs more than the lookups.
       guard let dir = batch.knownDirectory(parent) else { return false }
       return dir.isFree(victim)
     }
-    let path = Self.merged(parent + [name])
-    if created.contains(ByteKey(path)) { return false }
+    let path = parent.appending(name)
+    if created.contains(ByteKey(path.bytes)) { return false }
     switch entry.kind {
     case .directory, .regular, .symlink, .fifo, .hardlink: break
     case .character, .block:
@@ -283,27 +276,27 @@ public final class Applier {
         }
       }
     case .hardlink:
-      let target = Self.merged(try Self.components(entry.linkTarget ?? []))
-      guard try batch.link(to: target, as: name, in: dir) else { return false }
+      let target = try Self.mergedPath(entry.linkTarget ?? [])
+      guard try batch.link(to: target.slashed, as: name, in: dir) else { return false }
     case .symlink:
       try batch.createNode(name, in: dir, .symlink(target: entry.linkTarget ?? []), attributes)
     default:
       let type: FileType = entry.kind == .character ? .character : entry.kind == .block ? .block : .fifo
       try batch.createNode(name, in: dir, .node(type, major: entry.rdevMajor, minor: entry.rdevMinor), attributes)
     }
-    created.insert(ByteKey(path))
+    created.insert(ByteKey(path.bytes))
     return true
   }
 
-  /// The merged paths (as components) whose pending names a general change for this entry
-  /// may see: the entry's own, a whited-out name, a directory made opaque, a link target.
-  private func affected(_ entry: LayerEntry, parent: [[UInt8]], name: [UInt8]) throws(OvlError) -> [[[UInt8]]] {
+  /// The merged paths whose pending names a general change for this entry may see: the
+  /// entry's own, a whited-out name, a directory made opaque, a link target.
+  private func affected(_ entry: LayerEntry, parent: MergedPath, name: [UInt8]) throws(OvlError) -> [MergedPath] {
     if name == opaqueMarker { return [parent] }
     if name.starts(with: whiteoutPrefix) && entry.kind != .directory {
-      return [parent + [Array(name.dropFirst(whiteoutPrefix.count))]]
+      return [parent.appending(Array(name.dropFirst(whiteoutPrefix.count)))]
     }
-    if entry.kind == .hardlink { return [parent + [name], try Self.components(entry.linkTarget ?? [])] }
-    return [parent + [name]]
+    if entry.kind == .hardlink { return [parent.appending(name), try Self.mergedPath(entry.linkTarget ?? [])] }
+    return [parent.appending(name)]
   }
 
   /// The owner, xattrs and times of an entry, which the object it makes is built with;
@@ -330,14 +323,14 @@ public final class Applier {
   /// Missing parent directories of an entry (a layer need not list them): 0755, 0:0, as
   /// containerd and c/storage make them. A parent that is not a directory — a symlink in
   /// the layer or in the stack included — is refused: paths never go through symlinks.
-  private func makeParents(_ parent: [[UInt8]], _ raw: [UInt8]) throws(OvlError) {
-    for depth in 0..<parent.count {
-      let path = Self.merged(parent[...depth])
+  private func makeParents(_ parent: MergedPath, _ raw: [UInt8]) throws(OvlError) {
+    for depth in 0..<parent.depth {
+      let path = parent.prefix(depth + 1)
       if let existing = try lookup(path) {
         if existing.status.type == .symlink {
-          throw refused(raw, "the path goes through the symlink '\(String(decoding: path, as: UTF8.self))'", .tooManySymbolicLinkLevels)
+          throw refused(raw, "the path goes through the symlink '\(path.shown)'", .tooManySymbolicLinkLevels)
         }
-        if !existing.isDirectory { throw refused(raw, "'\(String(decoding: path, as: UTF8.self))' is not a directory", .notDirectory) }
+        if !existing.isDirectory { throw refused(raw, "'\(path.shown)' is not a directory", .notDirectory) }
         continue
       }
       if let rootless = options.rootlessOwners {
@@ -349,11 +342,11 @@ public final class Applier {
         try session.setAttribute(path, .owner(uid: 0, gid: 0))
         try session.setAttribute(path, .mode(0o755))
       }
-      created.insert(ByteKey(path))
+      created.insert(ByteKey(path.bytes))
     }
   }
 
-  private func applyMarker(_ entry: LayerEntry, parent: [[UInt8]], name: [UInt8]) throws(OvlError) {
+  private func applyMarker(_ entry: LayerEntry, parent: MergedPath, name: [UInt8]) throws(OvlError) {
     if name == opaqueMarker {
       try makeParents(parent, entry.path)
       try makeOpaque(parent, entry.path)
@@ -374,10 +367,10 @@ public final class Applier {
   /// lower layer has it). A whiteout acts on the layers below only: when this layer made
   /// NAME itself (an entry before the whiteout), NAME stays, and if it is a directory it
   /// hides what the layers below have in it, as if the whiteout had come first.
-  private func whiteout(parent: [[UInt8]], victim: [UInt8]) throws(OvlError) {
-    let path = Self.merged(parent + [victim])
-    if created.contains(ByteKey(path)) {
-      if let made = try lookup(path), made.isDirectory { try makeOpaque(parent + [victim], path) }
+  private func whiteout(parent: MergedPath, victim: [UInt8]) throws(OvlError) {
+    let path = parent.appending(victim)
+    if created.contains(ByteKey(path.bytes)) {
+      if let made = try lookup(path), made.isDirectory { try makeOpaque(path, path.bytes) }
       return
     }
     // A whited-out or missing parent, or one that is not a directory: nothing below it is
@@ -400,15 +393,14 @@ public final class Applier {
   /// write for a layer that replaces everything): the kernel ignores an opaque mark on the
   /// upper root, so every name below that the layer did not make is removed — a whiteout
   /// for each lower name — and the view shows only the layer's own entries.
-  private func makeOpaque(_ dirComponents: [[UInt8]], _ raw: [UInt8]) throws(OvlError) {
-    let path = Self.merged(dirComponents)
-    let prefix = dirComponents.isEmpty ? [UInt8(ascii: "/")] : path + [UInt8(ascii: "/")]
-    guard !dirComponents.isEmpty else {
+  private func makeOpaque(_ path: MergedPath, _ raw: [UInt8]) throws(OvlError) {
+    let prefix = path.bytes + [UInt8(ascii: "/")]
+    guard !path.isRoot else {
       let root = try stack.root()
       let hidden = try stack.list(root).filter { !created.contains(ByteKey(prefix + $0)) }
       root.forgetListing()
-      try batch.settle(affecting: hidden.map { [$0] })
-      for child in hidden { try whiteout(parent: [], victim: child) }
+      try batch.settle(affecting: hidden.map { MergedPath.root.appending($0) })
+      for child in hidden { try whiteout(parent: .root, victim: child) }
       return
     }
     guard let entry = try lookup(path), entry.isDirectory else {
@@ -426,28 +418,27 @@ public final class Applier {
       try session.setAttribute(path, .owner(uid: record.status.uid, gid: record.status.gid))
       try session.setAttribute(path, .mode(record.status.permissions))
       for (name, value) in record.xattrs { try session.setAttribute(path, .setXattr(name: name, value: value)) }
-      created.insert(ByteKey(path))
+      created.insert(ByteKey(path.bytes))
       return
     }
     for child in hidden {
-      try session.remove(prefix + child, mode: .recursive, force: true)
+      try session.remove(path.appending(child), mode: .recursive, force: true)
     }
   }
 
   /// Replaces the char 0:0 whiteout just written at `victim` by an xattr whiteout (for
   /// layers stored on an overlay, kernel ≥ 6.7), and marks its directory `opaque=x` unless
   /// it is opaque already.
-  private func convertToXattrWhiteout(parent: [[UInt8]], victim: [UInt8]) throws(OvlError) {
-    let dirPath = Self.merged(parent)
+  private func convertToXattrWhiteout(parent: MergedPath, victim: [UInt8]) throws(OvlError) {
     let upperDir: LayerDir
-    if parent.isEmpty {
+    if parent.isRoot {
       guard let root = stack.upperRoot else { return }
       upperDir = root
     } else {
-      guard let entry = try lookup(dirPath), let upper = entry.upper else { return }
-      upperDir = try LayerDir(layer: 0, fd: step("open", dirPath.string) { () throws(Errno) in try upper.open(.directory) }, path: Array(dirPath.dropFirst()))
+      guard let entry = try lookup(parent), let upper = entry.upper else { return }
+      upperDir = try LayerDir(layer: 0, fd: step("open", parent.shown) { () throws(Errno) in try upper.open(.directory) }, path: parent.bytes)
     }
-    try session.convertToXattrWhiteout(victim, in: upperDir, dirShown: stack.layerPaths[0] + dirPath.string)
+    try session.convertToXattrWhiteout(victim, in: upperDir, dirShown: stack.layerPaths[0] + parent.shown)
   }
 }
 

@@ -193,10 +193,15 @@ public final class Exporter {
 
   /// The directory at `path` in the layers below, when it has children an opaque upper
   /// directory hides.
+  /// The merged path of a tar path this export wrote (`a/b`: names read from the upper).
+  private static func merged(_ tarPath: [UInt8]) -> MergedPath {
+    MergedPath(tarPath.split(separator: UInt8(ascii: "/")).map { Array($0) })
+  }
+
   private func hidesSomething(_ path: [UInt8]) throws(OvlError) -> Bool {
     guard let below else { return false }
     let resolved: (parent: MergedDir?, entry: MergedEntry?, root: MergedDir)
-    do { resolved = try below.resolve(path) } catch { return false }
+    do { resolved = try below.resolve(Self.merged(path)) } catch { return false }
     guard let entry = resolved.entry, entry.isDirectory else { return path.isEmpty }
     return !(try below.list(try below.open(entry))).isEmpty
   }
@@ -312,7 +317,7 @@ public final class Exporter {
   }
 
   private func mergedData(_ path: [UInt8]) throws(OvlError) -> FD {
-    guard let entry = try stack.resolve(path).entry else {
+    guard let entry = try stack.resolve(Self.merged(path)).entry else {
       throw .format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
     }
     return try stack.openData(entry)
@@ -340,7 +345,7 @@ public final class Exporter {
   /// directory, opaque over whatever the layers below have at its name, with every entry of
   /// the merged subtree.
   private func exportMerged(_ path: [UInt8]) throws(OvlError) {
-    guard let top = try stack.resolve(path).entry else {
+    guard let top = try stack.resolve(Self.merged(path)).entry else {
       throw .format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
     }
     var failure: OvlError?
@@ -348,7 +353,7 @@ public final class Exporter {
       guard failure == nil else { return }
       do throws(OvlError) {
         let record = try result.get()
-        try writeRecord(record, isTop: record.path == top.path, path: path)
+        try writeRecord(record, isTop: record.path == top.path.bytes, path: path)
       } catch {
         failure = error
       }

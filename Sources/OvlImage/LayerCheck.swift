@@ -73,10 +73,9 @@ final class LayerCheck {
       let parent = lastSlash < 0 ? [UInt8(ascii: "/")] : Array(path[0..<(lastSlash + 1)])
       return (path, parent, Array(raw[(lastSlash + 1)..<end]))
     }
-    let components = try Applier.components(raw)
-    guard let name = components.last else { return nil }
-    let parent = Array(components.dropLast())
-    return (Applier.merged(components), Applier.merged(parent), name)
+    let path = try Applier.mergedPath(raw)
+    guard let name = path.name, let parent = path.parent else { return nil }
+    return (path.slashed, parent.slashed, name)
   }
 
   private func check(_ layerEntry: LayerEntry) throws(OvlError) {
@@ -117,7 +116,7 @@ final class LayerCheck {
       state[ByteKey(path)] = .directory
       return
     case .hardlink:
-      let target = Applier.merged(try Applier.components(entry.linkTarget ?? []))
+      let target = try Applier.mergedPath(entry.linkTarget ?? []).slashed
       switch try kind(target) {
       case .absent:
         throw refused(entry.path, "hardlink target '\((entry.linkTarget ?? []).string)' is neither in the layer nor in the stack", .noSuchFileOrDirectory)
@@ -170,9 +169,9 @@ final class LayerCheck {
   /// symlink or another object on the way refuses the entry.
   private func parents(_ whole: [UInt8], _ raw: [UInt8]) throws(OvlError) {
     if whole == checkedParent { return }
-    let parent = whole.split(separator: UInt8(ascii: "/")).map { Array($0) }
-    for depth in 0..<parent.count {
-      let path = Applier.merged(parent[...depth])
+    let parent = MergedPath(slashed: whole)
+    for depth in 0..<parent.depth {
+      let path = parent.prefix(depth + 1).slashed
       switch try kind(path) {
       case .directory: continue
       case .symlink: throw refused(raw, "the path goes through the symlink '\(path.string)'", .tooManySymbolicLinkLevels)
@@ -246,9 +245,9 @@ final class LayerCheck {
     if path == [UInt8(ascii: "/")] {
       dir = try stack.root()
     } else {
-      var components = path.split(separator: UInt8(ascii: "/")).map { Array($0) }
-      let name = components.removeLast()
-      let parentPath = components.isEmpty ? [UInt8(ascii: "/")] : Applier.merged(components)
+      let merged = MergedPath(slashed: path)
+      let name = merged.name ?? []
+      let parentPath = (merged.parent ?? .root).slashed
       if let parent = try mergedDirectory(parentPath), let entry = try stack.lookup(name, in: parent), entry.isDirectory, entry.status.type != .symlink {
         dir = try stack.open(entry)
       } else {

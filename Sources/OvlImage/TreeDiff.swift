@@ -61,7 +61,7 @@ public final class TreeDiff {
     return groups
   }
 
-  private static func path(_ components: [[UInt8]]) -> [UInt8] { Applier.merged(components) }
+  private static func path(_ components: [[UInt8]]) -> [UInt8] { MergedPath(components).slashed }
 
   private func walk(_ oldDir: MergedDir?, _ newDir: MergedDir, _ components: [[UInt8]]) throws(OvlError) {
     let newNames = try new.list(newDir)

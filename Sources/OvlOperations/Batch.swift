@@ -123,23 +123,23 @@ public final class CreateBatch {
     queue?.close()
   }
 
-  /// The directory at `components` of the merged view, copied up if it is only in lower
-  /// layers (nil when it is missing, not a directory or reached through a symlink: the
-  /// general path makes it or refuses the entry).
-  public func directory(_ components: [[UInt8]]) throws(OvlError) -> BatchDirectory? {
-    let key = WriteSession.mergedPath(components)
+  /// The directory at `path` of the merged view, copied up if it is only in lower layers
+  /// (nil when it is missing, not a directory or reached through a symlink: the general
+  /// path makes it or refuses the entry).
+  public func directory(_ path: MergedPath) throws(OvlError) -> BatchDirectory? {
+    let key = path.bytes
     if let known = directories[ByteKey(key)] { return known }
     var merged: MergedDir
     do {
-      merged = try session.directory(components)
+      merged = try session.directory(path)
     } catch .format {
       return nil
     }
     if merged.upper == nil {
       // `ovl_copy_up(parent)`: the kernel copies a directory up before it makes a name in it.
       let session = session
-      try session.change { () throws(OvlError) in _ = try session.copyUp(key, metacopy: false) }
-      merged = try session.directory(components)
+      try session.change { () throws(OvlError) in _ = try session.copyUp(path, metacopy: false) }
+      merged = try session.directory(path)
     }
     guard let upper = merged.upper else { return nil }
     // Names are about to be added behind the lookups' back.
@@ -164,9 +164,9 @@ public final class CreateBatch {
 
   static let defaultACL = Array("system.posix_acl_default".utf8)
 
-  /// The directory at `components` if it was listed already (nil otherwise).
-  public func knownDirectory(_ components: [[UInt8]]) -> BatchDirectory? {
-    directories[ByteKey(WriteSession.mergedPath(components))]
+  /// The directory at `path` if it was listed already (nil otherwise).
+  public func knownDirectory(_ path: MergedPath) -> BatchDirectory? {
+    directories[ByteKey(path.bytes)]
   }
 
   private func remember(_ dir: BatchDirectory) throws(OvlError) {
@@ -357,23 +357,23 @@ public final class CreateBatch {
     return pendingDirectories.contains { Self.isAt($0.bytes, orBelow: path) }
   }
 
-  /// Before a change by the general path that acts on the merged paths `affected` (as
-  /// components: the entry's own path, a whited-out name, a directory made opaque, a link
+  /// Before a change by the general path that acts on the merged paths `affected` (the
+  /// entry's own path, a whited-out name, a directory made opaque, a link
   /// target). The names pending at or below them are published (the change may look them
   /// up, list them or remove what holds them), and what the change can make wrong is
   /// forgotten: a change replaces, removes or copies up what is at those paths and below,
   /// and makes or copies up names only along them, so the directories at and below them
   /// are forgotten, and each name on them is taken in the directories above (a name that
   /// may exist is never made in bulk).
-  public func settle(affecting affected: [[[UInt8]]]) throws(OvlError) {
-    let paths = affected.map { WriteSession.mergedPath($0) }
+  public func settle(affecting affected: [MergedPath]) throws(OvlError) {
+    let paths = affected.map(\.bytes)
     if paths.contains(where: { hasPending(at: $0) }) { try publish() }
     for path in paths where directories.keys.contains(where: { Self.isAt($0.bytes, orBelow: path) }) {
       directories = directories.filter { !Self.isAt($0.key.bytes, orBelow: path) }
     }
-    for components in affected {
-      for depth in 0..<components.count {
-        directories[ByteKey(WriteSession.mergedPath(components[..<depth]))]?.taken.insert(ByteKey(components[depth]))
+    for path in affected {
+      for (depth, name) in path.components.enumerated() {
+        directories[ByteKey(path.prefix(depth).bytes)]?.taken.insert(ByteKey(name))
       }
     }
   }

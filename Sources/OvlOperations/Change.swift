@@ -6,68 +6,68 @@ import OvlWrite
 /// A merged-view path resolved for a change: its parent directory and the entry under the
 /// name (nil when the name is free or whited out).
 struct Target {
-  let components: [[UInt8]]
+  let path: MergedPath
   let name: [UInt8]
   let parent: MergedDir
   let entry: MergedEntry?
 
-  /// The merged path, `/a/b`.
-  var path: [UInt8] { parent.path + [UInt8(ascii: "/")] + name }
-  var parentComponents: [[UInt8]] { Array(components.dropLast()) }
-  var shown: String { path.string }
+  var parentPath: MergedPath { parent.path }
+  var shown: String { path.shown }
 }
 
 extension WriteSession {
-  /// Splits a merged-view path into its components (`.` dropped); `..` is refused, as the
+  /// A merged-view path argument (`/a/b` or `a/b`, `.` dropped); `..` is refused, as the
   /// root has no parent inside the layers and a script's paths should say where they go.
-  func components(_ path: [UInt8]) throws(OvlError) -> [[UInt8]] {
-    let components = path.split(separator: UInt8(ascii: "/")).map { Array($0) }.filter { $0 != [0x2E] }
-    if components.contains([0x2E, 0x2E]) { throw .usage("\(path.string): '..' is not allowed in a merged-view path") }
-    for c in components where c.count > 255 {
+  func parse(_ path: [UInt8], what: String = "a merged-view path") throws(OvlError) -> MergedPath {
+    do {
+      return try MergedPath(parsing: path, .argument)
+    } catch .dotDot {
+      throw .usage("\(path.string): '..' is not allowed in \(what)")
+    } catch {
       throw .format(path: path.string, reason: "file name too long", errno: .fileNameTooLong)
     }
-    return components
   }
 
-  /// Looks `components` up in the merged view, every parent by the kernel's lookup.
-  func locate(_ components: [[UInt8]]) throws(OvlError) -> Target {
-    guard let name = components.last else {
+  /// Looks `path` up in the merged view, every parent by the kernel's lookup.
+  func locate(_ path: MergedPath) throws(OvlError) -> Target {
+    guard let name = path.name, let parentPath = path.parent else {
       throw .format(path: "/", reason: "the root of the merged view cannot be created, removed or moved", errno: .resourceBusy)
     }
-    let dir = try directory(Array(components.dropLast()))
+    let dir = try directory(parentPath)
     let entry = try stack.lookup(name, in: dir)
     // The kernel's lookup of the last component records a merged directory's origin too.
     if let entry, let upperParent = dir.upper { try fixOrigin(entry, parent: upperParent) }
-    return Target(components: components, name: name, parent: dir, entry: entry)
+    return Target(path: path, name: name, parent: dir, entry: entry)
   }
 
-  /// The merged directory at `components`, from the cache where its deepest known ancestor
-  /// is; directories in the upper layer are cached.
-  func directory(_ components: [[UInt8]]) throws(OvlError) -> MergedDir {
+  /// The merged directory at `path`, from the cache where its deepest known ancestor is;
+  /// directories in the upper layer are cached.
+  func directory(_ path: MergedPath) throws(OvlError) -> MergedDir {
+    let components = path.components
     var depth = components.count
     var dir: MergedDir?
     while depth > 0 {
-      if let cached = directories[Self.mergedPath(components[..<depth])] { dir = cached; break }
+      if let cached = directories[path.prefix(depth)] { dir = cached; break }
       depth -= 1
     }
     if dir == nil {
-      if let root = directories[[]] {
+      if let root = directories[.root] {
         dir = root
       } else {
         let root = try stack.root()
-        directories[[]] = root
+        directories[.root] = root
         dir = root
       }
     }
     guard var dir else { throw .format(path: "/", reason: "no root", errno: .ioError) }
     for component in components[depth...] {
       guard let entry = try stack.lookup(component, in: dir) else {
-        throw .format(path: (dir.path + [UInt8(ascii: "/")] + component).string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
+        throw .format(path: dir.path.appending(component).shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
       }
       if entry.status.type == .symlink {
-        throw .format(path: entry.path.string, reason: "is a symlink: paths are resolved without following symlinks", errno: .tooManySymbolicLinkLevels)
+        throw .format(path: entry.path.shown, reason: "is a symlink: paths are resolved without following symlinks", errno: .tooManySymbolicLinkLevels)
       }
-      guard entry.isDirectory else { throw .format(path: entry.path.string, reason: "not a directory", errno: .notDirectory) }
+      guard entry.isDirectory else { throw .format(path: entry.path.shown, reason: "not a directory", errno: .notDirectory) }
       if let upperParent = dir.upper { try fixOrigin(entry, parent: upperParent) }
       dir = try stack.open(entry)
       if dir.upper != nil { directories[entry.path] = dir }
@@ -76,7 +76,7 @@ extension WriteSession {
   }
 
   /// Looks the target up again (after a copy-up or another change below its parent).
-  func relocate(_ target: Target) throws(OvlError) -> Target { try locate(target.components) }
+  func relocate(_ target: Target) throws(OvlError) -> Target { try locate(target.path) }
 
   /// `ovl_copy_up(dentry->d_parent)`: the target's parent is made an upper directory first;
   /// returns the target looked up again and the parent's upper directory.
@@ -84,11 +84,11 @@ extension WriteSession {
     try prepareForChange()
     var target = target
     if target.parent.upper == nil {
-      _ = try copyUp(Array(target.parentComponents.joined(separator: [UInt8(ascii: "/")])), metacopy: false)
+      _ = try copyUp(target.parentPath, metacopy: false)
       target = try relocate(target)
     }
     guard let upperParent = target.parent.upper else {
-      throw .format(path: target.parent.path.string, reason: "no upper directory after copy-up", errno: .ioError)
+      throw .format(path: target.parent.path.shown, reason: "no upper directory after copy-up", errno: .ioError)
     }
     return (target, upperParent)
   }
@@ -144,7 +144,7 @@ extension WriteSession {
     let dir = try stack.open(entry)
     let names = try stack.list(dir).filter { $0 != [0x2E] && $0 != [0x2E, 0x2E] }
     dir.forgetListing()
-    if !names.isEmpty { throw .format(path: entry.path.string, reason: "directory not empty", errno: .directoryNotEmpty) }
+    if !names.isEmpty { throw .format(path: entry.path.shown, reason: "directory not empty", errno: .directoryNotEmpty) }
   }
 
   /// The upper name is a whiteout (the merged name is negative because of it).
@@ -156,9 +156,9 @@ extension WriteSession {
   }
 
   /// A copy-up for a change that does not write data: metadata only where metacopy=on.
-  func copyUpForChange(_ components: [[UInt8]]) throws(OvlError) {
+  func copyUpForChange(_ path: MergedPath) throws(OvlError) {
     try prepareForChange()
-    _ = try copyUp(Array(components.joined(separator: [UInt8(ascii: "/")])), metacopy: stack.options.metacopy)
+    _ = try copyUp(path, metacopy: stack.options.metacopy)
   }
 
   /// How a new object in `parent` starts out (`posix_acl_create`): the mode the caller asked

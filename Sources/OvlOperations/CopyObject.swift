@@ -92,7 +92,7 @@ extension WriteSession {
   /// mode 0000 whose `upper` is the handle of the upper directory.
   func createDirectoryIndex(_ plan: CopyPlan, upperHandle: [UInt8]) throws(OvlError) {
     guard let index else { return }
-    let hex = try step("name_to_handle_at", plan.entry.path.string) { () throws(Errno) in
+    let hex = try step("name_to_handle_at", plan.entry.path.shown) { () throws(Errno) in
       try stack.encodeHandle(plan.lower.parent, plan.lower.name, upper: false).indexName
     }
     let indexTemp = temporaryName()

@@ -21,19 +21,21 @@ extension WriteSession {
   /// changes with metacopy=on (`metacopy == true`). Missing parents are copied up first,
   /// top-most first, as `ovl_copy_up_flags` does.
   public func copyUp(_ path: [UInt8], metacopy: Bool) throws(OvlError) -> CopyUpResult {
-    let components = path.split(separator: UInt8(ascii: "/")).map { Array($0) }.filter { $0 != [0x2E] }
-    let shown = "/" + components.map { $0.string }.joined(separator: "/")
-    guard !components.contains([0x2E, 0x2E]) else { throw .usage("\(shown): '..' is not allowed in a copy-up path") }
+    try copyUp(try parse(path, what: "a copy-up path"), metacopy: metacopy)
+  }
+
+  func copyUp(_ path: MergedPath, metacopy: Bool) throws(OvlError) -> CopyUpResult {
+    let components = path.components
+    let shown = path.shown
     if metacopy && !stack.options.metacopy {
       throw .format(path: shown, reason: "metadata-only copy-up needs metacopy=on", errno: .invalidArgument)
     }
-    guard !components.isEmpty else { return .alreadyUpper }
+    guard let parentPath = path.parent else { return .alreadyUpper }
     // Scripts copy up many paths in one directory: start from the parent when it is known
     // to be up already.
     var parent = try stack.root()
     var upperParent = upper
     var start = 0
-    let parentPath = Self.mergedPath(components.dropLast())
     if let cached = directories[parentPath], let cachedUpper = cached.upper {
       parent = cached
       upperParent = cachedUpper
@@ -49,7 +51,7 @@ extension WriteSession {
       }
       if i == components.count - 1 { break }
       if !entry.isDirectory {
-        throw .format(path: String(decoding: entry.path, as: UTF8.self), reason: "not a directory", errno: .notDirectory)
+        throw .format(path: entry.path.shown, reason: "not a directory", errno: .notDirectory)
       }
       probe = try stack.open(entry)
     }
@@ -60,7 +62,7 @@ extension WriteSession {
         throw .format(path: shown, reason: "no such file or directory in the merged view", errno: .noSuchFileOrDirectory)
       }
       if !last && !entry.isDirectory {
-        throw .format(path: String(decoding: entry.path, as: UTF8.self), reason: "not a directory", errno: .notDirectory)
+        throw .format(path: entry.path.shown, reason: "not a directory", errno: .notDirectory)
       }
       if entry.upper == nil || isIndexAlias(entry) {
         // Only regular files can be metadata-only; anything else is copied whole, as a
@@ -93,13 +95,7 @@ extension WriteSession {
   }
 
   func describe(_ path: [UInt8]) -> String { upperPath + path.string }
-
-  /// `/a/b` for the components a, b (empty for the root).
-  static func mergedPath(_ components: some Collection<[UInt8]>) -> [UInt8] {
-    var path: [UInt8] = []
-    for c in components { path.append(UInt8(ascii: "/")); path += c }
-    return path
-  }
+  func describe(_ path: MergedPath) -> String { upperPath + path.bytes.string }
 
   /// `ovl_fix_origin`: the kernel's lookup of a merged directory records the handle of its
   /// top lower directory as `origin` (where missing or different) and marks the parent
@@ -132,10 +128,10 @@ extension WriteSession {
   func copyUpOne(_ entry: MergedEntry, name: [UInt8], into upperParent: LayerDir, metacopy: Bool) throws(OvlError) -> CopyUpResult {
     try prepareForChange()
     if isIndexAlias(entry), let indexed = entry.upper {
-      try linkUp(indexed, name: name, into: upperParent, path: entry.path, lowerLinks: Int(entry.lowers.first?.status.links ?? 1))
+      try linkUp(indexed, name: name, into: upperParent, path: entry.path.bytes, lowerLinks: Int(entry.lowers.first?.status.links ?? 1))
       return .linkedUp
     }
-    guard let lower = entry.lowers.first else { throw .format(path: entry.path.string, reason: "nothing to copy up", errno: .noSuchFileOrDirectory) }
+    guard let lower = entry.lowers.first else { throw .format(path: entry.path.shown, reason: "nothing to copy up", errno: .noSuchFileOrDirectory) }
     let status = lower.status
     let isDir = status.type == .directory
     // ovl_need_index: every object with nfs_export, else lower hard links.
@@ -154,7 +150,7 @@ extension WriteSession {
     var destinationName = name
     var indexName: [UInt8] = []
     if toIndex {
-      indexName = try step("name_to_handle_at", entry.path.string) { () throws(Errno) in
+      indexName = try step("name_to_handle_at", entry.path.shown) { () throws(Errno) in
         try stack.encodeHandle(lower.parent, lower.name, upper: false).indexName
       }
     }
@@ -183,7 +179,7 @@ extension WriteSession {
     if isDir { forgetDirectories(under: entry.path) }
     if indexAfterUpper, let index {
       if published {
-        let id = try linkIntoIndex(name, in: upperParent, as: indexName, index: index, path: entry.path)
+        let id = try linkIntoIndex(name, in: upperParent, as: indexName, index: index, path: entry.path.bytes)
         inodeLinks[id] = Int(status.links)
       }
       markDirty(upperParent)
@@ -194,7 +190,7 @@ extension WriteSession {
         RealObject(layer: 0, parent: index, name: destinationName, status: try index.fd.stat(destinationName))
       }
       if published { inodeLinks[indexedObject.status.id] = Int(status.links) }
-      try linkUp(indexedObject, name: name, into: upperParent, path: entry.path, lowerLinks: Int(status.links))
+      try linkUp(indexedObject, name: name, into: upperParent, path: entry.path.bytes, lowerLinks: Int(status.links))
       return published ? .copied : .linkedUp
     }
 

@@ -37,24 +37,30 @@ extension WriteSession {
   public func create(
     _ path: [UInt8], _ object: NewObject, permissions: UInt32? = nil, parents: Bool = false, attributes: ObjectAttributes = ObjectAttributes()
   ) throws(OvlError) {
-    let components = try components(path)
+    try create(try parse(path), object, permissions: permissions, parents: parents, attributes: attributes)
+  }
+
+  public func create(
+    _ path: MergedPath, _ object: NewObject, permissions: UInt32? = nil, parents: Bool = false, attributes: ObjectAttributes = ObjectAttributes()
+  ) throws(OvlError) {
     try change { () throws(OvlError) in
       if parents, case .directory = object {
-        for depth in 1...max(components.count, 1) where depth <= components.count {
-          let target = try locate(Array(components[..<depth]))
+        let depthOfPath = path.depth
+        for depth in 1...max(depthOfPath, 1) where depth <= depthOfPath {
+          let target = try locate(path.prefix(depth))
           if let entry = target.entry {
             if !entry.isDirectory { throw .format(path: target.shown, reason: "exists and is not a directory", errno: .fileExists) }
             continue
           }
-          let last = depth == components.count
+          let last = depth == depthOfPath
           try createObject(target, object, requested: last ? permissions : nil, default: 0o777, attributes: last ? attributes : ObjectAttributes())
         }
         return
       }
       switch object {
-      case .directory: try createObject(try locate(components), object, requested: permissions, default: 0o777, attributes: attributes)
-      case .symlink: try createObject(try locate(components), object, requested: 0o777, default: 0o777, attributes: attributes)
-      case .node: try createObject(try locate(components), object, requested: permissions, default: 0o666, attributes: attributes)
+      case .directory: try createObject(try locate(path), object, requested: permissions, default: 0o777, attributes: attributes)
+      case .symlink: try createObject(try locate(path), object, requested: 0o777, default: 0o777, attributes: attributes)
+      case .node: try createObject(try locate(path), object, requested: permissions, default: 0o666, attributes: attributes)
       }
     }
   }
@@ -63,12 +69,15 @@ extension WriteSession {
   /// an existing one is copied up and rewritten in place (open with O_TRUNC keeps its inode,
   /// its hard links and its xattrs, as on a mount).
   public func put(_ path: [UInt8], contents: FileContents, attributes: ObjectAttributes = ObjectAttributes()) throws(OvlError) {
-    let components = try components(path)
+    try put(try parse(path), contents: contents, attributes: attributes)
+  }
+
+  public func put(_ path: MergedPath, contents: FileContents, attributes: ObjectAttributes = ObjectAttributes()) throws(OvlError) {
     try change { () throws(OvlError) in
       // The source is checked before anything is created or truncated: a bad source must
       // not cost the old contents.
       try checkSource(contents)
-      let target = try locate(components)
+      let target = try locate(path)
       guard let entry = target.entry else {
         try createRegular(target, contents: contents, attributes: attributes)
         return
@@ -80,7 +89,7 @@ extension WriteSession {
       default: throw .format(path: target.shown, reason: "not a regular file", errno: .invalidArgument)
       }
       try prepareForChange()
-      _ = try copyUp(Array(components.joined(separator: [UInt8(ascii: "/")])), metacopy: false)
+      _ = try copyUp(path, metacopy: false)
       let current = try relocate(target)
       guard let upperObject = current.entry?.upper else {
         throw .format(path: target.shown, reason: "no upper file after copy-up", errno: .ioError)
@@ -247,7 +256,7 @@ extension WriteSession {
       let type = try step("fstat", source) { () throws(Errno) in try input.stat().type }
       if type == .directory { throw .format(path: source, reason: "the source is a directory", errno: .isDirectory) }
     case .merged(let source):
-      guard let entry = try locate(try components(source)).entry else {
+      guard let entry = try locate(try parse(source)).entry else {
         throw .format(path: source.string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
       }
       if entry.status.type != .regular { throw .format(path: source.string, reason: "the source is not a regular file", errno: .invalidArgument) }
@@ -269,7 +278,7 @@ extension WriteSession {
         try step("write", path) { () throws(Errno) in try file.write(bytes) }
       }
     case .merged(let source):
-      guard let entry = try locate(try components(source)).entry else {
+      guard let entry = try locate(try parse(source)).entry else {
         throw .format(path: source.string, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
       }
       let input = try stack.openData(entry)

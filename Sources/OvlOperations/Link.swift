@@ -10,8 +10,10 @@ extension WriteSession {
   /// when the source has an origin, then the new name is linked — over a whiteout through a
   /// temp name.
   public func link(_ source: [UInt8], to destination: [UInt8]) throws(OvlError) {
-    let from = try components(source)
-    let to = try components(destination)
+    try link(try parse(source), to: try parse(destination))
+  }
+
+  public func link(_ from: MergedPath, to: MergedPath) throws(OvlError) {
     try change { () throws(OvlError) in
       let old = try locate(from)
       guard let oldEntry = old.entry else {

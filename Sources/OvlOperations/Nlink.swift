@@ -113,7 +113,7 @@ extension WriteSession {
     guard let entry = target.entry else { return try body(target, nil) }
     var target = target
     if needsIndex(entry) && !hasUpperAlias(entry) {
-      try copyUpForChange(target.components)
+      try copyUpForChange(target.path)
       target = try relocate(target)
     }
     guard let entry = target.entry, let indexed = try indexEntry(of: entry) else { return try body(target, nil) }

@@ -17,16 +17,19 @@ extension WriteSession {
   /// Removes a merged-view path as unlink(2)/rmdir(2) on a mount does (`ovl_do_remove`).
   /// `force`: a missing path is not an error (rm -f).
   public func remove(_ path: [UInt8], mode: RemoveMode, force: Bool = false) throws(OvlError) {
-    let components = try components(path)
+    try remove(try parse(path), mode: mode, force: force)
+  }
+
+  public func remove(_ path: MergedPath, mode: RemoveMode, force: Bool = false) throws(OvlError) {
     try change { () throws(OvlError) in
-      let target = try locate(components)
+      let target = try locate(path)
       guard let entry = target.entry else {
         if force { return }
         throw .format(path: target.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
       }
       switch (mode, entry.isDirectory) {
       case (.file, true): throw .format(path: target.shown, reason: "is a directory (rm -r or rm -d removes directories)", errno: .isDirectory)
-      case (.recursive, true): try removeTree(components)
+      case (.recursive, true): try removeTree(path)
       default: try removeOne(target, directory: entry.isDirectory)
       }
     }
@@ -34,15 +37,15 @@ extension WriteSession {
 
   /// `rm -r`: every child (each removed as the kernel removes it for rm(1)), then the
   /// directory itself.
-  private func removeTree(_ components: [[UInt8]]) throws(OvlError) {
-    let target = try locate(components)
+  private func removeTree(_ path: MergedPath) throws(OvlError) {
+    let target = try locate(path)
     guard let entry = target.entry else { return }
     if entry.isDirectory {
       let dir = try stack.open(entry)
       let names = try stack.list(dir).filter { $0 != [0x2E] && $0 != [0x2E, 0x2E] }
       dir.forgetListing()
-      for name in names { try removeTree(components + [name]) }
-      try removeOne(try locate(components), directory: true)
+      for name in names { try removeTree(path.appending(name)) }
+      try removeOne(try locate(path), directory: true)
     } else {
       try removeOne(target, directory: false)
     }

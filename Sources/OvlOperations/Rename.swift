@@ -12,8 +12,8 @@ extension WriteSession {
   /// destination (modes, owners, xattrs, times; hard links inside it are not kept) and
   /// remove the source.
   public func rename(_ source: [UInt8], to destination: [UInt8], copy: Bool = false) throws(OvlError) {
-    let from = try components(source)
-    let to = try components(destination)
+    let from = try parse(source)
+    let to = try parse(destination)
     try change { () throws(OvlError) in
       do throws(OvlError) {
         try renameOne(from, to)
@@ -22,10 +22,10 @@ extension WriteSession {
         if let existing = new.entry {
           // rename(2) would have replaced an empty directory; mv(1) removes it first.
           try requireEmpty(existing)
-          try remove(Array(to.joined(separator: [UInt8(ascii: "/")])), mode: .recursive)
+          try remove(to, mode: .recursive)
         }
         try copyTree(from, to)
-        try remove(Array(from.joined(separator: [UInt8(ascii: "/")])), mode: .recursive)
+        try remove(from, mode: .recursive)
       } catch {
         throw error
       }
@@ -34,23 +34,23 @@ extension WriteSession {
 
   /// Copies a merged-view tree to a new place, as cp -a does (data, mode, owner, xattrs,
   /// mtime; a directory's time after its contents).
-  private func copyTree(_ from: [[UInt8]], _ to: [[UInt8]]) throws(OvlError) {
+  private func copyTree(_ from: MergedPath, _ to: MergedPath) throws(OvlError) {
     let source = try locate(from)
     guard let entry = source.entry else {
       throw .format(path: source.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
     }
     let record = try stack.record(entry, hash: false)
     let status = record.status
-    let toPath = Array(to.joined(separator: [UInt8(ascii: "/")]))
+    let toPath = to
     switch status.type {
     case .directory:
       try create(toPath, .directory, permissions: status.permissions)
       let dir = try stack.open(entry)
       let names = try stack.list(dir).filter { $0 != [0x2E] && $0 != [0x2E, 0x2E] }
       dir.forgetListing()
-      for name in names { try copyTree(from + [name], to + [name]) }
+      for name in names { try copyTree(from.appending(name), to.appending(name)) }
     case .regular:
-      try put(toPath, contents: .merged(Array(from.joined(separator: [UInt8(ascii: "/")]))), attributes: ObjectAttributes(permissions: status.permissions))
+      try put(toPath, contents: .merged(from.bytes), attributes: ObjectAttributes(permissions: status.permissions))
     case .symlink:
       try create(toPath, .symlink(target: record.target ?? []))
     default:
@@ -62,7 +62,7 @@ extension WriteSession {
     try setAttribute(toPath, .times(status.mtime))
   }
 
-  private func renameOne(_ from: [[UInt8]], _ to: [[UInt8]]) throws(OvlError) {
+  private func renameOne(_ from: MergedPath, _ to: MergedPath) throws(OvlError) {
     // renameat2's order: both parents, the source, the traps, then the types.
     let old = try locate(from)
     let new = try locate(to)
@@ -70,10 +70,10 @@ extension WriteSession {
       throw .format(path: old.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
     }
     if from == to { return }
-    if to.starts(with: from) {
+    if from.contains(to) {
       throw .format(path: new.shown, reason: "cannot move a directory into itself", errno: .invalidArgument)
     }
-    if from.starts(with: to) {
+    if to.contains(from) {
       throw .format(path: new.shown, reason: "directory not empty (it holds the source)", errno: .directoryNotEmpty)
     }
     let isDirectory = oldEntry.isDirectory
@@ -176,7 +176,7 @@ extension WriteSession {
     if let existing, !existing.isEmpty, !absolute || existing.first == UInt8(ascii: "/") { return }
     var value: [UInt8]
     if absolute {
-      value = try absoluteRedirect(target.components)
+      value = try absoluteRedirect(target.path)
     } else {
       value = target.name
     }
@@ -188,12 +188,13 @@ extension WriteSession {
 
   /// `ovl_get_redirect(abs)`: from the object up to the root, each component replaced by that
   /// upper directory's own redirect; an absolute one ends the walk.
-  private func absoluteRedirect(_ components: [[UInt8]]) throws(OvlError) -> [UInt8] {
+  private func absoluteRedirect(_ path: MergedPath) throws(OvlError) -> [UInt8] {
+    let components = path.components
     // The redirect of every upper directory on the way (all of them are up by now).
     var redirects: [[UInt8]?] = []
     var dir = try step("open", upperPath) { () throws(Errno) in try FD.open([0x2E], in: upper.fd, .directory) }
     for (i, name) in components.enumerated() {
-      let shown = describe(Array(components[...i].joined(separator: [UInt8(ascii: "/")])))
+      let shown = describe(path.prefix(i + 1))
       redirects.append(try step("getxattr", shown) { () throws(Errno) in try dir.xattr(name, namespace.name(.redirect)) })
       if i < components.count - 1 {
         dir = try step("open", shown) { () throws(Errno) in try FD.open(name, in: dir, .directory) }

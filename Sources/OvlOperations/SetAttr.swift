@@ -75,9 +75,13 @@ extension WriteSession {
   /// first — metadata only with metacopy=on — then changed in the upper layer.
   public func setAttribute(_ path: [UInt8], _ change: AttributeChange) throws(OvlError) {
     try Self.checkXattrArguments(change, path)
-    let components = try components(path)
+    try setAttribute(try parse(path), change, checked: true)
+  }
+
+  public func setAttribute(_ path: MergedPath, _ change: AttributeChange, checked: Bool = false) throws(OvlError) {
+    if !checked { try Self.checkXattrArguments(change, path.bytes) }
     try self.change { () throws(OvlError) in
-      let target = try locate(components)
+      let target = try locate(path)
       guard let entry = target.entry else {
         throw .format(path: target.shown, reason: "no such file or directory", errno: .noSuchFileOrDirectory)
       }
@@ -105,7 +109,7 @@ extension WriteSession {
         try prepareForChange()
         current = target
       } else {
-        try copyUpForChange(components)
+        try copyUpForChange(path)
         current = try relocate(target)
       }
       guard let upperObject = current.entry?.upper else {

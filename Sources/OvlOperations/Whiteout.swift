@@ -52,7 +52,7 @@ extension WriteSession {
     try step("fchmodat", tempPath) { () throws(Errno) in try tempDir.fd.changeMode(tempName, permissions: expected.permissions) }
     try step("utimensat", tempPath) { () throws(Errno) in try tempDir.fd.setTimes(tempName, atime: expected.atime, mtime: expected.mtime) }
     try work.publish(temp, as: name, in: dir, expected: expected.id, flags: .exchange, path: path)
-    forgetDirectories(under: dir.path + [UInt8(ascii: "/")] + name)
+    forgetDirectories(under: MergedPath(upperLayerPath: dir.path).appending(name))
     touched(dir)
   }
 }

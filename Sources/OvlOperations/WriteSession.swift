@@ -29,7 +29,7 @@ public final class WriteSession {
   /// layer, held open: scripts work in the same directories again and again (the kernel's
   /// dentry cache spares it those lookups too). A change that replaces, moves or copies up
   /// a directory forgets it and everything below it.
-  var directories: [[UInt8]: MergedDir] = [:]
+  var directories: [MergedPath: MergedDir] = [:]
   /// Upper dirs this session changed, by merged path, with their times before.
   var parentTimes: [[UInt8]: (dir: LayerDir, atime: Int64, mtime: Int64)] = [:]
   /// Whether reflinks from a lower layer to the upper worked (tried once per layer).
@@ -156,11 +156,9 @@ public final class WriteSession {
   }
 
   /// Forgets the cached directory at `path` and every one below it.
-  func forgetDirectories(under path: [UInt8]) {
+  func forgetDirectories(under path: MergedPath) {
     if directories.count > 4096 { directories.removeAll(); return }
-    directories = directories.filter { key, _ in
-      !(key == path || (key.count > path.count && key.starts(with: path) && key[path.count] == UInt8(ascii: "/")))
-    }
+    directories = directories.filter { key, _ in !path.contains(key) }
   }
 
   func markDirty(_ dir: LayerDir) {

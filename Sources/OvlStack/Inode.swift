@@ -15,7 +15,7 @@ extension Stack {
     var ino = entry.shown.status.inode
     var fsid = entry.upper == nil ? geometry.fsid[entry.shown.layer] ?? 0 : 0
     // The upper root never takes its lower's number (`ovl_get_root`).
-    if entry.upper != nil && !entry.path.isEmpty, let origin = origin(of: entry) {
+    if entry.upper != nil && !entry.path.isRoot, let origin = origin(of: entry) {
       if origin.indexed || (!options.nfsExport && (entry.isDirectory || origin.status.links == 1)) {
         ino = origin.status.inode
         fsid = geometry.fsid[origin.layer] ?? 0

@@ -39,7 +39,7 @@ public final class RealObject {
 /// A directory of the merged view: its real directory in the upper layer (if any) and the
 /// lower directories it merges, top-most first (the kernel's `ovl_entry` lower stack).
 public final class MergedDir {
-  public let path: [UInt8]
+  public let path: MergedPath
   public let upper: LayerDir?
   let lowers: [LayerDir]
   /// Not merged: listed raw, whiteouts included (the kernel's !OVL_WHITEOUTS).
@@ -50,7 +50,7 @@ public final class MergedDir {
   /// numbers), handed to the walk instead of a second lookup.
   var looked: [[UInt8]: MergedEntry] = [:]
 
-  init(path: [UInt8], upper: LayerDir?, lowers: [LayerDir], isReal: Bool, xwhiteouts: Bool) {
+  init(path: MergedPath, upper: LayerDir?, lowers: [LayerDir], isReal: Bool, xwhiteouts: Bool) {
     self.path = path
     self.upper = upper
     self.lowers = lowers
@@ -61,7 +61,7 @@ public final class MergedDir {
 
 /// An entry of the merged view as the kernel's lookup builds it.
 public struct MergedEntry {
-  public let path: [UInt8]
+  public let path: MergedPath
   public let upper: RealObject?
   /// The lower objects (for a directory: the directories it merges; for a file: the
   /// top-most lower object and, for metacopy chains, the one holding the data).
@@ -112,8 +112,10 @@ extension Stack {
         layersWithXwhiteouts.insert(root.layer)
       }
     }
-    return MergedDir(path: [], upper: upperRoot, lowers: lowerRoots, isReal: false, xwhiteouts: xw)
+    return MergedDir(path: .root, upper: upperRoot, lowers: lowerRoots, isReal: false, xwhiteouts: xw)
   }
+
+  func describe(_ layer: Int, _ dir: MergedPath) -> String { describe(layer, dir.bytes) }
 
   func describe(_ layer: Int, _ dir: [UInt8]) -> String {
     let base = layerPaths[layer]
@@ -125,12 +127,15 @@ extension Stack {
   /// nil for a negative entry (absent or whited out).
   public func lookup(_ name: [UInt8], in parent: MergedDir) throws(OvlError) -> MergedEntry? {
     if let entry = parent.looked.removeValue(forKey: name) { return entry }
-    let path = parent.path + [UInt8(ascii: "/")] + name
-    return try lookupUncached(name, in: parent, path: path)
+    return try lookupUncached(name, in: parent, path: parent.path.appending(name).bytes)
   }
 
   func fail(_ path: [UInt8], _ reason: String, _ errno: Errno) -> OvlError {
     .format(path: String(decoding: path, as: UTF8.self), reason: reason, errno: errno)
+  }
+
+  func fail(_ path: MergedPath, _ reason: String, _ errno: Errno) -> OvlError {
+    .format(path: path.shown, reason: reason, errno: errno)
   }
 
   private func lookupUncached(_ name: [UInt8], in parent: MergedDir, path: [UInt8]) throws(OvlError) -> MergedEntry? {
@@ -140,7 +145,7 @@ extension Stack {
     var upper: RealObject?
     var upperIsMetacopy = false
     var poe = parent.lowers
-    var poeIsRoot = parent.path.isEmpty
+    var poeIsRoot = parent.path.isRoot
 
     if let upperDir = parent.upper {
       upper = try lookupLayer(upperDir, &d, path: path)
@@ -200,7 +205,7 @@ extension Stack {
     }
     if upper == nil && stack.isEmpty { return nil }
     return MergedEntry(
-      path: path, upper: upper, lowers: stack, upperIsMetacopy: upperIsMetacopy,
+      path: MergedPath(canonical: path), upper: upper, lowers: stack, upperIsMetacopy: upperIsMetacopy,
       dataRedirect: dataRedirect, lowerRedirected: lowerRedirected, xwhiteouts: d.xwhiteouts)
   }
 
@@ -362,27 +367,21 @@ extension Stack {
     return MergedDir(path: entry.path, upper: upper, lowers: lowers, isReal: !merged, xwhiteouts: entry.xwhiteouts)
   }
 
-  private func openLayer(_ object: RealObject, _ path: [UInt8]) throws(OvlError) -> LayerDir {
+  private func openLayer(_ object: RealObject, _ path: MergedPath) throws(OvlError) -> LayerDir {
     let fd = try step("open", describe(object.layer, path)) { () throws(Errno) in try object.open(.directory) }
     return LayerDir(layer: object.layer, fd: fd, path: object.layerPath)
   }
 
-  /// Resolves a merged-view path (`/a/b` or `a/b`; `.` and `..` are handled by name).
-  public func resolve(_ path: [UInt8]) throws(OvlError) -> (parent: MergedDir?, entry: MergedEntry?, root: MergedDir) {
-    var components: [[UInt8]] = []
-    for c in path.split(separator: UInt8(ascii: "/")) {
-      if c.elementsEqual([0x2E]) { continue }
-      if c.elementsEqual([0x2E, 0x2E]) { _ = components.popLast(); continue }
-      components.append(Array(c))
-    }
+  /// Resolves a merged-view path, every component by the kernel's lookup.
+  public func resolve(_ path: MergedPath) throws(OvlError) -> (parent: MergedDir?, entry: MergedEntry?, root: MergedDir) {
+    let components = path.components
     let root = try self.root()
     var dir = root
     var parent: MergedDir?
     var entry: MergedEntry?
     for (i, c) in components.enumerated() {
       guard let found = try lookup(c, in: dir) else {
-        let shown = "/" + components[...i].map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
-        throw .format(path: shown, reason: "no such file or directory in the merged view", errno: .noSuchFileOrDirectory)
+        throw fail(path.prefix(i + 1), "no such file or directory in the merged view", .noSuchFileOrDirectory)
       }
       parent = dir
       entry = found
@@ -394,6 +393,18 @@ extension Stack {
       }
     }
     return (parent, entry, root)
+  }
+
+  /// Resolves a path as a user writes it (`/a/b` or `a/b`; `.` and `..` are handled by
+  /// name).
+  public func resolve(text path: [UInt8]) throws(OvlError) -> (parent: MergedDir?, entry: MergedEntry?, root: MergedDir) {
+    let parsed: MergedPath
+    do {
+      parsed = try MergedPath(parsing: path, .lenient)
+    } catch {
+      throw fail(path, "a name is longer than 255 bytes", .fileNameTooLong)  // the only problem of a lenient parse
+    }
+    return try resolve(parsed)
   }
 }
 

@@ -123,14 +123,14 @@ extension Stack {
   /// the kernel checks for them.
   private func isHidden(_ entry: DirectoryEntry, in layerDir: LayerDir, _ dir: MergedDir, checkXwhiteouts: Bool) throws(OvlError) -> Bool {
     guard entry.mayBeWhiteout || (checkXwhiteouts && entry.mayBeRegular) else { return false }
-    let status = try step("statx", describe(layerDir.layer, dir.path + [0x2F] + entry.name)) { () throws(Errno) in
+    let status = try step("statx", describe(layerDir.layer, dir.path.appending(entry.name))) { () throws(Errno) in
       try layerDir.fd.statIfPresent(entry.name)
     }
     guard let status else { return true }
     if status.isWhiteoutDevice { return true }
     guard checkXwhiteouts && status.type == .regular && status.size == 0 else { return false }
     let object = RealObject(layer: layerDir.layer, parent: layerDir, name: entry.name, status: status)
-    return try step("listxattr", describe(layerDir.layer, dir.path + [0x2F] + entry.name)) {
+    return try step("listxattr", describe(layerDir.layer, dir.path.appending(entry.name))) {
       () throws(Errno) in try isWhiteout(object)
     }
   }

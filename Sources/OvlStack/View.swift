@@ -26,13 +26,13 @@ extension Stack {
     let upper = root.upper.flatMap(object)
     let lowers = root.lowers.compactMap(object)
     guard upper != nil || !lowers.isEmpty else { return nil }
-    return MergedEntry(path: [], upper: upper, lowers: lowers, upperIsMetacopy: false, dataRedirect: nil, lowerRedirected: false, xwhiteouts: root.xwhiteouts)
+    return MergedEntry(path: .root, upper: upper, lowers: lowers, upperIsMetacopy: false, dataRedirect: nil, lowerRedirected: false, xwhiteouts: root.xwhiteouts)
   }
 
   /// Opens the file that holds an entry's data: the upper unless it is metacopy, else the
   /// lower data file (found by the lookup chain or, lazily, in the data-only layers).
   public func openData(_ entry: MergedEntry) throws(OvlError) -> FD {
-    let shownPath = String(decoding: entry.path, as: UTF8.self)
+    let shownPath = entry.path.shown
     if let upper = entry.upper, !entry.upperIsMetacopy {
       return try step("open", describe(0, entry.path)) { () throws(Errno) in try upper.open(.readOnly) }
     }
@@ -82,7 +82,7 @@ extension Stack {
       digest = try step("read", where_) { () throws(Errno) in try fd.sha256() }
     }
     return ViewRecord(
-      path: entry.path, status: shown.status, target: target, xattrs: xattrs, layer: shown.layer, sha256: digest,
+      path: entry.path.bytes, status: shown.status, target: target, xattrs: xattrs, layer: shown.layer, sha256: digest,
       inode: inodes ? .some(inodeNumber(entry)) : nil)
   }
 
@@ -99,19 +99,19 @@ extension Stack {
     guard let key = inodeKey(entry, lower: lower?.status, upper: entry.upper?.status) else { return }
     let mine = (lower: lower?.status.id, upper: entry.upper?.status.id)
     if let seen = redirectedInodes[key], !sameInode(seen, mine, isDirectory: entry.isDirectory) {
-      throw staleInode(entry.path)
+      throw staleInode(entry.path.bytes)
     }
     guard entry.lowerRedirected, let lower else { return }
     redirectedInodes[key] = mine
     // Its own path, if the walk met it before this entry, made the inode first.
     let own = lower.layerPath
     let insideWalk = walkRoot.isEmpty || own == walkRoot || own.starts(with: walkRoot + [UInt8(ascii: "/")])
-    guard Self.walkOrder(own, entry.path), insideWalk,
-      let first = try? resolve(own).entry, let firstLower = first.lowers.first,
+    guard Self.walkOrder(own, entry.path.bytes), insideWalk,
+      let first = try? resolve(text: own).entry, let firstLower = first.lowers.first,
       inodeKey(first, lower: firstLower.status, upper: first.upper?.status) == key
     else { return }
     let existing = (lower: Optional(firstLower.status.id), upper: first.upper?.status.id)
-    if !sameInode(existing, mine, isDirectory: entry.isDirectory) { throw staleInode(entry.path) }
+    if !sameInode(existing, mine, isDirectory: entry.isDirectory) { throw staleInode(entry.path.bytes) }
   }
 
   /// `ovl_verify_inode` in strict mode.
@@ -157,7 +157,7 @@ extension Stack {
     _ entry: MergedEntry, dir: MergedDir?, hash: Bool, inodes: Bool = false,
     emit: (Result<ViewRecord, OvlError>, [UInt8]) -> Void
   ) {
-    walk(entry, dir: dir, hash: hash, inodes: inodes, walkRoot: entry.path, emit: emit)
+    walk(entry, dir: dir, hash: hash, inodes: inodes, walkRoot: entry.path.bytes, emit: emit)
   }
 
   private func walk(
@@ -175,14 +175,14 @@ extension Stack {
         names = try list(opened)
         merged = opened
       }
-      emit(.success(try record(entry, hash: hash, inodes: inodes)), entry.path)
+      emit(.success(try record(entry, hash: hash, inodes: inodes)), entry.path.bytes)
     } catch {
-      emit(.failure(error), entry.path)
+      emit(.failure(error), entry.path.bytes)
       return
     }
     guard let merged else { return }
     for name in names {
-      let childPath = entry.path + [UInt8(ascii: "/")] + name
+      let childPath = entry.path.appending(name).bytes
       do throws(OvlError) {
         guard let child = try lookup(name, in: merged) else {
           emit(.failure(fail(childPath, "no such file or directory", .noSuchFileOrDirectory)), childPath)

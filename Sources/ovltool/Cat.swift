@@ -23,7 +23,7 @@ struct Cat: ParsableCommand {
   }
 
   func copy(_ path: String, _ stack: Stack) throws(OvlError) {
-    let entry = try stack.resolve(pathBytes(path)).entry
+    let entry = try stack.resolve(text: pathBytes(path)).entry
     guard let entry, entry.status.type == .regular else {
       throw .format(path: path, reason: "not a regular file", errno: entry?.isDirectory == true ? .isDirectory : .invalidArgument)
     }

@@ -13,7 +13,7 @@ struct Ls: ParsableCommand {
 
   func run() throws {
     let stack = try self.stack.open()
-    let resolved = try stack.resolve(pathBytes(path))
+    let resolved = try stack.resolve(text: pathBytes(path))
     guard let entry = resolved.entry ?? stack.rootEntry(resolved.root) else { return }
     let out = OutputBuffer()
     guard entry.isDirectory else {
@@ -29,7 +29,7 @@ struct Ls: ParsableCommand {
         try show(name, in: dir, stack, out)
       } catch {
         failed = true
-        if json { out.line(JSONLine.encodeError(path: dir.path + [0x2F] + name, error)) }
+        if json { out.line(JSONLine.encodeError(path: dir.path.appending(name).bytes, error)) }
         out.flush()
         report(error)
       }
@@ -40,7 +40,7 @@ struct Ls: ParsableCommand {
 
   func show(_ name: [UInt8], in dir: MergedDir, _ stack: Stack, _ out: OutputBuffer) throws(OvlError) {
     guard let child = try stack.lookup(name, in: dir) else {
-      throw .format(path: String(decoding: dir.path + [0x2F] + name, as: UTF8.self),
+      throw .format(path: dir.path.appending(name).shown,
         reason: "a whiteout listed by an unmerged directory", errno: .noSuchFileOrDirectory)
     }
     if json || l {

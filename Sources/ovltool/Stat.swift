@@ -29,7 +29,7 @@ struct Stat: ParsableCommand {
   }
 
   func show(_ path: String, _ stack: Stack, _ out: OutputBuffer) throws(OvlError) {
-    let resolved = try stack.resolve(pathBytes(path))
+    let resolved = try stack.resolve(text: pathBytes(path))
     guard let entry = resolved.entry ?? stack.rootEntry(resolved.root) else { return }
     let record = try stack.record(entry, hash: false, inodes: true)
     if json {

@@ -20,7 +20,7 @@ struct Tree: ParsableCommand {
 
   func run() throws {
     let stack = try self.stack.open()
-    let resolved = try stack.resolve(pathBytes(path))
+    let resolved = try stack.resolve(text: pathBytes(path))
     guard let entry = resolved.entry ?? stack.rootEntry(resolved.root) else {
       throw OvlError.format(path: path, reason: "no layer root", errno: .noSuchFileOrDirectory)
     }
