@@ -184,15 +184,37 @@ extension WriteSession {
       else { continue }
       let object = RealObject(layer: 0, parent: index, name: item.name, status: status)
       guard let origin = stack.decodeOrigin(of: object) else { continue }
-      guard try overlayLinks(object, lowerLinks: Int(origin.status.links), fallback: 0) == 0 else { continue }
-      if stack.options.nfsExport {
-        try work.replaceWithWhiteout(item.name, in: index, expected: status, path: path, shared: false)
-      } else {
-        try withLockedParent(index, child: item.name, expected: status.id, path: path) { () throws(OvlError) in
-          try step("unlink", path) { () throws(Errno) in try index.fd.remove(item.name) }
+      let lowerLinks = Int(origin.status.links)
+      guard try overlayLinks(object, lowerLinks: lowerLinks, fallback: 0) == 0 else { continue }
+      // Between another process's `nlink_start` and `nlink_end` of this inode (it removed a
+      // name and has yet to remove the entry) the count reads 0 too: decide again under the
+      // inode's lock, which that process holds until it is done — and skip an entry that
+      // process removed meanwhile.
+      do throws(OvlError) {
+        try InodeLock.whileLocked(object, path: path) { () throws(OvlError) in
+          try removeIfOrphan(item.name, id: status.id, lowerLinks: lowerLinks, in: index, path: path)
         }
-        markDirty(index)
+      } catch where error.errno == .noSuchFileOrDirectory {
+        continue
       }
+    }
+  }
+
+  /// Removes (or with nfs_export whites out) the index entry `name` if it is still the
+  /// inode `id` with one link and an overlay count of 0; the caller holds the inode's lock.
+  private func removeIfOrphan(_ name: [UInt8], id: FileID, lowerLinks: Int, in index: LayerDir, path: String) throws(OvlError) {
+    guard let now = try step("statx", path, { () throws(Errno) in try index.fd.statIfPresent(name) }),
+      now.id == id, now.links == 1
+    else { return }
+    let current = RealObject(layer: 0, parent: index, name: name, status: now)
+    guard try overlayLinks(current, lowerLinks: lowerLinks, fallback: 0) == 0 else { return }
+    if stack.options.nfsExport {
+      try work.replaceWithWhiteout(name, in: index, expected: now, path: path, shared: false)
+    } else {
+      try withLockedParent(index, child: name, expected: now.id, path: path) { () throws(OvlError) in
+        try step("unlink", path) { () throws(Errno) in try index.fd.remove(name) }
+      }
+      markDirty(index)
     }
   }
 }

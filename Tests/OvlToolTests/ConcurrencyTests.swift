@@ -146,3 +146,41 @@ import Testing
     #expect(words.count == 4 && words[1] == "0" && (Int(words[3].trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= 900, "\(r.out) \(r.stderr)")
   }
 }
+
+/// The orphan-index cleanup a change starts with (`ovl_indexdir_cleanup` of a mount) races
+/// with another process between its `nlink_start` and `nlink_end`: that process has removed
+/// the last name of an indexed inode (the count reads 0) and still holds the inode's lock to
+/// remove the entry itself. The cleanup must wait for that lock and look again, not unlink
+/// the entry under the other process (which then failed with ESTALE in the 8-writer run).
+@Suite struct OrphanCleanupTests {
+  @Test(.enabled(if: Harness.kernelTestsEnabled, "needs root and overlayfs (set OVLTOOL_REQUIRE_KERNEL=1 to fail instead)"))
+  func cleanupWaitsForTheInodeLock() throws {
+    if Harness.requireKernel { Harness.requireKernelOrFail() }
+    guard Harness.kernelAvailable else { return }
+    let dir = Harness.TempDir("orphan-lock")
+    let options = try Harness.build("[upper]\n[lower l1]\nfile /f \"shared\"\nlink /h /f\n", in: dir) + ",index=on"
+    let upper = options.components(separatedBy: "upperdir=")[1].components(separatedBy: ",")[0]
+    let work = options.components(separatedBy: "workdir=")[1].components(separatedBy: ",")[0]
+    // chmod copies /f up into the index; then the state of a process that has just whited
+    // out /f and /h (the entry's one link left, its count 0) and still holds the inode lock.
+    let r = Harness.run(["/bin/sh", "-c", """
+      U="$1"; W="$2"; D="$3"
+      "$OVLTOOL" chmod -o "$OPTS" 0600 /f || exit 3
+      X=$(ls "$W/index" | head -1); [ -n "$X" ] || exit 4
+      rm "$U/f" && mknod "$U/f" c 0 0 && mknod "$U/h" c 0 0
+      setfattr -n trusted.overlay.nlink -v U-1 "$W/index/$X" || exit 5
+      python3 -c 'import fcntl, os, sys, time
+      fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); open(sys.argv[2], "w").close()
+      time.sleep(1.0)
+      print("while locked:", "present" if os.path.exists(sys.argv[1]) else "gone")
+      os.unlink(sys.argv[1]); sys.stdout.flush()' "$W/index/$X" "$D/held" &
+      while [ ! -e "$D/held" ]; do sleep 0.05; done
+      "$OVLTOOL" mkdir -o "$OPTS" /new; echo "mkdir $?"
+      wait
+      """, "sh", upper, work, dir.path], environment: ["OVLTOOL": NamespaceTests.binary, "OPTS": options])
+    #expect(r.status == 0, "\(r.out) \(r.stderr)")
+    #expect(r.out.contains("while locked: present"), "the cleanup removed an index entry whose inode lock another process held:\n\(r.out) \(r.stderr)")
+    #expect(r.out.contains("mkdir 0"), "\(r.out) \(r.stderr)")
+    #expect(!r.stderr.contains("ESTALE"), "\(r.stderr)")
+  }
+}
