@@ -7,7 +7,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
@@ -176,4 +178,24 @@ int covl_overlay_dir_in_use(int dirfd) {
   close(parent);
   if (result < 0) errno = saved;
   return result;
+}
+
+/* A test hook: SIGALRM every `usec` microseconds, caught by a handler that does nothing and
+ * installed without SA_RESTART, so that every blocking or long system call of the process
+ * (read, write, copy_file_range, flock, ...) can return EINTR or a short count, as in a
+ * program that uses the library and has its own signal handlers. */
+static void covl_ignore_signal(int signal) { (void)signal; }
+
+int covl_signal_storm(long usec) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = covl_ignore_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = 0;
+  if (sigaction(SIGALRM, &action, NULL) != 0) return -1;
+  struct itimerval timer;
+  timer.it_interval.tv_sec = usec / 1000000;
+  timer.it_interval.tv_usec = usec % 1000000;
+  timer.it_value = timer.it_interval;
+  return setitimer(ITIMER_REAL, &timer, NULL);
 }

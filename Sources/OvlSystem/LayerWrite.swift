@@ -1,3 +1,4 @@
+import COvlSys
 import Glibc
 import Synchronization
 
@@ -30,4 +31,13 @@ public enum LayerWrites {
     guard let faultAt else { return }
     if calls.add(1, ordering: .relaxed).newValue == faultAt { _ = kill(getpid(), SIGKILL) }
   }
+}
+
+/// The test hook for EINTR: with `OVLTOOL_SIGNAL_STORM=USEC` the process takes a SIGALRM
+/// every USEC microseconds, caught without SA_RESTART, so its system calls are interrupted
+/// as in a program with its own signal handlers. Every call must retry or go on with a
+/// short count; the command must do exactly what it does without the signals.
+public func startSignalStormIfAsked() {
+  guard let usec = getEnvironment("OVLTOOL_SIGNAL_STORM").flatMap({ Int($0) }), usec > 0 else { return }
+  _ = covl_signal_storm(usec)
 }

@@ -21,6 +21,7 @@ struct OvlTool: ParsableCommand {
 
   static func main() {
     raiseOpenFileLimit()
+    startSignalStormIfAsked()
     // Installed as fsck.overlay (a symlink): fsck.overlay's own command line.
     let argv = CommandLine.arguments
     if let name = argv.first?.split(separator: "/").last, name == "fsck.overlay" {

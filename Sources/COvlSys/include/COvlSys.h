@@ -57,5 +57,7 @@ unsigned int covl_minor(dev_t dev);
  * kernel's per-inode in-use mark): 1 yes, 0 no, -1 unknown (errno set: no fsopen, no
  * privilege, a kernel without layers given by descriptor). Nothing is mounted or written. */
 int covl_overlay_dir_in_use(int dirfd);
+/* Test hook: a SIGALRM every `usec` microseconds, caught without SA_RESTART (EINTR storm). */
+int covl_signal_storm(long usec);
 
 #endif
