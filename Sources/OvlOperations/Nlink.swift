@@ -182,15 +182,15 @@ extension WriteSession {
       guard let status = try step("statx", path, { () throws(Errno) in try index.fd.statIfPresent(item.name) }),
         status.type != .directory, !status.isWhiteoutDevice, status.links == 1
       else { continue }
-      let object = RealObject(layer: 0, parent: index, name: item.name, status: status)
-      guard let origin = stack.decodeOrigin(of: object) else { continue }
-      let lowerLinks = Int(origin.status.links)
-      guard try overlayLinks(object, lowerLinks: lowerLinks, fallback: 0) == 0 else { continue }
-      // Between another process's `nlink_start` and `nlink_end` of this inode (it removed a
-      // name and has yet to remove the entry) the count reads 0 too: decide again under the
-      // inode's lock, which that process holds until it is done — and skip an entry that
-      // process removed meanwhile.
+      // An entry can vanish at any step (another process's `nlink_end` removes it): skipped.
       do throws(OvlError) {
+        let object = RealObject(layer: 0, parent: index, name: item.name, status: status)
+        guard let origin = stack.decodeOrigin(of: object) else { continue }
+        let lowerLinks = Int(origin.status.links)
+        guard try overlayLinks(object, lowerLinks: lowerLinks, fallback: 0) == 0 else { continue }
+        // Between another process's `nlink_start` and `nlink_end` of this inode (it removed
+        // a name and has yet to remove the entry) the count reads 0 too: decide again under
+        // the inode's lock, which that process holds until it is done.
         try InodeLock.whileLocked(object, path: path) { () throws(OvlError) in
           try removeIfOrphan(item.name, id: status.id, lowerLinks: lowerLinks, in: index, path: path)
         }

@@ -128,7 +128,6 @@ public final class WriteSession {
   /// its first write (after its lookups and checks); once per session.
   func prepareForChange() throws(OvlError) {
     guard !prepared else { return }
-    prepared = true
     let workDir = try WorkArea.open("work", in: workRoot, workPath: workPath, create: true, credentials: caller)
     if stack.options.index {
       let indexArea: WorkArea
@@ -153,6 +152,9 @@ public final class WriteSession {
       pendingApplyRecord = nil
       try writeApplyRecord(record)
     }
+    // Only once it all worked: a step that failed (another process's change in the way) is
+    // tried again by the next change instead of leaving the session half set up.
+    prepared = true
   }
 
   /// Forgets the cached directory at `path` and every one below it.

@@ -49,7 +49,9 @@ import Testing
   func writersAndChecksSideBySide() throws {
     if Harness.requireKernel { Harness.requireKernelOrFail() }
     guard Harness.kernelAvailable else { return }
-    let rounds = ProcessInfo.processInfo.environment["OVLTOOL_CONCURRENT_ROUNDS"].flatMap { Int($0) } ?? 1
+    let environment = ProcessInfo.processInfo.environment
+    if let seed = environment["OVLTOOL_CONCURRENT_SEED"].flatMap({ UInt64($0) }) { return try run(seed: seed) }
+    let rounds = environment["OVLTOOL_CONCURRENT_ROUNDS"].flatMap { Int($0) } ?? 1
     for round in 0..<rounds { try run(seed: 0xC0_4C_0000 &+ UInt64(round) &* 0x9E37_79B9) }
   }
 
@@ -99,7 +101,7 @@ import Testing
     let test = NamespaceTests()
     let concurrent = test.view(options), sequential = test.view(twin)
     if concurrent != sequential {
-      Issue.record("8 concurrent writers (-) vs the kernel one script after the other (+), seed \(seed):\n\(Harness.diff(concurrent, sequential))")
+      Issue.record("8 concurrent writers (-) vs the kernel one script after the other (+), seed \(seed) (OVLTOOL_CONCURRENT_SEED reruns it):\n\(Harness.diff(concurrent, sequential))\nwriters' exit statuses:\n\(statuses)\nwriters' errors:\n\(errors)")
     }
   }
 
