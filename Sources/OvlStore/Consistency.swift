@@ -31,7 +31,7 @@ extension LayerLinks {
     var linkOwners: [String: String] = [:]
     for id in known {
       guard dirs.contains(id) else {
-        problems.append(StoreProblem(path: layerPath(id, ""), problem: "layer \(id) is listed but its directory is missing"))
+        problems.append(StoreProblem(path: tree.full("\(driver)/\(id)"), problem: "layer \(id) is listed but its directory is missing"))
         continue
       }
       if !tree.isDirectory("\(driver)/\(id)/diff") {
@@ -72,7 +72,9 @@ extension LayerLinks {
         } catch { add(error) }
       }
     } catch { add(error) }
-    return problems
+    // A broken link is met through each lower file that names it and through l/: once.
+    var seen: Set<String> = []
+    return problems.filter { seen.insert($0.path + "\u{0}" + $0.problem).inserted }
   }
 }
 
