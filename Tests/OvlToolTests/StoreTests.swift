@@ -241,5 +241,19 @@ import Testing
     store.podman(["stop", "-t", "0", "box1"])
     let after = ovltool(["fsck", "-n", "--store", store.root])
     #expect(after.status == 0, "fsck --store after the restart: \(after.out)\(after.stderr)")
+
+    // Commit without a daemon: the container's changes as a new layer over its image's
+    // layers in an OCI layout, which podman pulls and runs.
+    let layout = store.base + "/oci"
+    let commit = ovltool(["export", "--store", store.root, "--container", "box1", "--oci-layout", layout, "--tag", "committed"])
+    #expect(commit.status == 0, "export --oci-layout: \(commit.stderr)")
+    let pull = store.podman(["pull", "oci:\(layout):committed"])
+    #expect(pull.status == 0, "podman pull: \(pull.stderr)")
+    let imageID = pull.out.split(separator: "\n").last.map(String.init) ?? ""
+    let history = store.podman(["image", "inspect", imageID, "--format", "{{len .RootFS.Layers}}"])
+    #expect(history.out == "2\n", "layers of the committed image: \(history.out)\(history.stderr)")
+    let run = store.podman(["run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", imageID,
+                            "sh", "-c", "cat /made/put /copied.txt; test -e /data/old || echo old-gone; test -e /data/gone || echo gone-gone"])
+    #expect(run.out == "from ovltool\ncopied\nold-gone\ngone-gone\n", "podman run of the committed image: \(run.out)\(run.stderr)")
   }
 }
