@@ -9,8 +9,7 @@ import OvlSystem
 /// `name` from the directory). The digest of the result is the layer's DiffID.
 public enum TarSplit {
   /// "sha256:<hex>" of the tar that `tarSplit` and `diff` make together.
-  public static func digest(tarSplit path: String, diff: borrowing FD, diffPath: String) throws(OvlError) -> String {
-    let file = try step("open", path) { () throws(Errno) in try FD.openFile(atHostPath: path) }
+  public static func digest(tarSplit file: borrowing FD, path: String, diff: borrowing FD, diffPath: String) throws(OvlError) -> String {
     let text = try decompressed(file, name: path)
     let digest = SHA256Digest()
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)

@@ -147,8 +147,9 @@ public final class ContainersStorage: ContainerStore {
   }
 
   public func layerDigests() -> [(id: String, digest: String?)] { layers.map { ($0.id, $0.diffDigest) } }
-  public func layerDiff(_ id: String) -> String { tree.full("overlay/\(id)/diff") }
-  public func tarSplit(_ id: String) -> String? { tree.full("overlay-layers/\(id).tar-split.gz") }
+  public func layerFiles(_ id: String) throws(OvlError) -> LayerFiles? {
+    try tree.layerFiles(diff: "overlay/\(id)/diff", tarSplit: "overlay-layers/\(id).tar-split.gz")
+  }
 
   // MARK: Parsing
 

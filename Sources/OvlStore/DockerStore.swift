@@ -187,8 +187,8 @@ public final class DockerStore: ContainerStore {
   public func lock(exclusive: Bool, onWait: () -> Void) throws(OvlError) -> StoreLocks { .none }
 
   public func layerDigests() -> [(id: String, digest: String?)] { layers.map { ($0.cacheID, $0.diffID) } }
-  public func layerDiff(_ id: String) -> String { tree.full("overlay2/\(id)/diff") }
-  public func tarSplit(_ id: String) -> String? {
-    layers.first { $0.cacheID == id }.map { tree.full("\(Self.layerdb)/sha256/\($0.chain)/tar-split.json.gz") }
+  public func layerFiles(_ id: String) throws(OvlError) -> LayerFiles? {
+    let chain = layers.first { $0.cacheID == id }?.chain ?? id
+    return try tree.layerFiles(diff: "overlay2/\(id)/diff", tarSplit: "\(Self.layerdb)/sha256/\(chain)/tar-split.json.gz")
   }
 }

@@ -100,9 +100,25 @@ public protocol ContainerStore: AnyObject {
   func lock(exclusive: Bool, onWait: () -> Void) throws(OvlError) -> StoreLocks
   /// The layer IDs and their recorded uncompressed digests, for `--verify-digests`.
   func layerDigests() -> [(id: String, digest: String?)]
-  /// The diff dir of a layer, and its tar-split file where the store keeps one.
-  func layerDiff(_ id: String) -> String
-  func tarSplit(_ id: String) -> String?
+  /// A layer's diff dir and its tar-split file, both opened beneath the store root
+  /// without following symlinks; nil where the store keeps no tar-split file for it.
+  func layerFiles(_ id: String) throws(OvlError) -> LayerFiles?
+}
+
+/// What `--verify-digests` reads of one layer.
+public struct LayerFiles: ~Copyable {
+  public let diff: FD
+  public let diffPath: String
+  public let tarSplit: FD
+  public let tarSplitPath: String
+}
+
+extension StoreTree {
+  func layerFiles(diff: String, tarSplit: String) throws(OvlError) -> LayerFiles? {
+    guard let split = try openIfPresent(tarSplit, .readOnly) else { return nil }
+    let diffFD = try open(diff, .directory)
+    return LayerFiles(diff: diffFD, diffPath: full(diff), tarSplit: split, tarSplitPath: full(tarSplit))
+  }
 }
 
 /// Picks what `query` names among `items`: a full ID, a name (`names` gives the spellings

@@ -137,14 +137,11 @@ struct StoreFsckRun {
   /// A layer's content against its recorded digest, through the tar-split file.
   func verify(_ id: String, _ digest: String?) -> (text: String, bad: Bool) {
     guard let digest else { return ("not recorded: not checked", false) }
-    guard let split = store.tarSplit(id) else { return ("no tar-split file: not checked", false) }
-    let diffPath = store.layerDiff(id)
     do throws(OvlError) {
-      let diff = try step("open", diffPath) { () throws(Errno) in try FD.openDirectory(atHostPath: diffPath) }
-      let computed = try TarSplit.digest(tarSplit: split, diff: diff, diffPath: diffPath)
+      guard let files = try store.layerFiles(id) else { return ("no tar-split file: not checked", false) }
+      let computed = try TarSplit.digest(tarSplit: files.tarSplit, path: files.tarSplitPath, diff: files.diff, diffPath: files.diffPath)
       return computed == digest ? ("ok (\(digest))", false) : ("mismatch: content gives \(computed), recorded \(digest)", true)
     } catch {
-      if case .system(_, let path, .noSuchFileOrDirectory) = error, path == split { return ("no tar-split file: not checked", false) }
       return ("cannot be verified: \(error)", true)
     }
   }

@@ -203,6 +203,43 @@ import Testing
     #expect(r.out.contains(message), "\(damage): \(r.out)")
   }
 
+  /// A tar-split file as containers/storage writes it (gzip'd JSON lines: raw segments and
+  /// file entries), made by Python's tarfile from layer A's diff; `diff-digest` is the
+  /// tar's. Changing the file's content makes --verify-digests report a mismatch.
+  @Test func verifyDigests() throws {
+    let s = try HandStore()
+    let script = """
+      import tarfile, io, json, base64, gzip, hashlib, sys
+      diff, out = sys.argv[1], sys.argv[2]
+      buf = io.BytesIO()
+      with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as t:
+          t.add(diff + '/base', arcname='base')
+      data = buf.getvalue()
+      lines, pos = [], 0
+      with tarfile.open(fileobj=io.BytesIO(data)) as t:
+          for m in t.getmembers():
+              lines.append({'type': 2, 'payload': base64.b64encode(data[pos:m.offset_data]).decode(), 'position': len(lines)})
+              lines.append({'type': 1, 'name': m.name, 'size': m.size, 'position': len(lines)})
+              pos = m.offset_data + m.size
+      lines.append({'type': 2, 'payload': base64.b64encode(data[pos:]).decode(), 'position': len(lines)})
+      with gzip.open(out, 'wt') as f:
+          for l in lines: f.write(json.dumps(l) + '\\n')
+      print('sha256:' + hashlib.sha256(data).hexdigest())
+      """
+    let made = Harness.run(["/usr/bin/python3", "-c", script, s.diff(Self.a), "\(s.root)/overlay-layers/\(Self.a).tar-split.gz"])
+    try #require(made.status == 0, "\(made.stderr)")
+    let digest = made.out.trimmingCharacters(in: .whitespacesAndNewlines)
+    s.write("overlay-layers/layers.json", #"[{"id":"\#(Self.a)","diff-digest":"\#(digest)"},{"id":"\#(Self.b)","parent":"\#(Self.a)"},{"id":"\#(Self.c)","parent":"\#(Self.b)"}]"#)
+    let ok = ovltool(["fsck", "-n", "--store", s.root, "--verify-digests"])
+    #expect(ok.status == 0, "\(ok.out)\(ok.stderr)")
+    #expect(ok.out.contains("layer aaaaaaaaaaaa: digest ok (\(digest))"), "\(ok.out)")
+    #expect(ok.out.contains("layer bbbbbbbbbbbb: digest not recorded"))
+    s.write("overlay/\(Self.a)/diff/base", "BASE\n")
+    let bad = ovltool(["fsck", "-n", "--store", s.root, "--verify-digests"])
+    #expect(bad.status == 4, "\(bad.out)\(bad.stderr)")
+    #expect(bad.out.contains("layer aaaaaaaaaaaa: digest mismatch: content gives sha256:"), "\(bad.out)")
+  }
+
   @Test func bareStoreIsTheConfiguredStore() throws {
     let s = try HandStore()
     let conf = s.dir.path + "/storage.conf"
