@@ -32,6 +32,13 @@ struct Fsck: ParsableCommand {
     if [checkOnly, preen, yes].filter({ $0 }).count > 1 { throw ValidationError("give only one of -n, -p and -y") }
   }
 
+  /// fsck(8)'s status for a stack that cannot be described (16) or opened (8: a store
+  /// refused as damaged or hostile is an operational error, not a usage error).
+  static func status(_ error: OvlError) -> Int32 {
+    if case .usage = error { return 16 }
+    return 8
+  }
+
   func run() throws {
     let mode: RepairMode = checkOnly ? .check : preen ? .preen : yes ? .yes : (isTerminal(0) ? .ask : .check)
     if stack.store.namesStore && stack.store.selection == nil {
@@ -41,7 +48,7 @@ struct Fsck: ParsableCommand {
         store = opened
       } catch {
         printError("ovltool: \(error)")
-        throw ExitCode(error.isUsage ? 16 : 8)
+        throw ExitCode(Self.status(error))
       }
       throw ExitCode(StoreFsckRun(store: store, mode: mode, verbose: verbose, json: json, verifyDigests: verifyDigests).run())
     }
@@ -51,7 +58,7 @@ struct Fsck: ParsableCommand {
       options = try stack.stackOptions(forWriting: mode != .check)
     } catch {
       printError("ovltool: \(error)")
-      throw ExitCode(error.isUsage ? 16 : 8)
+      throw ExitCode(Self.status(error))
     }
     let status = FsckRun(options: options, mode: mode, verbose: verbose, json: json, program: "ovltool fsck").run()
     throw ExitCode(status)

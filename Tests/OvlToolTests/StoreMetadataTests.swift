@@ -179,6 +179,15 @@ import Testing
     let report = try #require(try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any])
     #expect(report["exit"] as? Int == 0)
     #expect((report["stacks"] as? [[String: Any]])?.count == 1)
+    // One stack of the store, as fsck of that stack.
+    let one = ovltool(["fsck", "-n", "--store", s.root, "--container", "box1", "-v"])
+    #expect(one.status == 0, "\(one.out)\(one.stderr)")
+    #expect(one.out.contains("Filesystem clean"))
+    // Metadata that cannot be read: an operational error (8), not a usage error.
+    s.write("overlay-layers/layers.json", "[")
+    let broken = ovltool(["fsck", "-n", "--store", s.root])
+    #expect(broken.status == 8, "\(broken.out)\(broken.stderr)")
+    #expect(broken.stderr.contains("malformed JSON"))
   }
 
   @Test(arguments: [
