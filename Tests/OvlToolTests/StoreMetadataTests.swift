@@ -269,7 +269,7 @@ import Testing
     func holder(_ exclusive: Bool) -> Process {
       let p = Process()
       p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-      p.arguments = ["-c", "import fcntl,time,sys; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.\(exclusive ? "LOCK_EX" : "LOCK_SH")); open(sys.argv[2],'w').close(); time.sleep(1.5)", lockFile, ready]
+      p.arguments = ["-c", "import fcntl,time,sys; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.\(exclusive ? "LOCK_EX" : "LOCK_SH")); open(sys.argv[2],'w').close(); time.sleep(3)", lockFile, ready]
       return p
     }
     func waitReady() {
@@ -351,6 +351,10 @@ import Testing
     let image = ovltool(["stack", "--docker-root", root, "--image", "app"])
     #expect(image.status == 0, "\(image.stderr)")
     #expect(image.out == "lowerdir=\(d)\(l2)/diff:\(d)\(l1)/diff,index=off\n")
+    // A base layer alone (Docker keeps no empty dir): a one-layer read-only view.
+    let base = ovltool(["ls", "--docker-root", root, "--layer", "sha256:" + chain1, "/"])
+    #expect(base.out == "one\n", "\(base.stderr)")
+    #expect(ovltool(["stack", "--docker-root", root, "--layer", l1]).out == "lowerdir=\(root)/overlay2/\(l1)/diff,index=off\n")
     let ls = ovltool(["ls", "--docker-root", root, "--container", "888", "/"])
     #expect(ls.out == "etc\none\nthree\ntwo\n", "\(ls.stderr)")
     let fsck = ovltool(["fsck", "-n", "--docker-root", root])
