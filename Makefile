@@ -20,7 +20,8 @@ NEEDS := /usr/include/openssl/evp.h:libssl-dev \
          /usr/bin/podman:podman \
          /usr/sbin/runc:runc \
          /bin/busybox:busybox-static \
-         /usr/bin/buildah:buildah
+         /usr/bin/buildah:buildah \
+         /usr/sbin/dockerd:docker.io
 
 .PHONY: all build deps test demo bench man install clean fuzz
 

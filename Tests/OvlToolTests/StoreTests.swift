@@ -85,6 +85,7 @@ import Testing
 
   func ovltool(_ args: [String]) -> Harness.Result { Harness.run([Self.binary] + args) }
 
+  @discardableResult
   /// Runs a command with posix_spawn and waits for it with waitpid, its output in files
   /// (`output`.out, .err). Foundation's Process can miss the exit of `podman start`
   /// (whose conmon outlives it) and wait forever.
@@ -258,5 +259,103 @@ import Testing
     let run = store.podman(["run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", imageID,
                             "sh", "-c", "cat /made/put /copied.txt; test -e /data/old || echo old-gone; test -e /data/gone || echo gone-gone"])
     #expect(run.out == "from ovltool\ncopied\nold-gone\ngone-gone\n", "podman run of the committed image: \(run.out)\(run.stderr)")
+  }
+}
+
+/// A real dockerd on a fresh tmpfs (its own socket, data root and exec root; no
+/// networking): an image imported from the busybox tarball, a container changed by
+/// `docker exec` and stopped. ovltool's `stack`/`ls`/`export` of it against `docker diff`,
+/// the running container refused for writing, `fsck --docker-root --verify-digests` clean,
+/// and an ovltool `put` seen by `docker start` + `docker exec cat`. Skips without
+/// docker.io (a failure with OVLTOOL_REQUIRE_KERNEL=1).
+@Suite(.serialized) struct DockerStoreTests {
+  @Test func dockerContainer() throws {
+    let tools = ["/usr/sbin/dockerd", "/usr/bin/docker", "/bin/busybox"]
+    let missing = tools.filter { !FileManager.default.isExecutableFile(atPath: $0) } + (getuid() == 0 ? [] : ["root"])
+    guard missing.isEmpty else {
+      if Harness.requireKernel {
+        Issue.record("OVLTOOL_REQUIRE_KERNEL=1 but dockerd cannot run here: missing \(missing.joined(separator: ", ")) (apt-get install docker.io busybox-static)")
+      } else {
+        print("DockerStoreTests skipped: missing \(missing.joined(separator: ", ")) (apt-get install docker.io busybox-static)")
+      }
+      return
+    }
+    let dir = Harness.TempDir("docker")
+    let base = dir.path + "/d"
+    try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    try #require(Harness.run(["/bin/mount", "-t", "tmpfs", "tmpfs", base]).status == 0)
+    defer { StoreTests.spawn(["/bin/umount", "-R", "-l", base], output: dir.path + "/umount") }
+    let root = base + "/root", socket = base + "/docker.sock", pidfile = base + "/docker.pid"
+    // dockerd runs in the background (its own containerd under it) until the test ends.
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, base + "/dockerd.log", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let argv = ["/usr/sbin/dockerd", "--data-root", root, "--exec-root", base + "/exec", "--pidfile", pidfile, "-H", "unix://" + socket,
+                "--iptables=false", "--bridge=none", "--storage-driver", "overlay2", "--containerd-namespace", "ovltool-test"]
+    var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { for arg in cArgs { free(arg) } }
+    var daemon: pid_t = 0
+    try #require(posix_spawn(&daemon, argv[0], &actions, nil, &cArgs, environ) == 0)
+    defer {
+      kill(daemon, SIGTERM)
+      var status: Int32 = 0
+      while waitpid(daemon, &status, 0) == -1 && errno == EINTR {}
+    }
+    func docker(_ args: [String]) -> Harness.Result {
+      StoreTests.spawn(["/usr/bin/docker", "-H", "unix://" + socket] + args, output: dir.path + "/docker")
+    }
+    var up = false
+    for _ in 0..<150 where !up {
+      up = docker(["info"]).status == 0
+      if !up { usleep(100_000) }
+    }
+    try #require(up, "dockerd did not start: \(String(decoding: FileManager.default.contents(atPath: base + "/dockerd.log") ?? Data(), as: UTF8.self).suffix(2000))")
+
+    let rootfs = base + "/rootfs"
+    try FileManager.default.createDirectory(atPath: rootfs + "/bin", withIntermediateDirectories: true)
+    try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: rootfs + "/bin/busybox")
+    for tool in ["sh", "cat", "echo", "ls", "rm", "sleep"] {
+      try FileManager.default.createSymbolicLink(atPath: rootfs + "/bin/" + tool, withDestinationPath: "busybox")
+    }
+    #expect(Harness.run(["/bin/tar", "-C", rootfs, "-cf", base + "/rootfs.tar", "."]).status == 0)
+    let imported = docker(["import", base + "/rootfs.tar", "bb:latest"])
+    #expect(imported.status == 0, "docker import: \(imported.stderr)")
+    #expect(docker(["create", "--name", "web", "--network", "none", "bb:latest", "sleep", "1000"]).status == 0)
+    let start = docker(["start", "web"])
+    try #require(start.status == 0, "docker start: \(start.stderr)")
+    defer { _ = docker(["rm", "-f", "web"]) }
+    #expect(docker(["exec", "web", "sh", "-c", "echo hi > /new; rm /bin/ls"]).status == 0)
+    let source = base + "/put-source"
+    FileManager.default.createFile(atPath: source, contents: Data("from ovltool\n".utf8))
+    let ovltool = { (args: [String]) in Harness.run([StoreTests.binary] + args) }
+    let refused = ovltool(["put", "--docker-root", root, "--container", "web", source, "/put"])
+    #expect(refused.status == 2)
+    #expect(refused.stderr.contains("container web") && refused.stderr.contains("is running"), "\(refused.stderr)")
+    #expect(docker(["stop", "-t", "0", "web"]).status == 0)
+
+    let diff = docker(["diff", "web"])
+    let layer = base + "/changes.tar"
+    let export = ovltool(["export", "--docker-root", root, "--container", "web", "--output", layer])
+    #expect(export.status == 0, "export: \(export.stderr)")
+    let ours = StoreTests.layerChanges(Harness.run(["/bin/tar", "-tf", layer]).out)
+    for line in diff.out.split(separator: "\n") {
+      let kind = String(line.prefix(1)), path = String(line.dropFirst(2))
+      #expect(ours[path]?.contains(kind) == true, "docker diff has \(kind) \(path); ovltool's export has \(ours[path] ?? "nothing")")
+    }
+    let ls = ovltool(["ls", "--docker-root", root, "--image", "bb", "/bin"])
+    #expect(ls.out == "busybox\ncat\necho\nls\nrm\nsh\nsleep\n", "\(ls.stderr)")
+    let fsck = ovltool(["fsck", "-n", "--docker-root", root, "--verify-digests"])
+    #expect(fsck.status == 0, "fsck --docker-root: \(fsck.out)\(fsck.stderr)")
+    #expect(fsck.out.contains("container web (") && fsck.out.contains(": digest ok"), "\(fsck.out)")
+
+    let put = ovltool(["put", "--docker-root", root, "--container", "web", source, "/put"])
+    #expect(put.status == 0, "put: \(put.stderr)")
+    #expect(docker(["start", "web"]).status == 0)
+    let seen = docker(["exec", "web", "cat", "/put"])
+    #expect(seen.out == "from ovltool\n", "docker exec cat: \(seen.stderr)")
+    _ = docker(["stop", "-t", "0", "web"])
   }
 }
