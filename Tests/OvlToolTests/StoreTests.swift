@@ -218,9 +218,30 @@ import Testing
     let cat = ovltool(["cat", "--store", store.root, "--container", "box1", "/data/old"])
     #expect(cat.out == "changed\n")
 
-    // The image's read-only stack is the imported tree.
+    // The image's read-only stack is the imported tree, as podman image mount shows it.
     let image = ovltool(["ls", "--store", store.root, "--image", "bb", "/data"])
     #expect(image.out == "gone\nold\n", "\(image.stderr)")
+    let mount = store.podman(["image", "mount", "localhost/bb:latest"])
+    #expect(mount.status == 0, "podman image mount: \(mount.stderr)")
+    let mountPoint = mount.out.trimmingCharacters(in: .whitespacesAndNewlines)
+    if mount.status == 0 && !mountPoint.isEmpty {
+      let found = Harness.run(["/bin/sh", "-c", "cd \"$1\" && find . -mindepth 1 -printf '/%P %y %s\\n' | sort", "sh", mountPoint])
+      let imageTree = ovltool(["tree", "--store", store.root, "--image", "bb"])
+      let ours = imageTree.out.split(separator: "\n").compactMap { line -> String? in
+        let fields = line.split(separator: " ", maxSplits: 7)
+        guard fields.count == 8 else { return nil }
+        let path = String(fields[7].split(separator: " -> ").first ?? "")
+        guard path != "/" else { return nil }
+        let type = fields[0].first == "d" ? "d" : fields[0].first == "l" ? "l" : "f"
+        return "\(path) \(type) \(type == "f" ? String(fields[3]) : "*")"
+      }.sorted()
+      let theirs = found.out.split(separator: "\n").map { line -> String in
+        let f = line.split(separator: " ")
+        return f.count == 3 && f[1] != "f" ? "\(f[0]) \(f[1]) *" : String(line)
+      }.sorted()
+      #expect(ours == theirs, "tree --image against podman image mount: \(Harness.diff(ours, theirs))")
+      store.podman(["image", "unmount", "localhost/bb:latest"])
+    }
 
     // The store podman made is clean, digests included.
     let fsck = ovltool(["fsck", "-n", "--store", store.root, "--verify-digests"])
