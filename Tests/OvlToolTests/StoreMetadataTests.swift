@@ -1,4 +1,6 @@
 import Foundation
+import OvlStore
+import OvlSystem
 import Testing
 
 /// Hand-made container stores in temp dirs: a containers/storage store (three layers, an
@@ -258,6 +260,44 @@ import Testing
     #expect(r.out.hasPrefix("lowerdir=\(s.diff(Self.b)):"))
     let fsck = ovltool(["fsck", "-n", "--store"], environment: ["CONTAINERS_STORAGE_CONF": conf])
     #expect(fsck.status == 0, "\(fsck.out)\(fsck.stderr)")
+  }
+
+  /// The default store as containers/storage finds it: the user's storage.conf (rootless),
+  /// `$HOME` expanded, `rootless_storage_path`, the XDG fallback, CONTAINERS_STORAGE_CONF.
+  @Test func defaultStoreLookup() throws {
+    let dir = Harness.TempDir("conf")
+    let home = dir.path + "/home"
+    try FileManager.default.createDirectory(atPath: home + "/.config/containers", withIntermediateDirectories: true)
+    var env = ["HOME": home]
+    let lookup = { (rootless: Bool) throws -> DefaultStore in try DefaultStore.find(rootless: rootless) { env[$0] } }
+    // No user file: the XDG data dir (whatever /etc says of root's graphroot).
+    if !FileManager.default.fileExists(atPath: "/etc/containers/storage.conf") {
+      #expect(try lookup(true).graphRoot == home + "/.local/share/containers/storage")
+      #expect(try lookup(false).graphRoot == "/var/lib/containers/storage")
+    }
+    env["XDG_DATA_HOME"] = dir.path + "/data"
+    if !FileManager.default.fileExists(atPath: "/etc/containers/storage.conf") {
+      #expect(try lookup(true).graphRoot == dir.path + "/data/containers/storage")
+    }
+    FileManager.default.createFile(atPath: home + "/.config/containers/storage.conf", contents: Data("""
+      [storage]
+      driver = "overlay"
+      # graphroot = "/not/this"
+      graphroot = "$HOME/store"
+      runroot = '/run/user/4242/containers'
+      [storage.options]
+      graphroot = "/not/this/either"
+      """.utf8))
+    let user = try lookup(true)
+    #expect(user.graphRoot == home + "/store")
+    #expect(user.runRoot == "/run/user/4242/containers")
+    #expect(user.configuration == home + "/.config/containers/storage.conf")
+    let conf = dir.path + "/storage.conf"
+    FileManager.default.createFile(atPath: conf, contents: Data("[storage]\ngraphroot=\"/srv/storage\"\n".utf8))
+    env["CONTAINERS_STORAGE_CONF"] = conf
+    #expect(try lookup(false).graphRoot == "/srv/storage")
+    env["CONTAINERS_STORAGE_CONF"] = dir.path + "/missing.conf"
+    #expect(throws: OvlError.self) { try lookup(false) }
   }
 
   /// A process holding `layers.lock` (an fcntl lock, as containers/storage takes it):
