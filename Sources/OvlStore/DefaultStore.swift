@@ -11,6 +11,9 @@ public struct DefaultStore: Sendable, Equatable {
   public let runRoot: String?
   /// The configuration file it came from, if any.
   public let configuration: String?
+  /// The overlay options of `[storage.options.overlay]` `mountopt` that change what a
+  /// layer means (metacopy=, redirect_dir=), for the stack's options.
+  public var overlayOptions: [String] = []
 
   public static func find(rootless: Bool = Credentials.current.uid != 0, environment: (String) -> String? = getEnvironment) throws(OvlError) -> DefaultStore {
     let home = environment("HOME") ?? "/"
@@ -32,17 +35,22 @@ public struct DefaultStore: Sendable, Equatable {
         if error == .noSuchFileOrDirectory && path != environment("CONTAINERS_STORAGE_CONF") { continue }
         throw .system(call: "open", path: path, errno: error)
       }
-      let values = Self.storageSection(String(decoding: text, as: UTF8.self))
+      let values = Self.table("storage", String(decoding: text, as: UTF8.self))
+      let overlay = Self.table("storage.options.overlay", String(decoding: text, as: UTF8.self))
       let graph = rootless ? (values["rootless_storage_path"] ?? (path.hasPrefix("/etc/") ? nil : values["graphroot"])) : values["graphroot"]
       let run = rootless && path.hasPrefix("/etc/") ? nil : values["runroot"]
-      return DefaultStore(graphRoot: Self.expand(graph ?? fallback, home: home), runRoot: run.map { Self.expand($0, home: home) }, configuration: path)
+      var found = DefaultStore(graphRoot: Self.expand(graph ?? fallback, home: home), runRoot: run.map { Self.expand($0, home: home) }, configuration: path)
+      found.overlayOptions = (overlay["mountopt"] ?? "").split(separator: ",").map(String.init).filter {
+        $0.hasPrefix("metacopy=") || $0.hasPrefix("redirect_dir=")
+      }
+      return found
     }
     return DefaultStore(graphRoot: fallback, runRoot: rootless ? nil : "/run/containers/storage", configuration: nil)
   }
 
-  /// `key = "value"` lines of the `[storage]` table (the TOML containers/storage writes:
-  /// basic or literal strings, `#` comments).
-  static func storageSection(_ text: String) -> [String: String] {
+  /// `key = "value"` lines of one table (the TOML containers/storage writes: basic or
+  /// literal strings, `#` comments).
+  static func table(_ name: String, _ text: String) -> [String: String] {
     var values: [String: String] = [:]
     var table = ""
     for raw in text.split(separator: "\n", omittingEmptySubsequences: true) {
@@ -52,7 +60,7 @@ public struct DefaultStore: Sendable, Equatable {
         table = String(line.dropFirst().prefix { $0 != "]" }).trimmingSpaces
         continue
       }
-      guard table == "storage", let eq = line.firstIndex(of: "=") else { continue }
+      guard table == name, let eq = line.firstIndex(of: "=") else { continue }
       let key = String(line[..<eq]).trimmingSpaces
       let rest = line[line.index(after: eq)...].drop { $0 == " " || $0 == "\t" }
       guard let quote = rest.first, quote == "\"" || quote == "'" else { continue }

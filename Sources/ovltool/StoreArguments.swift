@@ -50,11 +50,19 @@ struct StoreArguments: ParsableArguments {
     if let dockerRoot {
       store = try DockerStore(path: dockerRoot)
     } else {
-      var path: String
-      if let given = self.store { path = given } else { path = try DefaultStore.find().graphRoot }
-      // containers/storage mounts with index=off, and with userxattr where it runs rootless.
+      // containers/storage mounts with index=off, and with userxattr where it runs rootless;
+      // the default store adds its storage.conf's metacopy= and redirect_dir=.
       let rootless = !Credentials.current.canUseTrustedXattrs
-      store = try ContainersStorage(path: path, mountOptions: rootless ? ["index=off", "userxattr"] : ["index=off"])
+      var options = rootless ? ["index=off", "userxattr"] : ["index=off"]
+      var path: String
+      if let given = self.store {
+        path = given
+      } else {
+        let found = try DefaultStore.find()
+        path = found.graphRoot
+        options += found.overlayOptions
+      }
+      store = try ContainersStorage(path: path, mountOptions: options)
     }
     let locks = try store.lock(exclusive: forWriting) {
       printError("ovltool: waiting for the store's locks (\(store.root)): another process is using it")

@@ -287,11 +287,14 @@ import Testing
       runroot = '/run/user/4242/containers'
       [storage.options]
       graphroot = "/not/this/either"
+      [storage.options.overlay]
+      mountopt = "nodev,metacopy=on"
       """.utf8))
     let user = try lookup(true)
     #expect(user.graphRoot == home + "/store")
     #expect(user.runRoot == "/run/user/4242/containers")
     #expect(user.configuration == home + "/.config/containers/storage.conf")
+    #expect(user.overlayOptions == ["metacopy=on"])
     let conf = dir.path + "/storage.conf"
     FileManager.default.createFile(atPath: conf, contents: Data("[storage]\ngraphroot=\"/srv/storage\"\n".utf8))
     env["CONTAINERS_STORAGE_CONF"] = conf
