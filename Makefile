@@ -16,7 +16,12 @@ NEEDS := /usr/include/openssl/evp.h:libssl-dev \
          /usr/bin/umoci:umoci \
          /usr/bin/skopeo:skopeo \
          /usr/bin/zstd:zstd \
-         /usr/bin/getfattr:attr
+         /usr/bin/getfattr:attr \
+         /usr/bin/podman:podman \
+         /usr/sbin/runc:runc \
+         /bin/busybox:busybox-static \
+         /usr/bin/buildah:buildah \
+         /usr/sbin/dockerd:docker.io
 
 .PHONY: all build deps test demo bench man install clean fuzz
 

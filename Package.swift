@@ -15,6 +15,7 @@ let package = Package(
     .library(name: "OvlOperations", targets: ["OvlOperations"]),
     .library(name: "OvlCheck", targets: ["OvlCheck"]),
     .library(name: "OvlImage", targets: ["OvlImage"]),
+    .library(name: "OvlStore", targets: ["OvlStore"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,12 +36,14 @@ let package = Package(
     .target(name: "OvlOperations", dependencies: ["OvlWrite", "OvlStack", "OvlSystem", "OvlFormat"]),
     .target(name: "OvlCheck", dependencies: ["OvlWrite", "OvlStack", "OvlSystem", "OvlFormat"]),
     .target(name: "OvlImage", dependencies: ["OvlStack", "OvlOperations", "OvlWrite", "OvlSystem", "OvlFormat", "CArchive"]),
+    // Container stores (containers/storage, Docker overlay2): their metadata → stacks.
+    .target(name: "OvlStore", dependencies: ["OvlStack", "OvlSystem", "OvlFormat"]),
     .target(name: "OvlFixtures", dependencies: ["OvlSystem", "OvlFormat"]),
     .executableTarget(name: "ovltool", dependencies: [
-      "OvlStack", "OvlOperations", "OvlCheck", "OvlImage", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      "OvlStack", "OvlOperations", "OvlCheck", "OvlImage", "OvlStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
     .executableTarget(name: "ovl-fixture", dependencies: ["OvlFixtures"]),
-    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlOperations", "OvlCheck", "OvlImage", "OvlFixtures", "ovltool", "ovl-fixture"]),
+    .testTarget(name: "OvlToolTests", dependencies: ["OvlStack", "OvlOperations", "OvlCheck", "OvlImage", "OvlStore", "OvlFixtures", "ovltool", "ovl-fixture"]),
   ],
   swiftLanguageModes: [.v6]
 )

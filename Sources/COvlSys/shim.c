@@ -106,6 +106,11 @@ int covl_flock(int fd, int exclusive) { return flock(fd, exclusive ? LOCK_EX : L
 int covl_flock_mode(int fd, int shared, int nonblocking) {
   return flock(fd, (shared ? LOCK_SH : LOCK_EX) | (nonblocking ? LOCK_NB : 0));
 }
+/* fcntl(2) F_SETLK(W) record lock on the whole file (containers/storage's lock files). */
+int covl_record_lock(int fd, int shared, int wait) {
+  struct flock lock = {.l_type = shared ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+  return fcntl(fd, wait ? F_SETLKW : F_SETLK, &lock);
+}
 const int covl_SEEK_DATA = SEEK_DATA;
 const int covl_SEEK_HOLE = SEEK_HOLE;
 const unsigned int covl_FS_APPEND_FL = FS_APPEND_FL;

@@ -96,6 +96,12 @@ public struct ImageLayout {
   /// image) and tags the result `tag`. The config gets the layer's DiffID; `created` is the
   /// clamp time so the manifest digest is reproducible too.
   public func addLayer(_ layer: LayerDescriptor, tag: String, base: String?, created: Int64) throws(OvlError) -> String {
+    try addLayers([(layer, "ovltool export")], tag: tag, base: base, created: created)
+  }
+
+  /// A new image `tag`: `base`'s layers (or none) and then `added`, bottom first, each with
+  /// its history entry (`created_by`).
+  public func addLayers(_ added: [(layer: LayerDescriptor, createdBy: String)], tag: String, base: String?, created: Int64) throws(OvlError) -> String {
     var index = Index(schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [])
     var config = JSONValue.object([
       JSONMember("architecture", .string("amd64")), JSONMember("os", .string("linux")),
@@ -124,15 +130,17 @@ public struct ImageLayout {
     // As Foundation's casts did: a part of another type than expected starts afresh.
     var rootfs = config["rootfs"].flatMap { $0.members.map(JSONValue.object) } ?? .object([JSONMember("type", .string("layers"))])
     var diffIDs = rootfs["diff_ids"]?.array.flatMap { $0.allSatisfy { $0.string != nil } ? $0 : nil } ?? []
-    diffIDs.append(.string(layer.diffID))
+    let stamp = Timestamp.iso8601(seconds: created)
+    var history = config["history"]?.array.flatMap { $0.allSatisfy { $0.members != nil } ? $0 : nil } ?? []
+    for (layer, createdBy) in added {
+      diffIDs.append(.string(layer.diffID))
+      history.append(.object([JSONMember("created", .string(stamp)), JSONMember("created_by", .string(createdBy))]))
+      layers.append(Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: Int64(layer.size), annotations: nil))
+    }
     rootfs = rootfs.setting("diff_ids", .array(diffIDs))
     config = config.setting("rootfs", rootfs)
-    let stamp = Timestamp.iso8601(seconds: created)
     config = config.setting("created", .string(stamp))
-    var history = config["history"]?.array.flatMap { $0.allSatisfy { $0.members != nil } ? $0 : nil } ?? []
-    history.append(.object([JSONMember("created", .string(stamp)), JSONMember("created_by", .string("ovltool export"))]))
     config = config.setting("history", .array(history))
-    layers.append(Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: Int64(layer.size), annotations: nil))
 
     let configDescriptor = try writeBlob(config.encoded(.jsonSerialization), mediaType: Self.configType)
     let manifest = Manifest(schemaVersion: 2, mediaType: Self.manifestType, config: configDescriptor, layers: layers)

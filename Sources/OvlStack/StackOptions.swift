@@ -59,6 +59,9 @@ public struct StackOptionParser {
   var workdir: String?
   var explicit: [String: String] = [:]
   var userxattr = false
+  /// A read-only stack of one lower layer (an image of one layer in a store without an
+  /// `empty` dir): the kernel mounts none, but its view is the layer itself.
+  public var allowsOneLower = false
 
   public init() {}
 
@@ -136,7 +139,7 @@ public struct StackOptionParser {
       warnings.append("option \"workdir=\(workdir ?? "")\" is useless in a non-upper mount, ignored")
       o.workDir = nil
     }
-    if upperdir == nil && layers < 2 {
+    if upperdir == nil && layers < 2 && !allowsOneLower {
       throw .usage("at least 2 lowerdir are needed while upperdir nonexistent")
     }
 

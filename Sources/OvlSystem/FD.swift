@@ -38,6 +38,7 @@ public struct OpenMode: Sendable {
   public static let directory = OpenMode(flags: O_RDONLY | O_DIRECTORY)
   public static let readOnly = OpenMode(flags: O_RDONLY)
   public static let writeOnly = OpenMode(flags: O_WRONLY)
+  public static let readWrite = OpenMode(flags: O_RDWR)
   /// O_PATH: a handle on the inode itself, whatever its type (symlinks, devices, whiteouts).
   public static let path = OpenMode(flags: covl_O_PATH)
   public static let directoryPath = OpenMode(flags: covl_O_PATH | O_DIRECTORY)
@@ -74,9 +75,11 @@ extension FD {
   /// Resolves `path` (components) beneath `dir` without following any symlink and without
   /// leaving `dir`. The corresponding C function is `openat2` with RESOLVE_BENEATH |
   /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV.
-  public static func open(beneath dir: borrowing FD, path: [UInt8], _ mode: OpenMode) throws(Errno) -> FD {
+  /// With `crossingMounts` the path may enter a mount beneath `dir` (containers/storage
+  /// bind-mounts its `overlay/` dir on itself).
+  public static func open(beneath dir: borrowing FD, path: [UInt8], _ mode: OpenMode, crossingMounts: Bool = false) throws(Errno) -> FD {
     let dirfd = dir.rawValue
-    let resolve = covl_RESOLVE_BENEATH | covl_RESOLVE_NO_SYMLINKS | covl_RESOLVE_NO_XDEV
+    let resolve = covl_RESOLVE_BENEATH | covl_RESOLVE_NO_SYMLINKS | (crossingMounts ? 0 : covl_RESOLVE_NO_XDEV)
     let flags = mode.flags | O_CLOEXEC | O_NOFOLLOW
     return FD(adopting: try withCString(path.isEmpty ? [0x2E] : path) { (cpath) throws(Errno) in
       try retrying { covl_openat2(dirfd, cpath, flags, 0, resolve) }

@@ -131,6 +131,25 @@ extension FD {
   }
 }
 
+extension FD {
+  /// A shared (F_RDLCK) or exclusive (F_WRLCK) fcntl record lock on the whole file, as
+  /// containers/storage takes its lock files; with `wait` false, false where another
+  /// process holds a conflicting lock instead of waiting. A record lock belongs to the
+  /// process and goes with any close of the file: keep one descriptor per lock file.
+  /// The corresponding C function is `fcntl` with F_SETLKW (F_SETLK).
+  public borrowing func recordLock(shared: Bool, wait: Bool) throws(Errno) -> Bool {
+    let fd = rawValue
+    do {
+      _ = try retrying { covl_record_lock(fd, shared ? 1 : 0, wait ? 1 : 0) }
+      return true
+    } catch .wouldBlock {
+      return false
+    } catch .permissionDenied {
+      return false
+    }
+  }
+}
+
 /// How data was copied.
 public enum DataCopyMethod: String, Sendable { case clone, copyFileRange = "copy_file_range", readWrite = "read_write", none }
 

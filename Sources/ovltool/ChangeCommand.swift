@@ -36,7 +36,7 @@ extension ChangeCommand {
 func waitingForCheck() { printError("ovltool: waiting for the ovltool fsck of this stack to finish") }
 
 func openSession(_ arguments: StackArguments) throws(StackError) -> WriteSession {
-  let stack = try arguments.open()
+  let stack = try arguments.open(forWriting: true)
   do { return try WriteSession(stack: stack, onWait: waitingForCheck) } catch { throw StackError(error: error) }
 }
 

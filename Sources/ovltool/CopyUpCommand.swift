@@ -41,7 +41,7 @@ struct CopyUp: ParsableCommand {
   }
 
   func run() throws {
-    let stack = try self.stack.open()
+    let stack = try self.stack.open(forWriting: true)
     if metacopy && !stack.options.metacopy {
       throw StackError(error: .usage("--metacopy needs a stack with metacopy=on (the kernel copies data otherwise)"))
     }

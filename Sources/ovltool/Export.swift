@@ -1,6 +1,7 @@
 import ArgumentParser
 import OvlImage
 import OvlStack
+import OvlStore
 import OvlSystem
 
 struct Export: ParsableCommand {
@@ -44,6 +45,12 @@ struct Export: ParsableCommand {
       options.mtimeClamp = epoch
     }
     let layout = ociLayout.map { ImageLayout(path: $0) }
+    // A store's container committed into an image layout: its image's layers first (each
+    // exported as the upper over the layers below it), unless --base names an image there.
+    var below: [(layer: LayerDescriptor, createdBy: String)] = []
+    if let layout, base == nil, let derived = self.stack.store.derived, derived.kind == .container {
+      below = try Self.imageLayers(derived, into: layout, options)
+    }
     // An output file is replaced only when the layer is complete (written beside it, then
     // renamed); a device, FIFO or standard output is written in place and never removed.
     let out = try OutputFile(try layout?.newBlobPath() ?? output ?? "-")
@@ -67,7 +74,8 @@ struct Export: ParsableCommand {
     let path = out.path
     if let layout, let tag {
       if let output, output != "-" { printError("ovltool: warning: --output ignored with --oci-layout") }
-      let manifest = try layout.addLayer(layer, tag: tag, base: base, created: options.mtimeClamp ?? 0)
+      let createdBy = self.stack.store.derived.map { "ovltool export --\($0.kind.rawValue) \($0.names.first ?? $0.id)" } ?? "ovltool export"
+      let manifest = try layout.addLayers(below + [(layer, createdBy)], tag: tag, base: base, created: options.mtimeClamp ?? 0)
       printError("manifest \(manifest)")
     }
     if let descriptor {
@@ -78,5 +86,38 @@ struct Export: ParsableCommand {
     // The digests go to stderr when the layer itself goes to stdout.
     let summary = "diffid \(layer.diffID)\ndigest \(layer.digest)\nsize \(layer.size)"
     if path == "-" { printError(summary) } else { print(summary) }
+  }
+
+  /// The layers of a container's image, bottom first, each written into `layout` as a blob:
+  /// the layer's diff exported as an upper over the layers below it (the base layer over
+  /// its `empty` dir), as `export` of that stack would write it.
+  static func imageLayers(_ container: StoreStack, into layout: ImageLayout, _ options: ExportOptions) throws -> [(layer: LayerDescriptor, createdBy: String)] {
+    var result: [(layer: LayerDescriptor, createdBy: String)] = []
+    let diffs = container.lowerDirs
+    for k in diffs.indices.reversed() {
+      let upper = diffs[k]
+      let layerDir = String(upper.dropLast("/diff".count))
+      var lowers = Array(diffs[(k + 1)...])
+      if lowers.isEmpty {
+        let empty = layerDir + "/empty"
+        guard (try? FD.openDirectory(atHostPath: empty)) != nil else {
+          throw OvlError.usage("\(layerDir): the base layer has no empty dir to export it over")
+        }
+        lowers = [empty]
+      }
+      var stackOptions = StackOptions()
+      stackOptions.lowerDirs = lowers
+      stackOptions.upperDir = upper
+      stackOptions.workDir = layerDir + "/work"
+      stackOptions.userxattr = container.mountOptions.contains("userxattr")
+      if stackOptions.userxattr { stackOptions.redirectMode = .nofollow }
+      let stack = try Stack(options: stackOptions)
+      let out = try OutputFile(try layout.newBlobPath())
+      let writer = try LayerWriter(output: out.fd.rawValue, compression: options.compression)
+      let layer = try Exporter(stack: stack, options: options, writer: writer) { printError("ovltool: warning: \($0)") }.run()
+      try out.commit(as: layout.blobName(layer.digest))
+      result.append((layer, "ovltool export --layer \(container.layers[k + 1])"))
+    }
+    return result
   }
 }

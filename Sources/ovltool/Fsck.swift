@@ -1,6 +1,7 @@
 import ArgumentParser
 import OvlCheck
 import OvlStack
+import OvlStore
 import OvlSystem
 
 struct Fsck: ParsableCommand {
@@ -8,6 +9,9 @@ struct Fsck: ParsableCommand {
     commandName: "fsck",
     abstract: "Check the layers of a stack and repair them (also runs as fsck.overlay).",
     discussion: """
+      With --store [PATH] or --docker-root PATH alone, checks a whole container store: its \
+      metadata against its layer dirs and l/ links, then every container's stack and every \
+      layer (over the layers below it), one summary line per stack. \
       Checks whiteouts, redirect dirs, impure/opaque/origin/metacopy/nlink values, the work \
       dir, the index dir and the upper root's identity, bottom layer first. One line per \
       problem: the layer, the path, what is wrong and what was done. Without -n, -p or -y, \
@@ -22,25 +26,40 @@ struct Fsck: ParsableCommand {
   @Flag(name: [.customShort("y"), .customLong("yes")], help: "Repair everything, without asking.") var yes = false
   @Flag(name: .shortAndLong, help: "Print the scan summary.") var verbose = false
   @Flag(help: "Print one JSON report at the end instead of lines.") var json = false
+  @Flag(help: "With a whole store (--store or --docker-root alone): also check each layer's content against its recorded uncompressed digest, through the store's tar-split file.") var verifyDigests = false
 
   func validate() throws {
     if [checkOnly, preen, yes].filter({ $0 }).count > 1 { throw ValidationError("give only one of -n, -p and -y") }
   }
 
+  /// fsck(8)'s status for a stack that cannot be described (16) or opened (8: a store
+  /// refused as damaged or hostile is an operational error, not a usage error).
+  static func status(_ error: OvlError) -> Int32 {
+    if case .usage = error { return 16 }
+    return 8
+  }
+
   func run() throws {
-    var parser = StackOptionParser()
+    let mode: RepairMode = checkOnly ? .check : preen ? .preen : yes ? .yes : (isTerminal(0) ? .ask : .check)
+    if stack.store.namesStore && stack.store.selection == nil {
+      let store: any ContainerStore
+      do throws(OvlError) {
+        guard let opened = try stack.store.openStore(forWriting: mode != .check) else { throw OvlError.usage("no store named") }
+        store = opened
+      } catch {
+        printError("ovltool: \(error)")
+        throw ExitCode(Self.status(error))
+      }
+      throw ExitCode(StoreFsckRun(store: store, mode: mode, verbose: verbose, json: json, verifyDigests: verifyDigests).run())
+    }
+    if verifyDigests { throw ValidationError("--verify-digests checks a whole store: give --store [PATH] or --docker-root PATH alone") }
     let options: StackOptions
     do {
-      for o in stack.options { try parser.add(options: o) }
-      if let lowerdir = stack.lowerdir { try parser.add(key: "lowerdir", value: lowerdir) }
-      if let upperdir = stack.upperdir { try parser.add(key: "upperdir", value: upperdir) }
-      if let workdir = stack.workdir { try parser.add(key: "workdir", value: workdir) }
-      options = try parser.resolve(defaults: .current())
+      options = try stack.stackOptions(forWriting: mode != .check)
     } catch {
       printError("ovltool: \(error)")
-      throw ExitCode(16)
+      throw ExitCode(Self.status(error))
     }
-    let mode: RepairMode = checkOnly ? .check : preen ? .preen : yes ? .yes : (isTerminal(0) ? .ask : .check)
     let status = FsckRun(options: options, mode: mode, verbose: verbose, json: json, program: "ovltool fsck").run()
     throw ExitCode(status)
   }

@@ -9,14 +9,16 @@ struct OvlTool: ParsableCommand {
     abstract: "Work on overlayfs layer directories without mounting them.",
     discussion: """
       Every command takes the stack as mount(8) does: -o lowerdir=L1:L2,upperdir=U,workdir=W \
-      (repeatable), or --lowerdir, --upperdir, --workdir. PATH is a path in the merged view. \
+      (repeatable), or --lowerdir, --upperdir, --workdir, or by a container store's names: \
+      --store [PATH] or --docker-root PATH with --container, --image or --layer (`ovltool stack` \
+      prints the options they give). PATH is a path in the merged view. \
       Exit status: 0 success, 1 some paths failed, 2 usage or stack errors.
       """,
     version: "0.1.0",
     subcommands: [
       Ls.self, Stat.self, Cat.self, Tree.self, CopyUp.self, Remove.self, MakeDirectory.self, Put.self, Symlink.self,
       MakeNode.self, Move.self, Link.self, ChangeMode.self, ChangeOwner.self, Touch.self, SetXattr.self, RemoveXattr.self,
-      ApplyScript.self, Fsck.self, Export.self, ApplyLayer.self, ImageDiff.self, Merge.self,
+      ApplyScript.self, Fsck.self, StackCommand.self, Export.self, ApplyLayer.self, ImageDiff.self, Merge.self,
     ])
 
   static func main() {
@@ -28,7 +30,7 @@ struct OvlTool: ParsableCommand {
       exitProcess(FsckOverlay.main(Array(argv.dropFirst())))
     }
     do {
-      var command = try parseAsRoot()
+      var command = try parseAsRoot(rewritingBareStore(Array(argv.dropFirst())))
       try command.run()
     } catch let error as StackError {
       printError("ovltool: \(error)")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OvlStack
+import OvlStore
 import OvlSystem
 
 /// The stack, given the way mount(8) and fsck.overlay take it.
@@ -18,26 +19,49 @@ struct StackArguments: ParsableArguments {
   @Option(help: ArgumentHelp("The work directory (same mount as the upper layer).", valueName: "DIR"))
   var workdir: String?
 
+  @OptionGroup var store: StoreArguments
+
   /// Parses, applies the kernel's option rules and opens the layers. Any problem is a
-  /// stack error (exit status 2).
-  func open() throws(StackError) -> Stack {
+  /// stack error (exit status 2). `forWriting`: the command changes the upper (a store's
+  /// locks are taken exclusive, an image's read-only stack and a running container's are
+  /// refused).
+  func open(forWriting: Bool = false) throws(StackError) -> Stack {
     do {
-      return try openStack()
+      return try openStack(forWriting: forWriting)
     } catch {
       throw StackError(error: error)
     }
   }
 
-  private func openStack() throws(OvlError) -> Stack {
+  /// The options, from `-o` and the long flags, or derived from a store.
+  func stackOptions(forWriting: Bool = false) throws(OvlError) -> StackOptions {
     var parser = StackOptionParser()
+    if let derived = try store.stack(forWriting: forWriting) {
+      if lowerdir != nil || upperdir != nil || workdir != nil {
+        throw .usage("--lowerdir, --upperdir and --workdir cannot be given with a store's --container, --image or --layer")
+      }
+      for o in options {
+        for item in StoreArguments.layerKeys where o.split(separator: ",").contains(where: { $0.hasPrefix(item + "=") }) {
+          throw .usage("-o \(item)= cannot be given with a store's --container, --image or --layer")
+        }
+      }
+      parser.allowsOneLower = true
+      try parser.add(options: derived.optionString)
+    }
     for o in options { try parser.add(options: o) }
     if let lowerdir { try parser.add(key: "lowerdir", value: lowerdir) }
     if let upperdir { try parser.add(key: "upperdir", value: upperdir) }
     if let workdir { try parser.add(key: "workdir", value: workdir) }
-    let options = try parser.resolve(defaults: .current())
+    let resolved = try parser.resolve(defaults: .current())
     for warning in parser.warnings { printError("ovltool: warning: \(warning)") }
+    return resolved
+  }
+
+  private func openStack(forWriting: Bool) throws(OvlError) -> Stack {
+    let options = try stackOptions(forWriting: forWriting)
     let stack = try Stack(options: options)
     try stack.refuseUnreadableXattrs()
+    if forWriting, let derived = store.derived { try derived.refuseRunning(layersInUse(stack)) }
     return stack
   }
 }

@@ -42,6 +42,8 @@ extern const int covl_SEEK_DATA, covl_SEEK_HOLE;
 int covl_flock(int fd, int exclusive_or_unlock);
 /* flock(2) LOCK_SH or LOCK_EX, with LOCK_NB where nonblocking. */
 int covl_flock_mode(int fd, int shared, int nonblocking);
+/* fcntl(2) F_SETLKW (F_SETLK without wait) with F_RDLCK or F_WRLCK over the whole file. */
+int covl_record_lock(int fd, int shared, int wait);
 /* Inode flags (FS_IOC_GETFLAGS / FS_IOC_SETFLAGS) and the ones overlay cares about. */
 int covl_get_inode_flags(int fd, unsigned int *flags);
 int covl_set_inode_flags(int fd, unsigned int flags);
