@@ -18,6 +18,7 @@ NEEDS := /usr/include/openssl/evp.h:libssl-dev \
          /usr/bin/zstd:zstd \
          /usr/bin/getfattr:attr \
          /usr/bin/podman:podman \
+         /usr/bin/newuidmap:uidmap \
          /usr/sbin/runc:runc \
          /bin/busybox:busybox-static \
          /usr/bin/buildah:buildah \

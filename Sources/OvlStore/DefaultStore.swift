@@ -5,7 +5,9 @@ import OvlSystem
 /// `~/.config/containers/storage.conf`, else `/etc/containers/storage.conf`; its
 /// `[storage]` `graphroot` (`rootless_storage_path` for a rootless user), else
 /// `/var/lib/containers/storage` (root) or `$XDG_DATA_HOME/containers/storage`
-/// (`~/.local/share/containers/storage`).
+/// (`~/.local/share/containers/storage`). Inside `podman unshare` (the rootless store's user
+/// namespace, where the caller is uid 0) the store is the one podman names in
+/// `CONTAINERS_GRAPHROOT` and `CONTAINERS_RUNROOT`, and the configuration the user's.
 public struct DefaultStore: Sendable, Equatable {
   public let graphRoot: String
   public let runRoot: String?
@@ -16,6 +18,16 @@ public struct DefaultStore: Sendable, Equatable {
   public var overlayOptions: [String] = []
 
   public static func find(rootless: Bool = Credentials.current.uid != 0, environment: (String) -> String? = getEnvironment) throws(OvlError) -> DefaultStore {
+    var found = try findConfigured(rootless: rootless || environment("_CONTAINERS_USERNS_CONFIGURED") != nil, environment: environment)
+    if let graph = environment("CONTAINERS_GRAPHROOT"), !graph.isEmpty {
+      let overlay = found.overlayOptions
+      found = DefaultStore(graphRoot: graph, runRoot: environment("CONTAINERS_RUNROOT").flatMap { $0.isEmpty ? nil : $0 }, configuration: found.configuration)
+      found.overlayOptions = overlay
+    }
+    return found
+  }
+
+  private static func findConfigured(rootless: Bool, environment: (String) -> String?) throws(OvlError) -> DefaultStore {
     let home = environment("HOME") ?? "/"
     var candidates: [String] = []
     if let conf = environment("CONTAINERS_STORAGE_CONF"), !conf.isEmpty {

@@ -36,6 +36,7 @@ struct Export: ParsableCommand {
 
   func run() throws {
     let stack = try self.stack.open()
+    if let derived = self.stack.store.derived { try Self.refuseHostOwners(derived) }
     var options = ExportOptions()
     options.compression = LayerCompression(rawValue: compress) ?? .none
     options.resolve = resolve
@@ -86,6 +87,21 @@ struct Export: ParsableCommand {
     // The digests go to stderr when the layer itself goes to stdout.
     let summary = "diffid \(layer.diffID)\ndigest \(layer.digest)\nsize \(layer.size)"
     if path == "-" { printError(summary) } else { print(summary) }
+  }
+
+  /// A plain user outside any user namespace sees a rootless store's files owned by host ids
+  /// (the container's root is the user's own uid, its other ids the user's subordinate
+  /// ones): a layer made from that view would record them, and an image of it would show
+  /// the user's uid where the container shows root. Refused before anything is written;
+  /// `podman unshare` runs ovltool with the ids the container has.
+  static func refuseHostOwners(_ derived: StoreStack) throws {
+    let caller = Credentials.current
+    guard caller.uid != 0 && !caller.inUserNamespace else { return }
+    printError(
+      "ovltool: \(derived.title): its files are owned by host ids here (the container's root is uid \(caller.uid)), "
+        + "and a layer exported from this view would record them; run it in the store's user namespace: "
+        + "podman unshare ovltool export …")
+    throw ExitCode(2)
   }
 
   /// The layers of a container's image, bottom first, each written into `layout` as a blob:
