@@ -280,6 +280,12 @@ import Testing
     let run = store.podman(["run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", imageID,
                             "sh", "-c", "cat /made/put /copied.txt; test -e /data/old || echo old-gone; test -e /data/gone || echo gone-gone"])
     #expect(run.out == "from ovltool\ncopied\nold-gone\ngone-gone\n", "podman run of the committed image: \(run.out)\(run.stderr)")
+    // The store with a two-layer image that skopeo wrote: still clean, and the image's
+    // read-only stack (a lower chain of two layers) shows the committed files.
+    let final = ovltool(["fsck", "-n", "--store", store.root, "--verify-digests"])
+    #expect(final.status == 0, "fsck --store with the committed image: \(final.out)\(final.stderr)")
+    let shown = ovltool(["cat", "--store", store.root, "--image", "localhost/committed", "/made/put"])
+    #expect(shown.status == 0 && shown.out == "from ovltool\n", "cat --image of the committed image: \(shown.out)\(shown.stderr)")
   }
 }
 
