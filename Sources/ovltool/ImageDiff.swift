@@ -2,6 +2,7 @@ import ArgumentParser
 import OvlImage
 import OvlOperations
 import OvlStack
+import OvlStore
 import OvlSystem
 
 /// Where `diff` and `merge` write: an upper directory, or a layer tar made from a scratch
@@ -68,20 +69,58 @@ struct ImageDiff: ParsableCommand {
       Names only in OLD become whiteouts, new or changed entries are copied, directories whose \
       mode, owner or xattrs changed are copied up; regular files with equal attributes and \
       sizes are compared by content when their mtimes differ. `mount -o lowerdir=UPPER:OLD` \
-      then shows NEW (mtimes of directories aside).
+      then shows NEW (mtimes of directories aside). With a store's --container instead of \
+      OLD and NEW, OLD is the container's image and NEW the container's file system: the \
+      layer holds what the container really changed (a file copied up but left as it was is \
+      not in it, unlike in `export --container`).
       """)
 
-  @Argument(help: "The old tree.") var old: String
-  @Argument(help: "The new tree.") var new: String
+  @Argument(help: "The old tree.") var old: String?
+  @Argument(help: "The new tree.") var new: String?
+  @OptionGroup var store: StoreArguments
   @OptionGroup var output: LayerOutput
 
+  func validate() throws {
+    if store.namesStore {
+      if old != nil || new != nil { throw ValidationError("give OLD and NEW, or a store's --container, not both") }
+      if store.container == nil { throw ValidationError("diff of a store needs --container (its changes against its image)") }
+    } else if old == nil || new == nil {
+      throw ValidationError("give the trees OLD and NEW (or a store's --container)")
+    }
+  }
+
   func run() throws {
-    let base = try plainTree(old)
+    let base: StackOptions
+    let newOptions: StackOptions
+    if let derived = try store.stack(forWriting: false) {
+      try Export.refuseHostOwners(derived)
+      (base, newOptions) = try Self.containerTrees(derived)
+    } else if let old, let new {
+      base = try plainTree(old)
+      newOptions = try plainTree(new)
+    } else {
+      throw ValidationError("give the trees OLD and NEW (or a store's --container)")
+    }
     let oldStack = try Stack(options: base)
-    let newStack = try Stack(options: try plainTree(new))
+    let newStack = try Stack(options: newOptions)
     try output.write(base: base) { (session) throws(OvlError) in
       try TreeDiff(old: oldStack, new: newStack, session: session) { printError("ovltool: warning: \($0)") }.run()
     }
+  }
+
+  /// A container's image (its layers below its own) and its file system (its own layer on
+  /// top of them), both read-only stacks with the store's mount options.
+  static func containerTrees(_ derived: StoreStack) throws -> (old: StackOptions, new: StackOptions) {
+    guard let upper = derived.upperDir else { throw ValidationError("\(derived.title) has no layer of its own") }
+    var parser = StackOptionParser()
+    parser.allowsOneLower = true
+    try parser.add(options: derived.optionString)
+    var image = try parser.resolve(defaults: .current())
+    image.upperDir = nil
+    image.workDir = nil
+    var container = image
+    container.lowerDirs = [upper] + image.lowerDirs
+    return (image, container)
   }
 }
 

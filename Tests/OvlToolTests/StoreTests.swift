@@ -195,6 +195,22 @@ import Testing
     #expect(theirs["/data/gone"] == "D" && ours["/data/gone"] == "D")
     #expect(theirs["/copied.txt"] == "A")
 
+    // diff --container: the container's file system against its image, as a layer; every
+    // change podman names is in it, and what it holds over the image shows the container.
+    let diffLayer = store.base + "/diff.tar"
+    let ourDiff = ovltool(["diff", "--store", store.root, "--container", "box1", "--to-tar", diffLayer])
+    #expect(ourDiff.status == 0, "diff --container: \(ourDiff.out)\(ourDiff.stderr)")
+    let diffed = Self.layerChanges(Harness.run(["/bin/tar", "-tf", diffLayer]).out)
+    for (path, kind) in theirs {
+      #expect(diffed[path] != nil, "podman diff has \(kind) \(path); ovltool diff --container does not")
+      if let mine = diffed[path] { #expect(mine.contains(kind), "diff --container: \(path): podman \(kind), ovltool \(mine)") }
+    }
+    for path in diffed.keys where theirs[path] == nil {
+      #expect(runtimeMade.contains(path), "ovltool diff --container has \(path); podman diff does not")
+    }
+    let wrongUsage = ovltool(["diff", "--store", store.root, "--image", "localhost/bb", "--to-tar", diffLayer + "2"])
+    #expect(wrongUsage.status != 0 && wrongUsage.stderr.contains("needs --container"), "\(wrongUsage.stderr)")
+
     // tree --container against podman export (the merged file system).
     let tree = ovltool(["tree", "--store", store.root, "--container", "box1"])
     #expect(tree.status == 0, "tree: \(tree.stderr)")
