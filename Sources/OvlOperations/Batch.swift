@@ -110,7 +110,9 @@ public final class CreateBatch {
 
   public init(session: WriteSession) throws(OvlError) {
     self.session = session
-    let budget = max(192, min(49152, raiseOpenFileLimit() - 64))
+    // What the rest of the process holds besides: the stack's roots, the session's cached
+    // and dirty directories (`WriteSession.heldDirectoryLimit` each), the input.
+    let budget = max(96, min(49152, raiseOpenFileLimit() - 128))
     pendingLimit = budget / 3
     directoryLimit = budget / 3
     caller = (session.caller.uid, session.caller.gid)

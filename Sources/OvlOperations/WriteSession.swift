@@ -25,6 +25,13 @@ public final class WriteSession {
   /// Keyed by the directory's path (the work and index dirs by their own keys: their paths
   /// are empty like the upper root's), not by descriptor: lookups open a directory anew.
   private var dirty: [[UInt8]: LayerDir] = [:]
+  /// More directories changed than `heldDirectoryLimit`: `finish()` makes the whole upper
+  /// filesystem durable by one syncfs instead (the set, each with a descriptor, is dropped).
+  private var syncWholeFilesystem = false
+  /// Directories held open by the cache below, the dirty set and the saved parent times, at
+  /// most, each: every one holds a descriptor (a merged one, one per layer it is in), and a
+  /// session that changes many directories (an apply) must not run out of them.
+  static let heldDirectoryLimit = 32
   /// Merged directories by merged path (`/a/b`; the root is empty) that are in the upper
   /// layer, held open: scripts work in the same directories again and again (the kernel's
   /// dentry cache spares it those lookups too). A change that replaces, moves or copies up
@@ -165,8 +172,20 @@ public final class WriteSession {
 
   func markDirty(_ dir: LayerDir) {
     if dir === tempDir { return work.markChanged() }
+    if syncWholeFilesystem { return }
     let key: [UInt8] = dir === index ? [0, 2] : [UInt8(ascii: "/")] + dir.path
     dirty[key] = dir
+    if dirty.count > Self.heldDirectoryLimit {
+      dirty.removeAll()
+      syncWholeFilesystem = true
+    }
+  }
+
+  /// Caches the merged directory at `path` (in the upper layer); a full cache is emptied
+  /// first (it is refilled along the paths in use).
+  func cacheDirectory(_ dir: MergedDir, at path: [UInt8]) {
+    if directories.count >= Self.heldDirectoryLimit && directories[path] == nil { directories.removeAll(keepingCapacity: true) }
+    directories[path] = dir
   }
 
   /// Restores the times of every parent this session changed, then makes every change
@@ -174,6 +193,12 @@ public final class WriteSession {
   public func finish() throws(OvlError) {
     // Deepest first: restoring a directory's times does not touch its parent's.
     try restoreParentTimes()
+    if syncWholeFilesystem {
+      // The work and index dirs are on the upper's filesystem (the kernel requires it).
+      try step("syncfs", upperPath) { () throws(Errno) in try syncFilesystem(upper.fd) }
+      syncWholeFilesystem = false
+      work.clearChanged()
+    }
     for dir in dirty.values {
       try step("fsync", describe(dir.path)) { () throws(Errno) in try dir.fd.sync() }
     }
@@ -194,6 +219,7 @@ public final class WriteSession {
       } catch {
         throw .system(call: "utimensat", path: describe(path), errno: error)
       }
+      markDirty(saved.dir)
     }
     parentTimes.removeAll()
   }
