@@ -49,8 +49,10 @@ public final class Exporter {
   let options: ExportOptions
   let writer: LayerWriter
   let warn: (String) -> Void
-  /// First path exported for each multiply-linked inode (the one that carries the data).
-  private var linkTargets: [FileID: [UInt8]] = [:]
+  /// First path exported for each multiply-linked inode (the one that carries the data),
+  /// and how many of its links are still to come: forgotten after its last (links outside
+  /// the tree, such as an index entry's, keep it to the end).
+  private var linkTargets: [FileID: (path: [UInt8], remaining: Int)] = [:]
   private var unresolved: [String] = []
 
   public init(stack: Stack, options: ExportOptions, writer: LayerWriter, warn: @escaping (String) -> Void) throws(OvlError) {
@@ -146,9 +148,16 @@ public final class Exporter {
   /// remembers `path` for the later names of a multiply linked file.
   private func exportedEarlier(_ status: FileStatus, _ path: [UInt8]) -> [UInt8]? {
     guard status.links > 1 else { return nil }
-    if let first = linkTargets[status.id] { return first }
-    linkTargets[status.id] = path
-    return nil
+    guard let first = linkTargets[status.id] else {
+      linkTargets[status.id] = (path, Int(status.links) - 1)
+      return nil
+    }
+    if first.remaining <= 1 {
+      linkTargets[status.id] = nil
+    } else {
+      linkTargets[status.id] = (first.path, first.remaining - 1)
+    }
+    return first.path
   }
 
   func classify(_ dir: borrowing FD, _ name: [UInt8], _ path: [UInt8], _ status: FileStatus) throws(OvlError) -> (Kind, [[UInt8]]) {
