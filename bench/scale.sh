@@ -30,8 +30,7 @@ REPS=${BENCH_SCALE_REPS:-3}
 CACHE=${BENCH_SCALE_CACHE:-/var/tmp/ovltool-bench}
 . "$REPO/bench/table.sh"
 [ -x "$OVLTOOL" ] || { echo "scale.sh: $OVLTOOL not found (make build, or set OVLTOOL)" >&2; exit 1; }
-# The generator version: mkstack.sh itself and how it is called here.
-GENERATOR=$( (cat "$REPO/bench/mkstack.sh"; echo "MKSTACK_MAX_SIZE=4096 seed=1") | sha256sum | cut -c1-12)
+. "$REPO/bench/stackcache.sh"
 mkdir -p "$CACHE"
 RUN=$(mktemp -d "$CACHE/run.XXXXXX")
 trap 'rm -rf "$RUN"' EXIT
@@ -46,6 +45,7 @@ pid = os.fork()
 if pid == 0:
     fd = os.open(os.devnull, os.O_WRONLY)
     os.dup2(fd, 1)
+    os.dup2(fd, 2)  # export's warnings (sockets skipped)
     try:
         os.execvp(sys.argv[1], sys.argv[1:])
     finally:
@@ -56,18 +56,7 @@ PYEOF
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# stack N: the cached stack of about N entries (built when missing); prints its directory.
-stack() {
-    local dir=$CACHE/stack-$GENERATOR-$1
-    if [ ! -e "$dir/done" ]; then
-        rm -rf "$dir"
-        echo "scale: building the stack of $1 entries in $dir (once)..." >&2
-        MKSTACK_MAX_SIZE=4096 "$REPO/bench/mkstack.sh" "$dir" "$1" >&2 || { rm -rf "$dir"; return 1; }
-        find "$dir/l1" "$dir/l2" "$dir/l3" "$dir/upper" "$dir/work" -mindepth 1 | wc -l > "$dir/entries"
-        touch "$dir/done"
-    fi
-    echo "$dir"
-}
+stack() { cached_stack "$@"; }
 
 # The one directory of 10^6 names: empty files in the upper, an empty lower.
 bigdir() {
@@ -88,7 +77,9 @@ for i in range(1000000):
 }
 
 # run_size N DIR LOWERS: REPS runs of each command on the stack in DIR; sets T_<cmd>
-# (median wall seconds) and M_<cmd> (peak RSS in KiB, the highest of the runs).
+# (median wall seconds), M_<cmd> (peak RSS in KiB, the highest of the runs) and N_<cmd>
+# (entries it handles: those of the layers for fsck and tree, of the layer for export and
+# apply).
 run_size() {
     local n=$1 dir=$2 lowers=$3 entries opts cmd i t r c ts rss
     entries=$(cat "$dir/entries")
@@ -98,7 +89,10 @@ run_size() {
     echo "scale: $n: $entries entries in the layers"
     # warm the cache (and check the stack is clean: a kernel-made stack has no findings)
     measure "$OVLTOOL" fsck -n -o "$opts" > /dev/null
-    "$OVLTOOL" export --resolve -o "$opts" --output "$RUN/layer.tar" > /dev/null || return 1
+    "$OVLTOOL" export --resolve -o "$opts" --output "$RUN/layer.tar" > /dev/null 2>&1 || return 1
+    local layer_entries
+    layer_entries=$(tar -tf "$RUN/layer.tar" 2>/dev/null | wc -l)
+    echo "scale: $n: $layer_entries entries in the exported layer"
     for cmd in fsck tree export apply; do
         ts=(); rss=0
         for ((i = 1; i <= REPS; i++)); do
@@ -116,14 +110,17 @@ run_size() {
         t=$(median "${ts[@]}")
         printf -v "T_$cmd" '%s' "$t"
         printf -v "M_$cmd" '%s' "$rss"
-        awk -v n="$n" -v c="$cmd" -v t="$t" -v e="$entries" -v r="$rss" \
+        local e=$entries
+        case $cmd in export|apply) e=$layer_entries ;; esac
+        printf -v "N_$cmd" '%s' "$e"
+        awk -v n="$n" -v c="$cmd" -v t="$t" -v e="$e" -v r="$rss" \
             'BEGIN { printf "scale: %-8s %-7s %8.3f s  %6.2f us/entry  peak RSS %6.1f MiB\n", n, c, t, t / e * 1e6, r / 1024 }'
     done
     rm -rf "$RUN/up" "$RUN/wk" "$RUN/layer.tar" "$RUN/again.tar"
-    printf -v "E_$n" '%s' "$entries"
 }
 
-SIZES=(100000 1000000)
+SIZES=(100000)
+[ "$MAX" -ge 1000000 ] && SIZES+=(1000000)
 [ "$MAX" -ge 10000000 ] && SIZES+=(10000000)
 if [ "${1:-}" = --build ]; then  # only build what is missing
     for n in "${SIZES[@]}"; do stack "$n" > /dev/null || exit 1; done
@@ -135,9 +132,10 @@ for n in "${SIZES[@]}"; do
     dir=$(stack "$n") || { echo "scale: could not build the stack of $n" >&2; exit 1; }
     run_size "$n" "$dir" "$dir/l1:$dir/l2:$dir/l3" || exit 1
     for cmd in fsck tree export apply; do
-        t=T_$cmd; m=M_$cmd
+        t=T_$cmd; m=M_$cmd; e=N_$cmd
         printf -v "T_${cmd}_$n" '%s' "${!t}"
         printf -v "M_${cmd}_$n" '%s' "${!m}"
+        printf -v "N_${cmd}_$n" '%s' "${!e}"
     done
 done
 
@@ -145,27 +143,26 @@ echo
 echo "| entries | command | s | us/entry | peak RSS (MiB) |"
 echo "|---|---|---|---|---|"
 for n in "${SIZES[@]}"; do
-    e=E_$n
     for cmd in fsck tree export apply; do
-        t=T_${cmd}_$n; m=M_${cmd}_$n
+        t=T_${cmd}_$n; m=M_${cmd}_$n; e=N_${cmd}_$n
         awk -v e="${!e}" -v c="$cmd" -v t="${!t}" -v r="${!m}" \
             'BEGIN { printf "| %d | %s | %.2f | %.2f | %.1f |\n", e, c, t, t / e * 1e6, r / 1024 }'
     done
 done
 
 # The ratios: time per entry at 10^6 against 10^5, peak RSS at 10^6 against 64 MiB.
-for cmd in fsck tree export apply; do
-    a=T_${cmd}_1000000; b=T_${cmd}_100000; m=M_${cmd}_1000000
-    pa=$(awk -v t="${!a}" -v e="$E_1000000" 'BEGIN { printf "%.9f", t / e }')
-    pb=$(awk -v t="${!b}" -v e="$E_100000" 'BEGIN { printf "%.9f", t / e }')
+[ "$MAX" -ge 1000000 ] && for cmd in fsck tree export apply; do
+    a=T_${cmd}_1000000; b=T_${cmd}_100000; m=M_${cmd}_1000000; ea=N_${cmd}_1000000; eb=N_${cmd}_100000
+    pa=$(awk -v t="${!a}" -v e="${!ea}" 'BEGIN { printf "%.9f", t / e }')
+    pb=$(awk -v t="${!b}" -v e="${!eb}" 'BEGIN { printf "%.9f", t / e }')
     bench_row "scale: $cmd time/entry, 10^6 / 10^5 entries (us)" "$(awk -v p="$pa" 'BEGIN { print p * 1e6 }')" "$(awk -v p="$pb" 'BEGIN { print p * 1e6 }')" 1.3
     bench_row "scale: $cmd peak RSS at 10^6 entries / 64 MiB (MiB)" "$(awk -v r="${!m}" 'BEGIN { print r / 1024 }')" 64 1.0
 done
 if [ "$MAX" -ge 10000000 ]; then
     for cmd in fsck tree export apply; do
-        a=T_${cmd}_10000000; b=T_${cmd}_1000000
+        a=T_${cmd}_10000000; b=T_${cmd}_1000000; ea=N_${cmd}_10000000; eb=N_${cmd}_1000000
         bench_row "scale: $cmd time/entry, 10^7 / 10^6 entries (us)" \
-            "$(awk -v t="${!a}" -v e="$E_10000000" 'BEGIN { print t / e * 1e6 }')" "$(awk -v t="${!b}" -v e="$E_1000000" 'BEGIN { print t / e * 1e6 }')" 1.3
+            "$(awk -v t="${!a}" -v e="${!ea}" 'BEGIN { print t / e * 1e6 }')" "$(awk -v t="${!b}" -v e="${!eb}" 'BEGIN { print t / e * 1e6 }')" 1.3
     done
 fi
 
