@@ -320,10 +320,28 @@ public final class Exporter {
     try writer.write(entry) { (sink) throws(OvlError) in try stream(file, path, size: status.size, sink) }
   }
 
+  /// The merged directory `mergedData` looked a file up in last, by path: a merged
+  /// subtree's files come a directory at a time, and each is looked up there instead of
+  /// from the root (a lookup in every layer for every component; the export changes nothing,
+  /// so it stays valid).
+  private var dataParent: (path: [UInt8], dir: MergedDir)?
+
   private func mergedData(_ path: [UInt8]) throws(OvlError) -> FD {
-    guard let entry = try stack.resolve(path).entry else {
-      throw .format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
+    let missing = OvlError.format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
+    guard let slash = path.lastIndex(of: UInt8(ascii: "/")), slash > 0 else {
+      guard let entry = try stack.resolve(path).entry else { throw missing }
+      return try stack.openData(entry)
     }
+    let parentPath = Array(path[..<slash])
+    let dir: MergedDir
+    if let known = dataParent, known.path == parentPath {
+      dir = known.dir
+    } else {
+      guard let parent = try stack.resolve(parentPath).entry, parent.isDirectory, parent.status.type != .symlink else { throw missing }
+      dir = try stack.open(parent)
+      dataParent = (parentPath, dir)
+    }
+    guard let entry = try stack.lookup(Array(path[(slash + 1)...]), in: dir) else { throw missing }
     return try stack.openData(entry)
   }
 
