@@ -255,7 +255,7 @@ extension WriteSession {
     guard parentTimes[dir.path] == nil else { return }
     // Each holds a descriptor: past the limit the times are put back now, as `finish()`
     // would (a later copy-up into one of them samples the times put back).
-    if parentTimes.count >= Self.heldDirectoryLimit { try restoreParentTimes() }
+    if parentTimes.count >= heldDirectoryLimit { try restoreParentTimes() }
     let status = try step("statx", describe(dir.path)) { () throws(Errno) in try dir.fd.stat() }
     parentTimes[dir.path] = (dir, status.atime, status.mtime)
   }

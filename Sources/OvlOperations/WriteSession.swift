@@ -25,13 +25,16 @@ public final class WriteSession {
   /// Keyed by the directory's path (the work and index dirs by their own keys: their paths
   /// are empty like the upper root's), not by descriptor: lookups open a directory anew.
   private var dirty: [[UInt8]: LayerDir] = [:]
-  /// More directories changed than `heldDirectoryLimit`: `finish()` makes the whole upper
-  /// filesystem durable by one syncfs instead (the set, each with a descriptor, is dropped).
-  private var syncWholeFilesystem = false
+  /// The first failure of an fsync made before `finish()` (past `heldDirectoryLimit` dirty
+  /// directories, each holding a descriptor, they are fsynced at once); `finish()` throws it.
+  private var earlySyncFailure: OvlError?
   /// Directories held open by the cache below, the dirty set and the saved parent times, at
   /// most, each: every one holds a descriptor (a merged one, one per layer it is in), and a
-  /// session that changes many directories (an apply) must not run out of them.
-  static let heldDirectoryLimit = 32
+  /// session that changes many directories (an apply) must not run out of them. A
+  /// sixteenth of the process's limit (the bulk path may take half, a merged directory of
+  /// the cache one per layer), 16 to 1,024: scripts that go round many directories (a
+  /// copy-up of files spread over 100) keep them all.
+  let heldDirectoryLimit = max(16, min(1024, (raiseOpenFileLimit() - 128) / 16))
   /// Merged directories by merged path (`/a/b`; the root is empty) that are in the upper
   /// layer, held open: scripts work in the same directories again and again (the kernel's
   /// dentry cache spares it those lookups too). A change that replaces, moves or copies up
@@ -172,19 +175,28 @@ public final class WriteSession {
 
   func markDirty(_ dir: LayerDir) {
     if dir === tempDir { return work.markChanged() }
-    if syncWholeFilesystem { return }
     let key: [UInt8] = dir === index ? [0, 2] : [UInt8(ascii: "/")] + dir.path
     dirty[key] = dir
-    if dirty.count > Self.heldDirectoryLimit {
-      dirty.removeAll()
-      syncWholeFilesystem = true
+    if dirty.count > heldDirectoryLimit { syncDirty() }
+  }
+
+  /// fsyncs the dirty directories now, as `finish()` would (the same calls, earlier: one
+  /// made dirty again is fsynced again at the end).
+  private func syncDirty() {
+    for dir in dirty.values {
+      do throws(Errno) {
+        try dir.fd.sync()
+      } catch {
+        if earlySyncFailure == nil { earlySyncFailure = .system(call: "fsync", path: describe(dir.path), errno: error) }
+      }
     }
+    dirty.removeAll()
   }
 
   /// Caches the merged directory at `path` (in the upper layer); a full cache is emptied
   /// first (it is refilled along the paths in use).
   func cacheDirectory(_ dir: MergedDir, at path: [UInt8]) {
-    if directories.count >= Self.heldDirectoryLimit && directories[path] == nil { directories.removeAll(keepingCapacity: true) }
+    if directories.count >= heldDirectoryLimit && directories[path] == nil { directories.removeAll(keepingCapacity: true) }
     directories[path] = dir
   }
 
@@ -193,11 +205,9 @@ public final class WriteSession {
   public func finish() throws(OvlError) {
     // Deepest first: restoring a directory's times does not touch its parent's.
     try restoreParentTimes()
-    if syncWholeFilesystem {
-      // The work and index dirs are on the upper's filesystem (the kernel requires it).
-      try step("syncfs", upperPath) { () throws(Errno) in try syncFilesystem(upper.fd) }
-      syncWholeFilesystem = false
-      work.clearChanged()
+    if let failure = earlySyncFailure {
+      earlySyncFailure = nil
+      throw failure
     }
     for dir in dirty.values {
       try step("fsync", describe(dir.path)) { () throws(Errno) in try dir.fd.sync() }
