@@ -66,9 +66,11 @@ bench: build
 	bash bench/copyup.sh
 	bash bench/namespace.sh
 	bash bench/fsck.sh
+	bash bench/floors.sh
 	bash bench/image.sh
 	BENCH_IMAGE_ENTRIES=100000 bash bench/image.sh
 	bash bench/diff.sh
+	bash bench/scale.sh
 	@bash bench/table.sh .build/bench-table.tsv
 
 # The man page is generated from the argument parser with a fixed date, then the

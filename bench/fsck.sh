@@ -32,7 +32,8 @@ if [ $# -ge 1 ]; then
 else
     DIR=$TMP/stack
     echo "building stack in $DIR (${FSCK_BENCH_ENTRIES:-135000} entries)..."
-    "$REPO/bench/mkstack.sh" "$DIR" "${FSCK_BENCH_ENTRIES:-135000}" || exit 1
+    # its own mount namespace: see bench/stackcache.sh
+    unshare --mount --propagation private "$REPO/bench/mkstack.sh" "$DIR" "${FSCK_BENCH_ENTRIES:-135000}" || exit 1
 fi
 [ -x "$OVLTOOL" ] || { echo "fsck.sh: $OVLTOOL not found (make build, or set OVLTOOL)" >&2; exit 1; }
 OPTS="lowerdir=$DIR/l1:$DIR/l2:$DIR/l3,upperdir=$DIR/upper,workdir=$DIR/work,index=on,redirect_dir=on"

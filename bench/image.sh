@@ -1,6 +1,7 @@
 #!/bin/bash
 # bench/image.sh: ovltool export/apply against GNU tar on the same upper, on tmpfs,
-# uncompressed, the best of 7 runs each (alternating), printed as ratios (ovltool / tar). Goal (issue 6): <= 1.2x.
+# uncompressed, the median of BENCH_REPS runs each (default 7, alternating), printed as
+# ratios (ovltool / tar). Goal (issue 17): <= 1.0x.
 #   export: `ovltool export` vs `tar --xattrs --format=pax --sort=name -c` of the upper
 #   apply:  `ovltool apply` into an empty upper vs `tar --xattrs -x` into an empty dir
 # BENCH_IMAGE_ENTRIES (default 10000) sets the size of the upper.
@@ -29,16 +30,18 @@ for d in range(dirs):
         with open(p, "wb") as h: h.write(os.urandom(1024 + (f * 37 % 3072)))
         if f % 25 == 0: os.setxattr(p, "user.bench", b"1")
 PY
-# pair PREP_A A PREP_B B: A and B run alternately 7 times, each after its PREP (untimed:
+REPS=${BENCH_REPS:-7}
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# pair PREP_A A PREP_B B: A and B run alternately REPS times, each after its PREP (untimed:
 # emptying the target), so that drift in this VM's speed hits both alike; prints the
-# fastest run of each.
+# median run of each (the best of a few runs rewards luck, not speed).
 pair() {
-  local ba=999 bb=999 s e
-  for i in 1 2 3 4 5 6 7; do
-    "$1"; s=$(date +%s.%N); "$2" >/dev/null 2>&1; e=$(date +%s.%N); ba=$(echo "x=$e-$s; if (x<$ba) x else $ba" | bc)
-    "$3"; s=$(date +%s.%N); "$4" >/dev/null 2>&1; e=$(date +%s.%N); bb=$(echo "x=$e-$s; if (x<$bb) x else $bb" | bc)
+  local as=() bs=() s e i
+  for ((i = 0; i < REPS; i++)); do
+    "$1"; s=$(date +%s.%N); "$2" >/dev/null 2>&1; e=$(date +%s.%N); as+=("$(echo "$e-$s" | bc)")
+    "$3"; s=$(date +%s.%N); "$4" >/dev/null 2>&1; e=$(date +%s.%N); bs+=("$(echo "$e-$s" | bc)")
   done
-  echo "$ba $bb"
+  echo "$(median "${as[@]}") $(median "${bs[@]}")"
 }
 none() { :; }
 tar_c() { tar --xattrs --format=pax --sort=name -cf "$T/t.tar" -C "$T/upper" .; }
@@ -50,5 +53,5 @@ ovl_x() { "$OVLTOOL" apply -o "lowerdir=$T/lower,upperdir=$T/u2,workdir=$T/w2" "
 read -r tc oc <<< "$(pair none tar_c none ovl_c)"; read -r tx ox <<< "$(pair tar_prep tar_x ovl_prep ovl_x)"
 printf 'image: %d entries  export %.3fs vs tar -c %.3fs = %.2fx   apply %.3fs vs tar -x %.3fs = %.2fx\n' \
   "$(find upper | wc -l)" "$oc" "$tc" "$(echo "$oc/$tc" | bc -l)" "$ox" "$tx" "$(echo "$ox/$tx" | bc -l)"
-bench_row "export $(find upper | wc -l) entries / tar -c (best of 7)" "$oc" "$tc" 1.0
-bench_row "apply $(find upper | wc -l) entries / tar -x (best of 7)" "$ox" "$tx" 1.0
+bench_row "export $(find upper | wc -l) entries / tar -c (median of $REPS)" "$oc" "$tc" 1.0
+bench_row "apply $(find upper | wc -l) entries / tar -x (median of $REPS)" "$ox" "$tx" 1.0

@@ -25,7 +25,9 @@
 # links to lower files (index entries); a /weird dir with non-UTF-8, quote,
 # backslash and control-char names.
 #
-# Environment: MKSTACK_SEED (default 1). Needs root (mount, mknod, chown,
+# Environment: MKSTACK_SEED (default 1); MKSTACK_MAX_SIZE caps each file's size in bytes
+# (the scale benchmark's stacks: metadata, not data; the random choices stay the same).
+# Needs root (mount, mknod, chown,
 # trusted.* xattrs) and a filesystem with xattr and file handle support.
 # DIR must not contain l1, l2, l3, upper or work already.
 set -eu
@@ -33,12 +35,13 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
     echo "usage: $0 DIR [N]" >&2
     exit 2
 fi
-exec python3 - "$1" "${2:-100000}" "${MKSTACK_SEED:-1}" <<'PYEOF'
+exec python3 - "$1" "${2:-100000}" "${MKSTACK_SEED:-1}" "${MKSTACK_MAX_SIZE:-}" <<'PYEOF'
 import os, random, shutil, stat, socket, subprocess, sys
 
 top = os.path.abspath(os.fsencode(sys.argv[1]))
 N = int(sys.argv[2])
 R = random.Random(int(sys.argv[3]))
+MAX_SIZE = int(sys.argv[4]) if sys.argv[4] else None
 
 LAYERS = [b'l3', b'l2', b'l1', b'upper']       # index 0 = bottom
 L3, L2, L1, UP = 0, 1, 2, 3
@@ -141,8 +144,9 @@ def plan_entry(layer, rel, kind):
         else:
             mode = R.choice((0o600, 0o640, 0o444, 0o4755, 0o2755, 0o700, 0o666))
         xs = rand_xattrs() if R.random() < 0.03 else []
-        ops[layer].append(('file', rel, size, R.randrange(len(POOL) - size), mode, uid, gid,
-                           rand_mtime(), xs))
+        off = R.randrange(len(POOL) - size)
+        ops[layer].append(('file', rel, size if MAX_SIZE is None else min(size, MAX_SIZE), off, mode,
+                           uid, gid, rand_mtime(), xs))
     elif kind == 'symlink':
         r = R.random()
         if r < 0.5:

@@ -43,7 +43,8 @@ if [ $# -ge 1 ]; then
 else
     DIR=$TMP/stack
     echo "building stack in $DIR (${BENCH_ENTRIES:-100000} entries)..."
-    "$REPO/bench/mkstack.sh" "$DIR" "${BENCH_ENTRIES:-100000}" || exit 1
+    # its own mount namespace: see bench/stackcache.sh
+    unshare --mount --propagation private "$REPO/bench/mkstack.sh" "$DIR" "${BENCH_ENTRIES:-100000}" || exit 1
 fi
 for l in l1 l2 l3 upper work; do
     [ -d "$DIR/$l" ] || { echo "run.sh: $DIR/$l missing (not a mkstack.sh stack?)" >&2; exit 1; }

@@ -150,9 +150,32 @@ public final class Checker {
   var work: WorkArea?
   /// Redirect targets seen so far (layer, path) and the redirect dir that claimed them.
   var claimedTargets: [RedirectTarget: String] = [:]
-  /// Handles in upper `origin` xattrs seen so far, by handle bytes: the first path, and its
-  /// inode (hard links of one inode share an origin legitimately).
-  var origins: [[UInt8]: (path: String, id: FileID)] = [:]
+  /// Handles in upper `origin` xattrs seen so far, by a 128-bit digest of the handle bytes:
+  /// the inode of the first object holding it (hard links of one inode share an origin
+  /// legitimately). 32 bytes an object with an origin, no path: the first holder's path is
+  /// looked for only when a second one is found (`pathOfUpperInode`).
+  var origins: [OriginKey: FileID] = [:]
+  /// Paths found by `pathOfUpperInode`, by inode.
+  var upperInodePaths: [FileID: String] = [:]
+
+  /// An origin handle as a fixed-width key: two keyed hashes of its bytes (the process's
+  /// random seed: no layer can be made to collide on purpose).
+  struct OriginKey: Hashable {
+    let a: UInt64
+    let b: UInt64
+    init(_ bytes: [UInt8]) {
+      var first = Hasher()
+      var second = Hasher()
+      first.combine(0x6F as UInt8)
+      second.combine(0x76 as UInt8)
+      bytes.withUnsafeBytes { raw in
+        first.combine(bytes: raw)
+        second.combine(bytes: raw)
+      }
+      a = UInt64(bitPattern: Int64(first.finalize()))
+      b = UInt64(bitPattern: Int64(second.finalize()))
+    }
+  }
 
   /// Whiteout entries of the index dir (nfs_export), by name.
   var indexWhiteouts: Set<[UInt8]> = []

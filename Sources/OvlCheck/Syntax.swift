@@ -46,15 +46,15 @@ extension Checker {
       return
     }
     guard layer == 0, !value.isEmpty else { return }
-    let path = Self.text(Self.join(context.dir.path, e.name))
-    if let first = origins[value] {
-      guard first.id != e.status.id else { return }  // hard links of one inode
+    let key = OriginKey(value)
+    if let first = origins[key] {
+      guard first != e.status.id else { return }  // hard links of one inode
       removeValue(e, .origin, in: context, layer: layer, check: "duplicate-origin",
-        problem: "same origin as \(first.path) (a copy of a copied-up object): both show one inode number",
+        problem: "same origin as \(pathOfUpperInode(first)) (a copy of a copied-up object): both show one inode number",
         policy: .onlyYes)
       return
     } else {
-      origins[value] = (path, e.status.id)
+      origins[key] = e.status.id
     }
     if case .handle(let handle) = decoded { checkOriginTarget(e, handle, in: context, layer: layer) }
   }
@@ -75,5 +75,37 @@ extension Checker {
     ) { () throws(OvlError) in
       try step("removexattr", self.stack.layerPaths[layer] + Self.text(path)) { () throws(Errno) in try dir.fd.removeXattr(name, attribute) }
     }
+  }
+
+  /// The path in the upper layer of the inode `id`, found by a walk of the upper (the
+  /// origins seen are kept without paths: this runs only for a duplicate origin).
+  func pathOfUpperInode(_ id: FileID) -> String {
+    if let known = upperInodePaths[id] { return known }
+    guard let top = root(0) else { return "another object" }
+    var found: [UInt8]?
+    // Paths, not descriptors, wait: a dir of many subdirs holds none open.
+    var pending: [[UInt8]] = [[]]
+    search: while let dirPath = pending.popLast() {
+      let dir: LayerDir
+      if dirPath.isEmpty {
+        dir = top
+      } else {
+        guard let fd = try? FD.open(Array(dirPath.dropFirst()), in: top.fd, .directory) else { continue }
+        dir = LayerDir(layer: 0, fd: fd, path: dirPath)
+      }
+      guard let names = try? dir.fd.entries() else { continue }
+      for entry in names {
+        guard let status = try? dir.fd.stat(entry.name) else { continue }
+        let path = Self.join(dirPath, entry.name)
+        if status.id == id {
+          found = path
+          break search
+        }
+        if status.type == .directory { pending.append(path) }
+      }
+    }
+    let text = found.map { Self.text($0) } ?? "another object"
+    upperInodePaths[id] = text
+    return text
   }
 }

@@ -49,8 +49,10 @@ public final class Exporter {
   let options: ExportOptions
   let writer: LayerWriter
   let warn: (String) -> Void
-  /// First path exported for each multiply-linked inode (the one that carries the data).
-  private var linkTargets: [FileID: [UInt8]] = [:]
+  /// First path exported for each multiply-linked inode (the one that carries the data),
+  /// and how many of its links are still to come: forgotten after its last (links outside
+  /// the tree, such as an index entry's, keep it to the end).
+  private var linkTargets: [FileID: (path: [UInt8], remaining: Int)] = [:]
   private var unresolved: [String] = []
 
   public init(stack: Stack, options: ExportOptions, writer: LayerWriter, warn: @escaping (String) -> Void) throws(OvlError) {
@@ -146,9 +148,16 @@ public final class Exporter {
   /// remembers `path` for the later names of a multiply linked file.
   private func exportedEarlier(_ status: FileStatus, _ path: [UInt8]) -> [UInt8]? {
     guard status.links > 1 else { return nil }
-    if let first = linkTargets[status.id] { return first }
-    linkTargets[status.id] = path
-    return nil
+    guard let first = linkTargets[status.id] else {
+      linkTargets[status.id] = (path, Int(status.links) - 1)
+      return nil
+    }
+    if first.remaining <= 1 {
+      linkTargets[status.id] = nil
+    } else {
+      linkTargets[status.id] = (first.path, first.remaining - 1)
+    }
+    return first.path
   }
 
   func classify(_ dir: borrowing FD, _ name: [UInt8], _ path: [UInt8], _ status: FileStatus) throws(OvlError) -> (Kind, [[UInt8]]) {
@@ -316,10 +325,28 @@ public final class Exporter {
     try writer.write(entry) { (sink) throws(OvlError) in try stream(file, path, size: status.size, sink) }
   }
 
+  /// The merged directory `mergedData` looked a file up in last, by path: a merged
+  /// subtree's files come a directory at a time, and each is looked up there instead of
+  /// from the root (a lookup in every layer for every component; the export changes nothing,
+  /// so it stays valid).
+  private var dataParent: (path: [UInt8], dir: MergedDir)?
+
   private func mergedData(_ path: [UInt8]) throws(OvlError) -> FD {
-    guard let entry = try stack.resolve(Self.merged(path)).entry else {
-      throw .format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
+    let missing = OvlError.format(path: String(decoding: path, as: UTF8.self), reason: "not in the merged view", errno: .noSuchFileOrDirectory)
+    guard let slash = path.lastIndex(of: UInt8(ascii: "/")), slash > 0 else {
+      guard let entry = try stack.resolve(Self.merged(path)).entry else { throw missing }
+      return try stack.openData(entry)
     }
+    let parentPath = Array(path[..<slash])
+    let dir: MergedDir
+    if let known = dataParent, known.path == parentPath {
+      dir = known.dir
+    } else {
+      guard let parent = try stack.resolve(Self.merged(parentPath)).entry, parent.isDirectory, parent.status.type != .symlink else { throw missing }
+      dir = try stack.open(parent)
+      dataParent = (parentPath, dir)
+    }
+    guard let entry = try stack.lookup(Array(path[(slash + 1)...]), in: dir) else { throw missing }
     return try stack.openData(entry)
   }
 

@@ -24,8 +24,15 @@ final class LayerCheck {
   private var hiding: Set<ByteKey> = []
   /// Paths of non-directories the layer made (a second one is a duplicate entry).
   private var madeObjects: Set<ByteKey> = []
-  /// Merged directories opened for lookups, by merged path (nil: not a directory there).
-  private var directories: [ByteKey: MergedDir] = [:]
+  /// The merged root, opened once (its descriptors are the stack's own).
+  private var root: MergedDir?
+  /// The merged directories on the path of the last lookup, shallowest first, each the
+  /// parent of the next: a layer comes in tree order, so the next lookup's directory is
+  /// mostly one of them or a child of one. At most `openLimit` are held (each holds a
+  /// descriptor per layer it is in), whatever the number of directories in the layer; one
+  /// off the path is opened again from the deepest ancestor held, or from the root.
+  private var openPath: [(path: [UInt8], dir: MergedDir)] = []
+  static let openLimit = 32
 
   init(stack: Stack, options: ApplyOptions) {
     self.stack = stack
@@ -240,21 +247,39 @@ final class LayerCheck {
   /// The merged directory at `path` (`/` the root), nil when the merged view has no
   /// directory there.
   private func mergedDirectory(_ path: [UInt8]) throws(OvlError) -> MergedDir? {
-    if let known = directories[ByteKey(path)] { return known }
-    let dir: MergedDir?
-    if path == [UInt8(ascii: "/")] {
-      dir = try stack.root()
+    let slash = UInt8(ascii: "/")
+    var base: MergedDir
+    var start: Int
+    // The deepest directory held at or above `path`; the ones below it are off the path.
+    if let held = openPath.lastIndex(where: { Self.isAt($0.path, orAbove: path) }) {
+      openPath.removeSubrange((held + 1)...)
+      base = openPath[held].dir
+      start = openPath[held].path.count
+      if start == path.count { return base }
     } else {
-      let merged = MergedPath(slashed: path)
-      let name = merged.name ?? []
-      let parentPath = (merged.parent ?? .root).slashed
-      if let parent = try mergedDirectory(parentPath), let entry = try stack.lookup(name, in: parent), entry.isDirectory, entry.status.type != .symlink {
-        dir = try stack.open(entry)
+      openPath.removeAll(keepingCapacity: true)
+      if let root {
+        base = root
       } else {
-        dir = nil
+        base = try stack.root()
+        root = base
       }
+      start = 0
+      if path == [slash] { return base }
     }
-    if let dir { directories[ByteKey(path)] = dir }
-    return dir
+    for component in path[(start + 1)...].split(separator: slash, omittingEmptySubsequences: true) {
+      let name = Array(component)
+      guard let entry = try stack.lookup(name, in: base), entry.isDirectory, entry.status.type != .symlink else { return nil }
+      base = try stack.open(entry)
+      start += 1 + name.count
+      openPath.append((Array(path[..<start]), base))
+      if openPath.count > Self.openLimit { openPath.removeFirst() }
+    }
+    return base
+  }
+
+  /// `dir` is `path` or one of its ancestors (merged paths; `/a` is not above `/ab`).
+  static func isAt(_ dir: [UInt8], orAbove path: [UInt8]) -> Bool {
+    dir.count <= path.count && path.starts(with: dir) && (dir.count == path.count || path[dir.count] == UInt8(ascii: "/"))
   }
 }

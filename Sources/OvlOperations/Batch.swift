@@ -110,7 +110,12 @@ public final class CreateBatch {
 
   public init(session: WriteSession) throws(OvlError) {
     self.session = session
-    let budget = max(192, min(49152, raiseOpenFileLimit() - 64))
+    // Half of what the process may open (the rest: the stack's roots, the session's cached,
+    // dirty and timed directories, `WriteSession.heldDirectoryLimit` each, the input), and
+    // at most 1,536 whatever the limit: a batch of thousands of directories (a limit of
+    // 20,000 gave 6,600) ran a layer of 2·10^5 entries out of descriptors, and more buys
+    // nothing (a publish is one syncfs per 512 names anyway).
+    let budget = max(96, min(1536, (raiseOpenFileLimit() - 128) / 2))
     pendingLimit = budget / 3
     directoryLimit = budget / 3
     caller = (session.caller.uid, session.caller.gid)

@@ -55,7 +55,7 @@ extension WriteSession {
         dir = root
       } else {
         let root = try stack.root()
-        directories[.root] = root
+        cacheDirectory(root, at: .root)
         dir = root
       }
     }
@@ -70,7 +70,7 @@ extension WriteSession {
       guard entry.isDirectory else { throw .format(path: entry.path.shown, reason: "not a directory", errno: .notDirectory) }
       if let upperParent = dir.upper { try fixOrigin(entry, parent: upperParent) }
       dir = try stack.open(entry)
-      if dir.upper != nil { directories[entry.path] = dir }
+      if dir.upper != nil { cacheDirectory(dir, at: entry.path) }
     }
     return dir
   }

@@ -88,7 +88,7 @@ extension WriteSession {
         parent = try stack.open(entry)
         guard let upperDir = parent.upper else { throw .format(path: shown, reason: "no upper after copy-up", errno: .ioError) }
         upperParent = upperDir
-        directories[entry.path] = parent
+        cacheDirectory(parent, at: entry.path)
       }
     }
     return result
@@ -249,6 +249,9 @@ extension WriteSession {
   /// state, one restore per directory instead of one per file).
   func sampleTimes(_ dir: LayerDir) throws(OvlError) {
     guard parentTimes[dir.path] == nil else { return }
+    // Each holds a descriptor: past the limit the times are put back now, as `finish()`
+    // would (a later copy-up into one of them samples the times put back).
+    if parentTimes.count >= heldDirectoryLimit { try restoreParentTimes() }
     let status = try step("statx", describe(dir.path)) { () throws(Errno) in try dir.fd.stat() }
     parentTimes[dir.path] = (dir, status.atime, status.mtime)
   }

@@ -25,6 +25,16 @@ public final class WriteSession {
   /// Keyed by the directory's path (the work and index dirs by their own keys: their paths
   /// are empty like the upper root's), not by descriptor: lookups open a directory anew.
   private var dirty: [[UInt8]: LayerDir] = [:]
+  /// The first failure of an fsync made before `finish()` (past `heldDirectoryLimit` dirty
+  /// directories, each holding a descriptor, they are fsynced at once); `finish()` throws it.
+  private var earlySyncFailure: OvlError?
+  /// Directories held open by the cache below, the dirty set and the saved parent times, at
+  /// most, each: every one holds a descriptor (a merged one, one per layer it is in), and a
+  /// session that changes many directories (an apply) must not run out of them. A
+  /// sixteenth of the process's limit (the bulk path may take half, a merged directory of
+  /// the cache one per layer), 16 to 1,024: scripts that go round many directories (a
+  /// copy-up of files spread over 100) keep them all.
+  let heldDirectoryLimit = max(16, min(1024, (raiseOpenFileLimit() - 128) / 16))
   /// Merged directories by merged path (`/a/b`; the root is empty) that are in the upper
   /// layer, held open: scripts work in the same directories again and again (the kernel's
   /// dentry cache spares it those lookups too). A change that replaces, moves or copies up
@@ -167,6 +177,27 @@ public final class WriteSession {
     if dir === tempDir { return work.markChanged() }
     let key: [UInt8] = dir === index ? [0, 2] : [UInt8(ascii: "/")] + dir.path
     dirty[key] = dir
+    if dirty.count > heldDirectoryLimit { syncDirty() }
+  }
+
+  /// fsyncs the dirty directories now, as `finish()` would (the same calls, earlier: one
+  /// made dirty again is fsynced again at the end).
+  private func syncDirty() {
+    for dir in dirty.values {
+      do throws(Errno) {
+        try dir.fd.sync()
+      } catch {
+        if earlySyncFailure == nil { earlySyncFailure = .system(call: "fsync", path: describe(dir.path), errno: error) }
+      }
+    }
+    dirty.removeAll()
+  }
+
+  /// Caches the merged directory at `path` (in the upper layer); a full cache is emptied
+  /// first (it is refilled along the paths in use).
+  func cacheDirectory(_ dir: MergedDir, at path: MergedPath) {
+    if directories.count >= heldDirectoryLimit && directories[path] == nil { directories.removeAll(keepingCapacity: true) }
+    directories[path] = dir
   }
 
   /// Restores the times of every parent this session changed, then makes every change
@@ -174,6 +205,10 @@ public final class WriteSession {
   public func finish() throws(OvlError) {
     // Deepest first: restoring a directory's times does not touch its parent's.
     try restoreParentTimes()
+    if let failure = earlySyncFailure {
+      earlySyncFailure = nil
+      throw failure
+    }
     for dir in dirty.values {
       try step("fsync", describe(dir.path)) { () throws(Errno) in try dir.fd.sync() }
     }
@@ -194,6 +229,7 @@ public final class WriteSession {
       } catch {
         throw .system(call: "utimensat", path: describe(path), errno: error)
       }
+      markDirty(saved.dir)
     }
     parentTimes.removeAll()
   }

@@ -5,7 +5,9 @@ import Glibc
 /// last), and the thread reads the one the walk needs next while the walk checks the dir
 /// it is in. `take` returns a value the thread has computed, waits for one it is
 /// computing, and computes one the thread has not begun itself, so the caller never waits
-/// behind work it does not need yet. The jobs must only read (they run in any order).
+/// behind work it does not need yet. The jobs must only read (they run in any order). At
+/// most `limit` values wait to be taken (each may hold a descriptor and a dir's entries):
+/// the thread runs ahead of the caller by that many jobs, not by all it was given.
 /// The corresponding C functions are `pthread_create`, `pthread_mutex_*`, `pthread_cond_*`.
 public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
   public typealias Job = @Sendable () -> Value
@@ -25,6 +27,9 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
   private var stack: [Int] = []
   private var nextID = 0
   private var closing = false
+  /// Values done and not yet taken, and how many may be.
+  private var doneCount = 0
+  private let limit: Int
   /// The thread waits for a job; the caller waits for one to finish: signalled only then.
   private var workerIdle = false
   private var callerWaiting = false
@@ -36,7 +41,8 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
   private var started = false
 
   /// nil when the thread cannot be started (the caller then runs every job itself).
-  public init?() {
+  public init?(limit: Int = 8) {
+    self.limit = max(1, limit)
     pthread_mutex_init(mutex, nil)
     pthread_cond_init(work, nil)
     pthread_cond_init(finished, nil)
@@ -52,6 +58,7 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
     pthread_mutex_lock(mutex)
     closing = true
     states = [:]
+    doneCount = 0
     stack = []
     pthread_cond_signal(work)
     pthread_mutex_unlock(mutex)
@@ -88,6 +95,7 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
       switch states[ticket.id] {
       case .done(let value):
         states[ticket.id] = nil
+        tookValue()
         pthread_mutex_unlock(mutex)
         return value
       case .running, .runningDiscarded:
@@ -107,11 +115,20 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
   public func discard(_ ticket: Ticket) {
     pthread_mutex_lock(mutex)
     defer { pthread_mutex_unlock(mutex) }
-    if case .running = states[ticket.id] {
-      states[ticket.id] = .runningDiscarded
-    } else {
+    switch states[ticket.id] {
+    case .running: states[ticket.id] = .runningDiscarded
+    case .done:
       states[ticket.id] = nil
+      tookValue()
+    default: states[ticket.id] = nil
     }
+  }
+
+  /// A value done was taken or dropped (the mutex held): a thread held back by the limit
+  /// goes on.
+  private func tookValue() {
+    doneCount -= 1
+    if workerIdle && doneCount == limit - 1 { pthread_cond_signal(work) }
   }
 
   private func runJobs() {
@@ -120,7 +137,7 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
       var job: Job?
       var id = 0
       while job == nil && !closing {
-        guard let last = stack.popLast() else {
+        guard doneCount < limit, let last = stack.popLast() else {
           workerIdle = true
           pthread_cond_wait(work, mutex)
           workerIdle = false
@@ -137,7 +154,9 @@ public final class ReadAhead<Value: Sendable>: @unchecked Sendable {
       let value = job()
       pthread_mutex_lock(mutex)
       switch states[id] {
-      case .running: states[id] = .done(value)
+      case .running:
+        states[id] = .done(value)
+        doneCount += 1
       case .runningDiscarded: states[id] = nil
       default: break  // closed
       }
