@@ -110,14 +110,16 @@ public final class CreateBatch {
 
   public init(session: WriteSession) throws(OvlError) {
     self.session = session
-    // Half of what the process may open (the rest: the stack's roots, the session's cached,
-    // dirty and timed directories, `WriteSession.heldDirectoryLimit` each, the input), and
-    // at most 1,536 whatever the limit: a batch of thousands of directories (a limit of
-    // 20,000 gave 6,600) ran a layer of 2·10^5 entries out of descriptors, and more buys
-    // nothing (a publish is one syncfs per 512 names anyway).
-    let budget = max(96, min(1536, (raiseOpenFileLimit() - 128) / 2))
-    pendingLimit = budget / 3
-    directoryLimit = budget / 3
+    // Pending files hold a descriptor each, until the publish that links them: a quarter of
+    // what the process may open, at most 16,384 (fewer publishes: each is a syncfs and a
+    // hand-over to the thread; 512 made a 10,000-entry apply 10-20% slower). Directories
+    // hold their upper and, through the session, their lowers: an eighth, at most 512 (a
+    // batch of thousands of directories — 6,600 at a limit of 20,000 — ran a layer of 2·10^5
+    // entries out of descriptors). The rest: the stack's roots, the session's cached, dirty
+    // and timed directories (`WriteSession.heldDirectoryLimit` each), the input.
+    let limit = raiseOpenFileLimit()
+    pendingLimit = max(32, min(16384, (limit - 128) / 4))
+    directoryLimit = max(32, min(512, (limit - 128) / 8))
     caller = (session.caller.uid, session.caller.gid)
     queue = BackgroundQueue(limit: 256)
   }

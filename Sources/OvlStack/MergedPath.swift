@@ -35,8 +35,9 @@ public struct MergedPath: Hashable, Sendable, Comparable, CustomStringConvertibl
   public init(upperLayerPath bytes: [UInt8]) { self.bytes = bytes }
 
   /// The path of `components` (names already valid: read from a directory, or parsed).
-  public init(_ components: some Sequence<[UInt8]>) {
+  public init(_ components: [[UInt8]]) {
     var bytes: [UInt8] = []
+    bytes.reserveCapacity(components.reduce(0) { $0 + 1 + $1.count })
     for c in components {
       bytes.append(UInt8(ascii: "/"))
       bytes += c
@@ -44,22 +45,33 @@ public struct MergedPath: Hashable, Sendable, Comparable, CustomStringConvertibl
     self.bytes = bytes
   }
 
-  /// Parses `raw` (`a/./b/`, `//a//b`); empty names and `.` are dropped.
-  public init(parsing raw: some Collection<UInt8>, _ mode: Parsing) throws(Problem) {
-    if mode == .layerEntry && raw.first == UInt8(ascii: "/") { throw .absolute }
+  /// Parses `raw` (`a/./b/`, `//a//b`); empty names and `.` are dropped. One scan, no
+  /// array per name (apply parses every entry of a layer).
+  public init(parsing raw: [UInt8], _ mode: Parsing) throws(Problem) {
+    let slash = UInt8(ascii: "/"), dot = UInt8(ascii: ".")
+    if mode == .layerEntry && raw.first == slash { throw .absolute }
     var bytes: [UInt8] = []
     bytes.reserveCapacity(raw.count + 1)
-    for part in raw.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-      if part.elementsEqual([0x2E]) { continue }
-      if part.elementsEqual([0x2E, 0x2E]) {
+    let n = raw.count
+    var start = 0
+    while start < n {
+      var end = start
+      while end < n && raw[end] != slash { end += 1 }
+      let length = end - start
+      if length == 1 && raw[start] == dot {
+        // `.`: nothing
+      } else if length == 2 && raw[start] == dot && raw[start + 1] == dot {
         guard mode == .lenient else { throw .dotDot }
-        if let slash = bytes.lastIndex(of: UInt8(ascii: "/")) { bytes.removeSubrange(slash...) }
-        continue
+        if let last = bytes.lastIndex(of: slash) { bytes.removeSubrange(last...) }
+      } else if length > 0 {
+        if length > 255 { throw .nameTooLong }
+        if mode == .layerEntry {
+          for k in start..<end where raw[k] == 0 { throw .nul }
+        }
+        bytes.append(slash)
+        bytes.append(contentsOf: raw[start..<end])
       }
-      if part.count > 255 { throw .nameTooLong }
-      if mode == .layerEntry && part.contains(0) { throw .nul }
-      bytes.append(UInt8(ascii: "/"))
-      bytes += part
+      start = end + 1
     }
     self.bytes = bytes
   }
