@@ -23,6 +23,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 OVLTOOL=${OVLTOOL:-$REPO/.build/release/ovltool}
 REPS=${BENCH_REPS:-5}
 . "$REPO/bench/table.sh"
+. "$REPO/bench/measure.sh"
 TMP=$(mktemp -d /tmp/ovlfsckbench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
@@ -38,23 +39,6 @@ fi
 [ -x "$OVLTOOL" ] || { echo "fsck.sh: $OVLTOOL not found (make build, or set OVLTOOL)" >&2; exit 1; }
 OPTS="lowerdir=$DIR/l1:$DIR/l2:$DIR/l3,upperdir=$DIR/upper,workdir=$DIR/work,index=on,redirect_dir=on"
 
-# measure CMD...: prints "wall_s maxrss_kib rc" (wall clock, peak RSS via wait4)
-measure() {
-    python3 - "$@" <<'PYEOF'
-import os, sys, time
-t0 = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    fd = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(fd, 1)
-    try:
-        os.execvp(sys.argv[1], sys.argv[1:])
-    finally:
-        os._exit(127)
-_, status, ru = os.wait4(pid, 0)
-print('%.3f %d %d' % (time.perf_counter() - t0, ru.ru_maxrss, os.waitstatus_to_exitcode(status)))
-PYEOF
-}
 
 LAYERS=("$DIR/l1" "$DIR/l2" "$DIR/l3" "$DIR/upper" "$DIR/work")
 A=(getfattr --absolute-names -R -h -d -m - "${LAYERS[@]}")

@@ -29,6 +29,7 @@ MAX=${BENCH_SCALE:-1000000}
 REPS=${BENCH_SCALE_REPS:-3}
 CACHE=${BENCH_SCALE_CACHE:-/var/tmp/ovltool-bench}
 . "$REPO/bench/table.sh"
+. "$REPO/bench/measure.sh"
 [ -x "$OVLTOOL" ] || { echo "scale.sh: $OVLTOOL not found (make build, or set OVLTOOL)" >&2; exit 1; }
 . "$REPO/bench/stackcache.sh"
 mkdir -p "$CACHE"
@@ -36,24 +37,6 @@ RUN=$(mktemp -d "$CACHE/run.XXXXXX")
 trap 'rm -rf "$RUN"' EXIT
 trap 'exit 130' INT TERM
 
-# measure CMD...: prints "wall_s maxrss_kib rc" (wall clock; peak RSS from wait4's rusage)
-measure() {
-    python3 - "$@" <<'PYEOF'
-import os, sys, time
-t0 = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    fd = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)  # export's warnings (sockets skipped)
-    try:
-        os.execvp(sys.argv[1], sys.argv[1:])
-    finally:
-        os._exit(127)
-_, status, ru = os.wait4(pid, 0)
-print('%.3f %d %d' % (time.perf_counter() - t0, ru.ru_maxrss, os.waitstatus_to_exitcode(status)))
-PYEOF
-}
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 stack() { cached_stack "$@"; }
@@ -88,7 +71,7 @@ run_size() {
     local aopts="lowerdir=$lowers,upperdir=$RUN/up,workdir=$RUN/wk,index=on,redirect_dir=on"
     echo "scale: $n: $entries entries in the layers"
     # warm the cache (and check the stack is clean: a kernel-made stack has no findings)
-    measure "$OVLTOOL" fsck -n -o "$opts" > /dev/null
+    measure "$OVLTOOL" fsck -n -o "$opts" > /dev/null 2>&1
     "$OVLTOOL" export --resolve -o "$opts" --output "$RUN/layer.tar" > /dev/null 2>&1 || return 1
     local layer_entries
     layer_entries=$(tar -tf "$RUN/layer.tar" 2>/dev/null | wc -l)
@@ -97,12 +80,12 @@ run_size() {
         ts=(); rss=0
         for ((i = 1; i <= REPS; i++)); do
             case $cmd in
-                fsck) read -r t r c < <(measure "$OVLTOOL" fsck -n -o "$opts") ;;
-                tree) read -r t r c < <(measure "$OVLTOOL" tree --json -o "$opts") ;;
-                export) read -r t r c < <(measure "$OVLTOOL" export --resolve -o "$opts" --output "$RUN/again.tar") ;;
+                fsck) read -r t r c < <(measure "$OVLTOOL" fsck -n -o "$opts" 2>/dev/null) ;;
+                tree) read -r t r c < <(measure "$OVLTOOL" tree --json -o "$opts" 2>/dev/null) ;;
+                export) read -r t r c < <(measure "$OVLTOOL" export --resolve -o "$opts" --output "$RUN/again.tar" 2>/dev/null) ;;
                 apply)
                     rm -rf "$RUN/up" "$RUN/wk"; mkdir "$RUN/up" "$RUN/wk"
-                    read -r t r c < <(measure "$OVLTOOL" apply -o "$aopts" "$RUN/layer.tar") ;;
+                    read -r t r c < <(measure "$OVLTOOL" apply -o "$aopts" "$RUN/layer.tar" 2>/dev/null) ;;
             esac
             [ "$c" = 0 ] || { echo "scale: $cmd at $n exited $c" >&2; return 1; }
             ts+=("$t"); [ "$r" -gt "$rss" ] && rss=$r
