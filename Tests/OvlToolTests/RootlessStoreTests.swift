@@ -11,16 +11,9 @@ struct RootlessStoreTests {
   static let tools = ["/usr/bin/podman", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/newuidmap", "/usr/bin/setpriv"]
 
   @Test func rootlessPodmanStore() throws {
-    var missing = Self.tools.filter { !FileManager.default.isExecutableFile(atPath: $0) }
-    if getuid() != 0 { missing.append("root (to make the test's user)") }
-    if !missing.isEmpty {
-      if Harness.requireKernel {
-        Issue.record("OVLTOOL_REQUIRE_KERNEL=1 but a rootless podman store cannot be made here: missing \(missing.joined(separator: ", "))")
-      } else {
-        print("RootlessStoreTests skipped: missing \(missing.joined(separator: ", ")) (apt-get install podman runc busybox-static uidmap)")
-      }
-      return
-    }
+    guard Harness.toolsAvailable(Self.tools, suite: "RootlessStoreTests", cannot: "a rootless podman store cannot be made",
+                                 install: "apt-get install podman runc busybox-static uidmap", root: "root (to make the test's user)")
+    else { return }
     let dir = Harness.TempDir("rootless-podman")
     let r = StoreTests.spawn(
       ["/bin/sh", Harness.repository + "/Tests/OvlToolTests/Support/rootless-podman.sh", dir.path, StoreTests.binary, "/bin/busybox", "4646"],

@@ -12,22 +12,9 @@ import Testing
   static let binary = Harness.repository + "/.build/debug/ovltool"
   static let tools = ["/usr/bin/podman", "/usr/sbin/runc", "/bin/busybox", "/usr/bin/skopeo"]
 
-  static var missing: [String] {
-    var missing = tools.filter { !FileManager.default.isExecutableFile(atPath: $0) }
-    if getuid() != 0 { missing.append("root") }
-    return missing
-  }
-
   /// False (and a skip message, or a failure where CI requires the tools) without them.
   static func available() -> Bool {
-    let missing = Self.missing
-    guard !missing.isEmpty else { return true }
-    if Harness.requireKernel {
-      Issue.record("OVLTOOL_REQUIRE_KERNEL=1 but podman's store cannot be made here: missing \(missing.joined(separator: ", ")) (apt-get install podman runc busybox-static skopeo)")
-    } else {
-      print("StoreTests skipped: missing \(missing.joined(separator: ", ")) (apt-get install podman runc busybox-static skopeo)")
-    }
-    return false
+    Harness.toolsAvailable(tools, suite: "StoreTests", cannot: "podman's store cannot be made", install: "apt-get install podman runc busybox-static skopeo")
   }
 
   /// A throwaway podman store: graph root and run root on a tmpfs of their own (overlay
@@ -313,16 +300,9 @@ import Testing
 /// docker.io (a failure with OVLTOOL_REQUIRE_KERNEL=1).
 @Suite(.serialized) struct DockerStoreTests {
   @Test func dockerContainer() throws {
-    let tools = ["/usr/sbin/dockerd", "/usr/bin/docker", "/bin/busybox"]
-    let missing = tools.filter { !FileManager.default.isExecutableFile(atPath: $0) } + (getuid() == 0 ? [] : ["root"])
-    guard missing.isEmpty else {
-      if Harness.requireKernel {
-        Issue.record("OVLTOOL_REQUIRE_KERNEL=1 but dockerd cannot run here: missing \(missing.joined(separator: ", ")) (apt-get install docker.io busybox-static)")
-      } else {
-        print("DockerStoreTests skipped: missing \(missing.joined(separator: ", ")) (apt-get install docker.io busybox-static)")
-      }
-      return
-    }
+    guard Harness.toolsAvailable(["/usr/sbin/dockerd", "/usr/bin/docker", "/bin/busybox"], suite: "DockerStoreTests",
+                                 cannot: "dockerd cannot run", install: "apt-get install docker.io busybox-static")
+    else { return }
     let dir = Harness.TempDir("docker")
     let base = dir.path + "/d"
     try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)

@@ -31,6 +31,21 @@ enum Harness {
   /// missing kernel fails loudly inside the test).
   static var kernelTestsEnabled: Bool { kernelAvailable || requireKernel }
 
+  /// Whether the executables `tools` are here and the tests run as root; otherwise the
+  /// suite says it skips — or, where CI requires everything (OVLTOOL_REQUIRE_KERNEL=1),
+  /// records a failure. `cannot` says what cannot be done without them, `install` how to
+  /// get them.
+  static func toolsAvailable(_ tools: [String], suite: String, cannot: String, install: String, root: String = "root") -> Bool {
+    let missing = tools.filter { !FileManager.default.isExecutableFile(atPath: $0) } + (getuid() == 0 ? [] : [root])
+    guard !missing.isEmpty else { return true }
+    if requireKernel {
+      Issue.record("OVLTOOL_REQUIRE_KERNEL=1 but \(cannot) here: missing \(missing.joined(separator: ", "))\(install.isEmpty ? "" : " (\(install))")")
+    } else {
+      print("\(suite) skipped: missing \(missing.joined(separator: ", ")) (\(install))")
+    }
+    return false
+  }
+
   static func requireKernelOrFail() {
     if !kernelAvailable {
       Issue.record("OVLTOOL_REQUIRE_KERNEL=1 but overlayfs cannot be mounted here (need root, overlay in /proc/filesystems, unshare, python3)")
