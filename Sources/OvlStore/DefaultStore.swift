@@ -20,9 +20,9 @@ public struct DefaultStore: Sendable, Equatable {
   public static func find(rootless: Bool = Credentials.current.uid != 0, environment: (String) -> String? = getEnvironment) throws(OvlError) -> DefaultStore {
     var found = try findConfigured(rootless: rootless || environment("_CONTAINERS_USERNS_CONFIGURED") != nil, environment: environment)
     if let graph = environment("CONTAINERS_GRAPHROOT"), !graph.isEmpty {
-      let overlay = found.overlayOptions
-      found = DefaultStore(graphRoot: graph, runRoot: environment("CONTAINERS_RUNROOT").flatMap { $0.isEmpty ? nil : $0 }, configuration: found.configuration)
-      found.overlayOptions = overlay
+      found = DefaultStore(
+        graphRoot: graph, runRoot: environment("CONTAINERS_RUNROOT").flatMap { $0.isEmpty ? nil : $0 },
+        configuration: found.configuration, overlayOptions: found.overlayOptions)
     }
     return found
   }

@@ -43,6 +43,21 @@ public struct StoreStack: Sendable, Equatable {
     return (items + mountOptions).joined(separator: ",")
   }
 
+  /// A parser that holds the stack's options (a base layer alone is one lower, over its
+  /// `empty` dir or, in Docker, alone), for more `-o` options on top and the kernel's rules.
+  public func optionParser() throws(OvlError) -> StackOptionParser {
+    var parser = StackOptionParser()
+    parser.allowsOneLower = true
+    try parser.add(options: optionString)
+    return parser
+  }
+
+  /// The stack's options with the kernel's rules applied.
+  public func stackOptions() throws(OvlError) -> StackOptions {
+    var parser = try optionParser()
+    return try parser.resolve(defaults: .current())
+  }
+
   static func escape(_ path: String, colon: Bool) -> String {
     var out = ""
     for c in path {

@@ -112,10 +112,7 @@ struct ImageDiff: ParsableCommand {
   /// top of them), both read-only stacks with the store's mount options.
   static func containerTrees(_ derived: StoreStack) throws -> (old: StackOptions, new: StackOptions) {
     guard let upper = derived.upperDir else { throw ValidationError("\(derived.title) has no layer of its own") }
-    var parser = StackOptionParser()
-    parser.allowsOneLower = true
-    try parser.add(options: derived.optionString)
-    var image = try parser.resolve(defaults: .current())
+    var image = try derived.stackOptions()
     image.upperDir = nil
     image.workDir = nil
     var container = image

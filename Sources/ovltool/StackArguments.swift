@@ -45,8 +45,7 @@ struct StackArguments: ParsableArguments {
           throw .usage("-o \(item)= cannot be given with a store's --container, --image or --layer")
         }
       }
-      parser.allowsOneLower = true
-      try parser.add(options: derived.optionString)
+      parser = try derived.optionParser()
     }
     for o in options { try parser.add(options: o) }
     if let lowerdir { try parser.add(key: "lowerdir", value: lowerdir) }

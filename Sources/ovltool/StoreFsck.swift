@@ -92,10 +92,7 @@ struct StoreFsckRun {
     let options: StackOptions
     let stack: Stack
     do throws(OvlError) {
-      var parser = StackOptionParser()
-      parser.allowsOneLower = true
-      try parser.add(options: derived.optionString)
-      options = try parser.resolve(defaults: .current())
+      options = try derived.stackOptions()
       stack = try Checker.openStack(options)
     } catch {
       return (8, "cannot be opened: \(error)", nil)
