@@ -200,13 +200,13 @@ public final class Exporter {
     return result
   }
 
-  /// The directory at `path` in the layers below, when it has children an opaque upper
-  /// directory hides.
   /// The merged path of a tar path this export wrote (`a/b`: names read from the upper).
   private static func merged(_ tarPath: [UInt8]) -> MergedPath {
     MergedPath(tarPath.split(separator: UInt8(ascii: "/")).map { Array($0) })
   }
 
+  /// The directory at `path` in the layers below, when it has children an opaque upper
+  /// directory hides.
   private func hidesSomething(_ path: [UInt8]) throws(OvlError) -> Bool {
     guard let below else { return false }
     let resolved: (parent: MergedDir?, entry: MergedEntry?, root: MergedDir)

@@ -51,7 +51,7 @@ final class LayerCheck {
 
   /// `a/b/c` as the merged path `/a/b/c`, its parent's (`/a/b`, the root `/`) and the last
   /// name, in one scan for the common path (no `.`, `..`, `//`, leading `/`, NUL or overlong
-  /// name); anything else through `Applier.components`, which refuses what must be refused.
+  /// name); anything else through `Applier.mergedPath`, which refuses what must be refused.
   static func split(_ raw: [UInt8]) throws(OvlError) -> (path: [UInt8], parent: [UInt8], name: [UInt8])? {
     var end = raw.count
     while end > 0 && raw[end - 1] == UInt8(ascii: "/") { end -= 1 }
